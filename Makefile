@@ -1,0 +1,61 @@
+# fewshot — build, test and benchmark. See README.md.
+CC      ?= cc
+OPT     ?= -O3 -march=native
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude \
+           $(shell pkg-config --cflags hdf5 2>/dev/null)
+LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
+
+BUILD   ?= build
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o)
+TEST_SRC:= $(wildcard tests/*.c)
+TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
+
+.PHONY: all deps test asan-test bench bench-compare clean
+
+all: fewshot
+
+deps:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+$(BUILD)/src/%.o: src/%.c $(wildcard include/fewshot/*.h) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/tests/%.o: tests/%.c $(wildcard include/fewshot/*.h) $(wildcard tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc -c $< -o $@
+
+$(BUILD)/libfewshot.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/fewshot: $(BUILD)/src/main.o $(BUILD)/libfewshot.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+fewshot: $(BUILD)/fewshot
+	cp $< $@
+
+$(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
+
+# Tests run from the repository root; golden files are read from ../shared/golden.
+test: $(BUILD)/test_fewshot fewshot
+	$(BUILD)/test_fewshot -j2
+
+asan-test:
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	    build-asan/test_fewshot build-asan/fewshot
+	cp build-asan/fewshot fewshot-asan
+	FEWSHOT_BIN=./fewshot-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/test_fewshot -j2
+
+bench: fewshot
+	./fewshot bench
+
+bench-compare: fewshot
+	python3 bench/compare.py
+
+clean:
+	rm -rf build build-asan fewshot fewshot-asan

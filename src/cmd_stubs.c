@@ -1,0 +1,21 @@
+/* Subcommands not written yet. */
+#include <stdio.h>
+
+#include "cli.h"
+
+#define STUB(fn, name)                                                   \
+    int fn(int argc, char **argv)                                        \
+    {                                                                    \
+        (void)argc;                                                      \
+        (void)argv;                                                      \
+        fprintf(stderr, "fewshot " name ": not implemented yet\n");      \
+        return 2;                                                        \
+    }
+STUB(fs_cmd_init, "init")
+STUB(fs_cmd_grad, "grad")
+STUB(fs_cmd_steps, "steps")
+STUB(fs_cmd_train, "train")
+STUB(fs_cmd_eval, "eval")
+STUB(fs_cmd_classify, "classify")
+STUB(fs_cmd_dataset, "dataset")
+STUB(fs_cmd_bench, "bench")
