@@ -11,9 +11,6 @@
         fprintf(stderr, "fewshot " name ": not implemented yet\n");      \
         return 2;                                                        \
     }
-STUB(fs_cmd_init, "init")
-STUB(fs_cmd_grad, "grad")
-STUB(fs_cmd_steps, "steps")
 STUB(fs_cmd_train, "train")
 STUB(fs_cmd_eval, "eval")
 STUB(fs_cmd_classify, "classify")

@@ -14,9 +14,9 @@ void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps,
 double fs_query_loss_range(const fs_acts *a, int b0, int b1, double denom);
 
 /* Backward of (sum over [b0,b1) of query CE) / denom. `grad_acts` has the arena's
- * layout (scratch, overwritten), `grads` the parameter layout (accumulated into). */
+ * layout (scratch, overwritten), `grads` points into a buffer with the parameter layout (accumulated into). */
 void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps, float *grad_acts,
-                       float *grads, int b0, int b1, double denom);
+                       const fs_param_ptrs *grads, int b0, int b1, double denom);
 
 /* Forward on sequences [0, nseq), split across OpenMP threads by whole sequences. */
 void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int nseq);

@@ -1,0 +1,36 @@
+/* The training step engine: one forward + backward over a batch, split across threads
+ * by whole sequences (each thread owns its sequences' slice of every leaf and its own
+ * gradient buffer), gradients summed in a fixed order (deterministic for a fixed thread
+ * count), then one optimizer update. All memory is allocated once in fs_trainer_init. */
+#ifndef FEWSHOT_TRAINER_H
+#define FEWSHOT_TRAINER_H
+
+#include "fewshot/cache.h"
+#include "fewshot/model.h"
+#include "fewshot/optim.h"
+
+typedef struct {
+    fs_model *model;
+    fs_acts acts;                 /* capacity B sequences of P pairs */
+    float *grad_acts;             /* same layout as acts.arena */
+    int threads;
+    float **thread_grads;         /* [threads][layout.total] */
+    fs_param_ptrs *thread_ptrs;   /* bound into thread_grads */
+    float *grads;                 /* reduced gradient */
+    fs_optim_config optim;
+    fs_optim_state state;
+    const fs_clamp_set *clamps;   /* may be NULL; not owned */
+} fs_trainer;
+
+/* threads <= 0: the number of cores (OpenMP's default). */
+int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const fs_optim_config *oc,
+                    fs_error *err);
+void fs_trainer_free(fs_trainer *t);
+
+/* Inputs of sequences [0, nseq) must be in t->acts. Computes the mean query CE (plus
+ * weight decay) and its gradient into t->grads. Returns the loss. */
+double fs_trainer_grad(fs_trainer *t, int nseq);
+/* fs_trainer_grad followed by one optimizer update; *grad_norm gets the global norm. */
+double fs_trainer_step(fs_trainer *t, int nseq, double *grad_norm);
+
+#endif
