@@ -9,6 +9,7 @@ generation is not timed). Prints one JSON object.
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 
@@ -53,9 +54,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    # Debian's torch calls whatever libblas.so.3 is installed (BLAS_INFO=generic);
-    # OpenBLAS reads its thread count from the environment at load time.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+    # Debian's torch calls whatever libblas.so.3 is installed (BLAS_INFO=generic) and
+    # does not tell it how many threads to use. A multi-threaded OpenBLAS inside torch's
+    # OpenMP regions oversubscribes the cores (3-4x slower training here), so BLAS runs
+    # single-threaded unless OPENBLAS_NUM_THREADS says otherwise; torch's own OpenMP
+    # parallelism uses --threads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     global torch, SequenceClassifier, query_loss
     import torch
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +106,7 @@ def main():
         "mode": mode,
         "threads": torch.get_num_threads(),
         "blas": blas_library(),
+        "blas_threads": int(os.environ["OPENBLAS_NUM_THREADS"]),
         "mlp_ratio": args.mlp_ratio,
         "train_bs": args.train_bs,
         "eval_bs": args.eval_bs,
@@ -109,6 +114,7 @@ def main():
         "train_steps_per_s": round(steps, 2),
         "train_seqs_per_s": round(steps * args.train_bs, 1),
         "eval_seqs_per_s": round(evals * args.eval_bs, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }))
 
 
