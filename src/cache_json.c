@@ -191,7 +191,7 @@ static void print_sorted(strbuf *s, const cJSON *v, int depth)
             sb_put(s, kids[i]->string);
             sb_put(s, "\": ");
             print_sorted(s, kids[i], depth + 1);
-            sb_put(s, i + 1 < n ? ",\n" : "\n");
+            sb_put(s, i + 1 < n ? ", \n" : "\n"); /* the seed listing separates items with ", " */
         }
         sb_indent(s, depth);
         sb_put(s, "}");
@@ -201,7 +201,7 @@ static void print_sorted(strbuf *s, const cJSON *v, int depth)
         for (const cJSON *c = v->child; c; c = c->next) {
             sb_indent(s, depth + 1);
             print_sorted(s, c, depth + 1);
-            sb_put(s, c->next ? ",\n" : "\n");
+            sb_put(s, c->next ? ", \n" : "\n");
         }
         sb_indent(s, depth);
         sb_put(s, "]");

@@ -1,0 +1,24 @@
+/* Helpers for comparing our outputs with ../shared/golden (SPEC section 6). */
+#ifndef FEWSHOT_TEST_GOLDEN_UTIL_H
+#define FEWSHOT_TEST_GOLDEN_UTIL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+#include "fewshot/model.h"
+
+#define GOLDEN_DIR "../shared/golden"
+
+/* Compare trees: same keys, same list lengths, null where null, every number within
+ * 1e-4 abs + 1e-4 rel. A missing or extra leaf fails. Returns the number of leaves
+ * compared; on mismatch fills `why` and returns -1. */
+int golden_compare_tree(const cJSON *ours, const cJSON *golden, const char *path, char *why, size_t why_len);
+
+/* Every tensor of `buffer` (model layout) equals the file's tensor within 1e-4 of the
+ * golden tensor's max magnitude; the file must hold exactly the model's tensors. */
+int golden_compare_buffer(const fs_model *m, const float *buffer, const char *golden_path, char *why, size_t why_len);
+
+/* Load golden/NAME/config.json's model and params into m. */
+void golden_load_model(const char *name, fs_model *m);
+
+#endif
