@@ -12,7 +12,6 @@
         return 2;                                                        \
     }
 STUB(fs_cmd_train, "train")
-STUB(fs_cmd_eval, "eval")
 STUB(fs_cmd_classify, "classify")
 STUB(fs_cmd_dataset, "dataset")
 STUB(fs_cmd_bench, "bench")

@@ -254,7 +254,7 @@ static int apply_list(const cJSON *v, const key_desc *item_keys, void *items, si
     if (n < 1 || n > max_items)
         return fs_fail(err, "%s: %s: expected 1 to %d entries, got %d", origin, where, max_items, n);
     for (int i = 0; i < n; i++) {
-        char sub[160];
+        char sub[256];
         snprintf(sub, sizeof sub, "%s[%d]", where, i);
         void *item = (char *)items + (size_t)i * item_size;
         init_item(item);
@@ -315,7 +315,7 @@ static int apply_key(const cJSON *v, const key_desc *k, void *base, const char *
         if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != 3)
             return fs_fail(err, "%s: %s: expected a list of 3 numbers [train, val, test]", origin, where);
         for (int i = 0; i < 3; i++) {
-            char sub[160];
+            char sub[256];
             snprintf(sub, sizeof sub, "%s[%d]", where, i);
             if (get_number(cJSON_GetArrayItem(v, i), origin, sub, k, &x, k->kind == K_INT3, err))
                 return -1;
@@ -396,6 +396,8 @@ int fs_run_config_apply(const cJSON *root, const char *origin, fs_run_config *c,
         if (strcmp(s->string, "model") == 0) {
             rc = apply_section(s, model_keys, &c->model, origin, "model", err);
             c->has_model = true;
+            c->input_dim_given |= cJSON_HasObjectItem(s, "input_dim");
+            c->num_classes_given |= cJSON_HasObjectItem(s, "num_classes") || cJSON_HasObjectItem(s, "model_output_classes");
         } else if (strcmp(s->string, "data") == 0) {
             rc = apply_section(s, data_keys, &c->data, origin, "data", err);
             c->has_data = true;

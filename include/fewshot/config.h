@@ -114,6 +114,10 @@ typedef struct {
     fs_eval_config eval;
     fs_clamps_config clamps;
     bool has_model, has_data, has_train, has_eval, has_clamps;
+    /* Whether the config set these; if not, a training run takes them from the data
+     * (input_dim = the features' dim; num_classes = L when relabelling, else the
+     * number of train classes; SPEC section 4). */
+    bool input_dim_given, num_classes_given;
 } fs_run_config;
 
 /* Defaults: the documented model and the reference's main run settings. */

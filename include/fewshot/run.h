@@ -1,0 +1,30 @@
+/* What a training or evaluation run reads: the dataset, the task (splits, relabel
+ * pairs) and the fixed evaluator sets (SPEC sections 4 and 8). */
+#ifndef FEWSHOT_RUN_H
+#define FEWSHOT_RUN_H
+
+#include "fewshot/config.h"
+#include "fewshot/data.h"
+#include "fewshot/eval.h"
+#include "fewshot/sampler.h"
+
+typedef struct {
+    fs_dataset data;
+    fs_task task;
+    int num_sets;
+    fs_eval_set sets[FS_MAX_EVALUATORS];
+} fs_run_data;
+
+/* Load the data and resolve the model's input_dim/num_classes when the config left
+ * them unset; builds the evaluator sets when with_eval. */
+int fs_run_data_open(fs_run_data *rd, fs_run_config *cfg, const char *origin, bool with_eval, fs_error *err);
+void fs_run_data_close(fs_run_data *rd);
+
+/* Evaluate every evaluator set; out[i] gets set i's mean metrics. */
+int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_clamp_set *clamps, fs_eval_ws *ws,
+                    fs_metrics *out, fs_error *err);
+
+/* {"<evaluator>": {"loss": .., "acc": .., ...}, ...} */
+void *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m); /* cJSON* */
+
+#endif

@@ -1,0 +1,138 @@
+#include "fewshot/eval.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "fewshot/forward.h"
+#include "fewshot/seqio.h"
+
+const char *const fs_metric_names[FS_NUM_METRICS] = {"loss", "acc", "in_context_acc", "out_context_acc",
+                                                     "prob", "in_context_prob", "out_context_prob",
+                                                     "use_context_prob"};
+
+double *fs_metric_field(fs_metrics *m, int i)
+{
+    double *fields[FS_NUM_METRICS] = {&m->loss, &m->acc, &m->in_context_acc, &m->out_context_acc,
+                                      &m->prob, &m->in_context_prob, &m->out_context_prob, &m->use_context_prob};
+    return fields[i];
+}
+
+enum { LOGITS_PLAIN, LOGITS_IN_CONTEXT, LOGITS_OUT_OF_CONTEXT };
+
+static bool in_context(const int *labels, int P, int c)
+{
+    for (int i = 0; i + 1 < P; i++)
+        if (labels[i] == c)
+            return true;
+    return false;
+}
+
+/* z_in = m*z - (1-m)*1e20, z_out = (1-m)*z - m*1e20 (SPEC section 4), in float */
+static float logit(const float *z, const int *labels, int P, int c, int mode)
+{
+    float m = in_context(labels, P, c) ? 1.f : 0.f;
+    if (mode == LOGITS_IN_CONTEXT)
+        return m * z[c] - (1 - m) * 1e20f;
+    if (mode == LOGITS_OUT_OF_CONTEXT)
+        return (1 - m) * z[c] - m * 1e20f;
+    return z[c];
+}
+
+typedef struct {
+    int argmax;
+    float max, sum; /* softmax(x)[c] = exp(x[c] - max) / sum */
+} softmax_stats;
+
+static softmax_stats stats(const float *z, const int *labels, int P, int C, int mode)
+{
+    softmax_stats s = {0, logit(z, labels, P, 0, mode), 0};
+    for (int c = 1; c < C; c++) {
+        float x = logit(z, labels, P, c, mode);
+        if (x > s.max) /* first maximum wins, like argmax */
+            s.max = x, s.argmax = c;
+    }
+    for (int c = 0; c < C; c++)
+        s.sum += expf(logit(z, labels, P, c, mode) - s.max);
+    return s;
+}
+
+static float prob(const softmax_stats *s, const float *z, const int *labels, int P, int c, int mode)
+{
+    return expf(logit(z, labels, P, c, mode) - s->max) / s->sum;
+}
+
+void fs_metrics_of_sequence(const float *z, int C, const int *labels, int P, fs_metrics *out)
+{
+    int y = labels[P - 1];
+    bool valid = y >= 0 && y < C; /* an out-of-range label: all-zero one-hot, no loss */
+    softmax_stats plain = stats(z, labels, P, C, LOGITS_PLAIN);
+    softmax_stats in = stats(z, labels, P, C, LOGITS_IN_CONTEXT);
+    softmax_stats outc = stats(z, labels, P, C, LOGITS_OUT_OF_CONTEXT);
+    double lse = 0;
+    for (int c = 0; c < C; c++)
+        lse += exp((double)z[c] - plain.max);
+    out->loss = valid ? log(lse) + plain.max - z[y] : 0;
+    out->acc = plain.argmax == y;
+    out->in_context_acc = in.argmax == y;
+    out->out_context_acc = outc.argmax == y;
+    out->prob = valid ? prob(&plain, z, labels, P, y, LOGITS_PLAIN) : 0;
+    out->in_context_prob = valid ? prob(&in, z, labels, P, y, LOGITS_IN_CONTEXT) : 0;
+    out->out_context_prob = valid ? prob(&outc, z, labels, P, y, LOGITS_OUT_OF_CONTEXT) : 0;
+    double use = 0;
+    for (int c = 0; c < C; c++)
+        if (in_context(labels, P, c))
+            use += prob(&plain, z, labels, P, c, LOGITS_PLAIN);
+    out->use_context_prob = use;
+}
+
+void fs_eval_ws_free(fs_eval_ws *ws)
+{
+    if (ws->ready)
+        fs_acts_free(&ws->acts);
+    memset(ws, 0, sizeof *ws);
+}
+
+static int ws_prepare(fs_eval_ws *ws, const fs_model *m, int P, fs_error *err)
+{
+    if (ws->ready && ws->acts.P == P && fs_model_config_equal(&ws->acts.cfg, &m->cfg))
+        return 0;
+    if (ws->ready)
+        fs_acts_free(&ws->acts);
+    ws->ready = false;
+    /* chunks small enough to keep the arena (and peak memory) small */
+    ws->chunk = 128;
+    if (fs_acts_create(&ws->acts, &m->cfg, P, ws->chunk, err))
+        return -1;
+    ws->ready = true;
+    return 0;
+}
+
+int fs_eval_sequences(const fs_model *m, const float *examples, const int *labels, int n, int P,
+                      const fs_clamp_set *clamps, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
+                      fs_error *err)
+{
+    if (ws_prepare(ws, m, P, err))
+        return -1;
+    int C = m->cfg.num_classes, D = m->cfg.input_dim;
+    double sums[FS_NUM_METRICS] = {0};
+    int id_out = fs_top_after(&m->cfg, L_OUT);
+    for (int first = 0; first < n; first += ws->chunk) {
+        int count = n - first < ws->chunk ? n - first : ws->chunk;
+        fs_acts_set_inputs(&ws->acts, examples + (size_t)first * P * D, labels + (size_t)first * P, 0, count);
+        fs_forward(m, &ws->acts, clamps, count);
+        for (int b = 0; b < count; b++) {
+            fs_metrics one;
+            fs_metrics_of_sequence(fs_leaf_ptr(&ws->acts, id_out, b) + (size_t)(P - 1) * C, C,
+                                   labels + (size_t)(first + b) * P, P, &one);
+            for (int k = 0; k < FS_NUM_METRICS; k++)
+                sums[k] += *fs_metric_field(&one, k);
+            if (per_seq)
+                per_seq[first + b] = one;
+        }
+    }
+    for (int k = 0; k < FS_NUM_METRICS; k++)
+        *fs_metric_field(mean, k) = n ? sums[k] / n : 0;
+    return 0;
+}
