@@ -11,7 +11,4 @@
         fprintf(stderr, "fewshot " name ": not implemented yet\n");      \
         return 2;                                                        \
     }
-STUB(fs_cmd_train, "train")
 STUB(fs_cmd_classify, "classify")
-STUB(fs_cmd_dataset, "dataset")
-STUB(fs_cmd_bench, "bench")

@@ -1,0 +1,16 @@
+#ifndef FEWSHOT_CHECKPOINT_H
+#define FEWSHOT_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fewshot/model.h"
+#include "fewshot/optim.h"
+
+int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_state *s, int64_t iter, fs_error *err);
+/* m and s must be created with the checkpoint's config; fills params, moments, step. */
+int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, int64_t *iter, fs_error *err);
+/* Latest "step_N.safetensors" in dir: 1 and its path, or 0 if none. */
+int fs_checkpoint_latest(const char *dir, char *path, size_t len);
+
+#endif
