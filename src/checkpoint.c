@@ -20,7 +20,8 @@ static void describe(fs_st_tensor *t, const fs_param_desc *d, const char *prefix
     t->data = (float *)buffer + d->offset;
 }
 
-int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_state *s, int64_t iter, fs_error *err)
+int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_state *s, const fs_run_position *pos,
+                        fs_error *err)
 {
     int n = m->layout.count;
     fs_st_tensor *ts = calloc((size_t)n * 3, sizeof *ts);
@@ -32,12 +33,15 @@ int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_stat
     cJSON *cj = fs_model_config_to_json(&m->cfg);
     char *cfg_text = cJSON_PrintUnformatted(cj);
     cJSON_Delete(cj);
-    char step[32], seqs[32];
+    char step[32], seqs[32], loss[40], gnorm[40], window[32];
     snprintf(step, sizeof step, "%lld", (long long)s->step);
-    snprintf(seqs, sizeof seqs, "%lld", (long long)iter);
-    const char *keys[] = {"format", "model_config", "step", "iter"};
-    const char *vals[] = {"fewshot", cfg_text, step, seqs};
-    int rc = fs_st_write(path, ts, 3 * n, keys, vals, 4, err);
+    snprintf(seqs, sizeof seqs, "%lld", (long long)pos->iter);
+    snprintf(loss, sizeof loss, "%.17g", pos->loss_sum);
+    snprintf(gnorm, sizeof gnorm, "%.17g", pos->grad_norm_sum);
+    snprintf(window, sizeof window, "%lld", (long long)pos->window_steps);
+    const char *keys[] = {"format", "model_config", "step", "iter", "log_loss_sum", "log_grad_norm_sum", "log_steps"};
+    const char *vals[] = {"fewshot", cfg_text, step, seqs, loss, gnorm, window};
+    int rc = fs_st_write(path, ts, 3 * n, keys, vals, 7, err);
     free(cfg_text);
     free(ts);
     return rc;
@@ -59,7 +63,7 @@ static int load_prefixed(const fs_st_file *f, const char *path, const fs_model *
     return 0;
 }
 
-int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, int64_t *iter, fs_error *err)
+int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, fs_run_position *pos, fs_error *err)
 {
     fs_st_file f;
     if (fs_st_read(path, &f, err))
@@ -69,11 +73,16 @@ int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, int64_t
                  ? -1
                  : 0;
     const char *step = fs_st_meta(&f, "step"), *seqs = fs_st_meta(&f, "iter");
-    if (!rc && (!step || !seqs))
-        rc = fs_fail(err, "%s: not a training checkpoint (metadata step/iter missing)", path);
+    const char *loss = fs_st_meta(&f, "log_loss_sum"), *gnorm = fs_st_meta(&f, "log_grad_norm_sum");
+    const char *window = fs_st_meta(&f, "log_steps");
+    if (!rc && (!step || !seqs || !loss || !gnorm || !window))
+        rc = fs_fail(err, "%s: not a training checkpoint (metadata step/iter/log_* missing)", path);
     if (!rc) {
         s->step = atoll(step);
-        *iter = atoll(seqs);
+        pos->iter = atoll(seqs);
+        pos->loss_sum = strtod(loss, NULL);
+        pos->grad_norm_sum = strtod(gnorm, NULL);
+        pos->window_steps = atoll(window);
     }
     fs_st_free(&f);
     return rc;

@@ -7,9 +7,18 @@
 #include "fewshot/model.h"
 #include "fewshot/optim.h"
 
-int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_state *s, int64_t iter, fs_error *err);
+/* Run position saved with a checkpoint: sequences seen and the partial sums of the
+ * current train-log window, so a resumed run logs exactly what an uninterrupted one would. */
+typedef struct {
+    int64_t iter;
+    double loss_sum, grad_norm_sum;
+    int64_t window_steps;
+} fs_run_position;
+
+int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_state *s, const fs_run_position *pos,
+                        fs_error *err);
 /* m and s must be created with the checkpoint's config; fills params, moments, step. */
-int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, int64_t *iter, fs_error *err);
+int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, fs_run_position *pos, fs_error *err);
 /* Latest "step_N.safetensors" in dir: 1 and its path, or 0 if none. */
 int fs_checkpoint_latest(const char *dir, char *path, size_t len);
 

@@ -46,7 +46,7 @@ static const key_desc data_keys[] = {
     KEY(fs_data_config, "file", "data_file", K_STR, file, NOLIM),
     KEY(fs_data_config, "path", "data_path_in_file", K_STR, path, NOLIM),
     KEY(fs_data_config, "type", "data_type", K_DATA_TYPE, type, NOLIM),
-    KEY(fs_data_config, "onehot_classes", NULL, K_INT, onehot_classes, 1, 1 << 20),
+    KEY(fs_data_config, "onehot_classes", NULL, K_INT, onehot_classes, 0, 1 << 20),
     KEY(fs_data_config, "class_split", NULL, K_INT3, class_split, 0, 1 << 30),
     KEY(fs_data_config, "exemplar_split", NULL, K_INT3, exemplar_split, 0, 1 << 30),
     KEY(fs_data_config, "fs_relabel", NULL, K_INT, fs_relabel, 0, 1 << 16),

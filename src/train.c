@@ -43,7 +43,7 @@ typedef struct {
     int nscratch;
     FILE *metrics;
     char dir[1024], ckpt_dir[1100], metrics_path[1100];
-    int64_t iter;           /* sequences seen */
+    fs_run_position pos;    /* sequences seen, current train-log window */
     double last_eval_acc;
     char last_eval_name[64];
 } run;
@@ -104,7 +104,7 @@ static int evaluate(run *r, int64_t step, fs_error *err)
         return -1;
     cJSON *line = cJSON_CreateObject();
     cJSON_AddStringToObject(line, "type", "eval");
-    cJSON_AddNumberToObject(line, "iter", (double)r->iter);
+    cJSON_AddNumberToObject(line, "iter", (double)r->pos.iter);
     cJSON_AddNumberToObject(line, "step", (double)step);
     cJSON_AddItemToObject(line, "evals", fs_metrics_json(&r->rd, ms));
     metrics_line(r, line);
@@ -122,7 +122,7 @@ static int checkpoint(run *r, fs_error *err)
     snprintf(path, sizeof path, "%s/step_%08lld.safetensors", r->ckpt_dir, (long long)r->trainer.state.step);
     fflush(r->metrics);
     fsync(fileno(r->metrics));
-    return fs_checkpoint_write(path, &r->model, &r->trainer.state, r->iter, err);
+    return fs_checkpoint_write(path, &r->model, &r->trainer.state, &r->pos, err);
 }
 
 /* Keep the metrics lines of sequences <= iter (those written before the checkpoint). */
@@ -236,8 +236,6 @@ static int loop(run *r, fs_error *err)
     int B = t->train_bs;
     int64_t total_steps = (t->train_iters + B - 1) / B;
     int64_t step = r->trainer.state.step;
-    double loss_sum = 0, gnorm_sum = 0;
-    int logged = 0;
     fs_progress bar;
     fs_progress_start(&bar, r->opt->progress, total_steps, step);
     double t0 = now();
@@ -246,28 +244,29 @@ static int loop(run *r, fs_error *err)
         sample_step(r, step);
         double gnorm;
         double loss = fs_trainer_step(&r->trainer, B, &gnorm);
-        int64_t before = r->iter;
-        r->iter += B;
+        int64_t before = r->pos.iter;
+        r->pos.iter += B;
         step++;
-        loss_sum += loss;
-        gnorm_sum += gnorm;
-        logged++;
+        r->pos.loss_sum += loss;
+        r->pos.grad_norm_sum += gnorm;
+        r->pos.window_steps++;
         bool last = step == total_steps;
-        if (due(t->log_every, before, r->iter) || last) {
+        if (due(t->log_every, before, r->pos.iter) || last) {
             cJSON *line = cJSON_CreateObject();
             cJSON_AddStringToObject(line, "type", "train");
-            cJSON_AddNumberToObject(line, "iter", (double)r->iter);
+            cJSON_AddNumberToObject(line, "iter", (double)r->pos.iter);
             cJSON_AddNumberToObject(line, "step", (double)step);
-            cJSON_AddNumberToObject(line, "loss", loss_sum / logged);
-            cJSON_AddNumberToObject(line, "grad_norm", gnorm_sum / logged);
+            /* means over the steps since the previous train line */
+            cJSON_AddNumberToObject(line, "loss", r->pos.loss_sum / (double)r->pos.window_steps);
+            cJSON_AddNumberToObject(line, "grad_norm", r->pos.grad_norm_sum / (double)r->pos.window_steps);
             metrics_line(r, line);
-            loss_sum = gnorm_sum = 0;
-            logged = 0;
+            r->pos.loss_sum = r->pos.grad_norm_sum = 0;
+            r->pos.window_steps = 0;
         }
-        if ((due(t->eval_every, before, r->iter) || last) && evaluate(r, step, err))
+        if ((due(t->eval_every, before, r->pos.iter) || last) && evaluate(r, step, err))
             return -1;
-        bool stop = interrupted || (r->opt->stop_after > 0 && r->iter >= r->opt->stop_after && !last);
-        if (due(t->ckpt_every, before, r->iter) || last || stop) {
+        bool stop = interrupted || (r->opt->stop_after > 0 && r->pos.iter >= r->opt->stop_after && !last);
+        if (due(t->ckpt_every, before, r->pos.iter) || last || stop) {
             if (checkpoint(r, err))
                 return -1;
         }
@@ -302,11 +301,11 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
             fs_fail(err, "%s: no checkpoint to resume from", r.ckpt_dir);
             goto done;
         }
-        if (save_config(&r, true, err) || fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.iter, err) ||
-            truncate_metrics(r.metrics_path, r.iter, err))
+        if (save_config(&r, true, err) || fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, err) ||
+            truncate_metrics(r.metrics_path, r.pos.iter, err))
             goto done;
         fprintf(stderr, "resuming from %s (step %lld, %lld sequences)\n", latest, (long long)r.trainer.state.step,
-                (long long)r.iter);
+                (long long)r.pos.iter);
         r.metrics = fopen(r.metrics_path, "a");
     } else {
         if (have) {
@@ -333,7 +332,7 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
     sigaction(SIGINT, &old, NULL);
     if (rc == 1)
         fprintf(stderr, "stopped at step %lld (%lld sequences); checkpoint written. Continue with --resume.\n",
-                (long long)r.trainer.state.step, (long long)r.iter);
+                (long long)r.trainer.state.step, (long long)r.pos.iter);
 done:
     teardown(&r);
     return rc;

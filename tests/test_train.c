@@ -1,0 +1,192 @@
+/* Training runs through the binary: resume determinism, Ctrl-C, metrics format, and a
+ * short run of the default config that learns (SPEC sections 5 and 8). */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fewshot/config.h"
+#include "fewshot/seqio.h"
+
+static const char *bin(void) { return getenv("FEWSHOT_BIN") ? getenv("FEWSHOT_BIN") : "./fewshot"; }
+
+static const char tiny_config[] =
+    "{\"model\": {\"d_model\": 16, \"num_heads\": 2, \"depth\": 2, \"mlp_ratio\": 2, \"init_seed\": 5},\n"
+    " \"data\": {\"file\": \"datasets/synth_small.h5\", \"class_split\": [100, 50, 50], \"exemplar_split\": [3, 2, 0],\n"
+    "          \"fs_relabel\": 5, \"fs_relabel_split\": [8, 2, 0]},\n"
+    " \"train\": {\"train_iters\": 3200, \"train_bs\": 16, \"train_context_len\": 2, \"lr\": 0.001, \"train_seed\": 0,\n"
+    "           \"eval_every\": 800, \"log_every\": 320, \"ckpt_every\": 1600, \"threads\": 2},\n"
+    " \"eval\": {\"eval_seed\": 1, \"eval_iters\": 100, \"evaluators\": [{\"name\": \"fsl_train\"},\n"
+    "          {\"name\": \"fsl_val_rl\", \"fs_relabel_scheme\": \"val\"}]}}\n";
+
+static char dir[64];
+
+static void make_dir(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/fewshot_train_XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/tiny.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs(tiny_config, f);
+    fclose(f);
+}
+
+static void remove_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static int run(const char *fmt, const char *a, const char *b)
+{
+    char args[512], cmd[1024];
+    snprintf(args, sizeof args, fmt, a, b);
+    snprintf(cmd, sizeof cmd, "%s %s --no-progress 2>>%s/stderr.txt", bin(), args, dir);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static char *slurp(const char *fmt, const char *a)
+{
+    char path[256];
+    snprintf(path, sizeof path, fmt, a);
+    fs_error err = {{0}};
+    char *text = fs_read_file(path, NULL, &err);
+    cr_assert_not_null(text, "%s", err.msg);
+    return text;
+}
+
+Test(train, resume_continues_identically, .init = make_dir, .fini = remove_dir, .timeout = 120)
+{
+    char cfg[128], a[128], b[128];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
+    snprintf(a, sizeof a, "%s/straight", dir);
+    snprintf(b, sizeof b, "%s/resumed", dir);
+    cr_assert_eq(run("train --config %s --out %s", cfg, a), 0);
+    cr_assert_eq(run("train --config %s --out %s --stop-after 1000", cfg, b), 130, "a stopped run exits 130");
+    cr_assert_eq(run("train --config %s --out %s", cfg, b), 1, "an existing run without --resume is an error");
+    cr_assert_eq(run("train --config %s --out %s --resume", cfg, b), 0);
+    char *m1 = slurp("%s/metrics.jsonl", a), *m2 = slurp("%s/metrics.jsonl", b);
+    cr_assert_str_eq(m1, m2, "metrics of the resumed run differ from the uninterrupted run");
+    free(m1);
+    free(m2);
+    /* the final checkpoints hold the same parameters and moments, byte for byte */
+    char *c1 = slurp("%s/checkpoints/step_00000200.safetensors", a);
+    char *c2 = slurp("%s/checkpoints/step_00000200.safetensors", b);
+    cr_assert_eq(memcmp(c1, c2, 8), 0);
+    free(c1);
+    free(c2);
+    char cmp[512];
+    snprintf(cmp, sizeof cmp, "cmp -s %s/checkpoints/step_00000200.safetensors %s/checkpoints/step_00000200.safetensors",
+             a, b);
+    cr_assert_eq(system(cmp), 0, "final checkpoints differ");
+}
+
+Test(train, metrics_and_run_directory_format, .init = make_dir, .fini = remove_dir, .timeout = 120)
+{
+    char cfg[128], out[128];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    cr_assert_eq(run("train --config %s --out %s", cfg, out), 0);
+    char *text = slurp("%s/metrics.jsonl", out);
+    int train_lines = 0, eval_lines = 0;
+    long long last_train_iter = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        cr_assert_not_null(j, "not JSON: %s", line);
+        const char *type = cJSON_GetObjectItem(j, "type")->valuestring;
+        long long iter = (long long)cJSON_GetObjectItem(j, "iter")->valuedouble;
+        cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(j, "step")));
+        if (!strcmp(type, "train")) {
+            train_lines++;
+            cr_assert_eq(iter - last_train_iter, 320, "train lines every log_every sequences");
+            last_train_iter = iter;
+            cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(j, "loss")) && cJSON_IsNumber(cJSON_GetObjectItem(j, "grad_norm")));
+        } else {
+            cr_assert_str_eq(type, "eval");
+            cr_assert_eq(iter, 800LL * eval_lines, "eval at 0 and every eval_every sequences");
+            eval_lines++;
+            const cJSON *evals = cJSON_GetObjectItem(j, "evals");
+            cr_assert_eq(cJSON_GetArraySize(evals), 2);
+            static const char *const names[] = {"loss", "acc", "in_context_acc", "out_context_acc", "prob",
+                                                "in_context_prob", "out_context_prob", "use_context_prob"};
+            for (const cJSON *e = evals->child; e; e = e->next)
+                for (int k = 0; k < 8; k++)
+                    cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(e, names[k])), "%s lacks %s", e->string, names[k]);
+        }
+        cJSON_Delete(j);
+    }
+    free(text);
+    cr_assert_eq(train_lines, 10);
+    cr_assert_eq(eval_lines, 5);
+    /* the resolved config is itself a valid config */
+    char path[256];
+    snprintf(path, sizeof path, "%s/config.json", out);
+    fs_run_config c;
+    fs_run_config_default(&c);
+    fs_error err = {{0}};
+    cr_assert_eq(fs_run_config_load(path, &c, &err), 0, "%s", err.msg);
+    cr_assert_eq(c.model.d_model, 16);
+    cr_assert_eq(c.model.input_dim, 64, "input_dim resolved from the data");
+    cr_assert_eq(c.model.num_classes, 5, "num_classes resolved to fs_relabel");
+    fs_run_config_free(&c);
+    struct stat st;
+    snprintf(path, sizeof path, "%s/checkpoints/step_00000100.safetensors", out);
+    cr_assert_eq(stat(path, &st), 0, "checkpoint at ckpt_every");
+}
+
+Test(train, ctrl_c_writes_checkpoint_and_resumes, .init = make_dir, .fini = remove_dir, .timeout = 120)
+{
+    char cfg[128], out[128];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stderr);
+        execl(bin(), bin(), "train", "--config", cfg, "--out", out, "--set", "train.train_iters=100000000",
+              "--no-progress", (char *)NULL);
+        _exit(127);
+    }
+    char metrics[256];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
+    struct stat st;
+    for (int i = 0; i < 600 && (stat(metrics, &st) != 0 || st.st_size < 2000); i++)
+        usleep(50000);
+    kill(pid, SIGINT);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 130, "Ctrl-C exits cleanly with 130 (status %d)", status);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls %s/checkpoints/step_*.safetensors >/dev/null 2>&1", out);
+    cr_assert_eq(system(cmd), 0, "a checkpoint was written on Ctrl-C");
+}
+
+/* The shipped default config, shortened, lifts query accuracy well above chance (0.2). */
+Test(train, default_config_learns, .init = make_dir, .fini = remove_dir, .timeout = 600)
+{
+    char out[128];
+    snprintf(out, sizeof out, "%s/default", dir);
+    cr_assert_eq(run("train --config configs/default.json --out %s --set train.train_iters=48000 --set eval.eval_iters=300%s",
+                     out, ""),
+                 0);
+    char *text = slurp("%s/metrics.jsonl", out);
+    /* the final eval (48000 sequences) is the last line */
+    size_t n = strlen(text);
+    while (n > 0 && text[n - 1] == '\n')
+        text[--n] = 0;
+    char *line = strrchr(text, '\n') ? strrchr(text, '\n') + 1 : text;
+    cJSON *j = cJSON_Parse(line);
+    cr_assert_not_null(j, "last line: %s", line);
+    cr_assert_eq(cJSON_GetObjectItem(j, "iter")->valuedouble, 48000);
+    double acc = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "evals"), "fsl_train"), "acc")->valuedouble;
+    cr_assert_gt(acc, 0.6, "fsl_train accuracy %.3f after 48000 sequences", acc);
+    cJSON_Delete(j);
+    free(text);
+}
