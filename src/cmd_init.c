@@ -40,8 +40,11 @@ int fs_cmd_init(int argc, char **argv)
     }
     fs_model_init_params(&m);
     rc = fs_model_save(&m, out, &err) ? fs_cli_error(err.msg) : 0;
+    size_t count = 0;
+    for (int i = 0; i < m.layout.count; i++)
+        count += m.layout.tensors[i].numel;
     if (!rc)
-        fprintf(stderr, "wrote %s (%zu parameters)\n", out, m.layout.total);
+        fprintf(stderr, "wrote %s (%zu parameters in %d tensors)\n", out, count, m.layout.count);
     fs_model_free(&m);
     fs_run_config_free(&cfg);
     return rc;

@@ -161,7 +161,8 @@ void fs_model_free(fs_model *m)
 }
 
 /* SPEC section 1: lecun-normal truncated at +-2 sd (sd = 1/sqrt(fan_in)/0.8796...),
- * label embedding 0.02 x truncated N(0,1), APE uniform +-1/sqrt(32), LayerNorm 1/0.
+ * label embedding 0.02 x truncated N(0,1), APE uniform +-1/sqrt(32), LayerNorm 1/0;
+ * init_rescale multiplies every Linear weight (the APE table is a Linear too).
  * Each tensor draws from its own stream so adding a tensor does not shift others. */
 void fs_model_init_params(fs_model *m)
 {
@@ -184,7 +185,7 @@ void fs_model_init_params(fs_model *m)
                 break;
             case FS_INIT_APE: {
                 double lim = 1.0 / sqrt((double)FS_APE_MAX_TOKENS);
-                x[j] = (float)((2.0 * fs_rng_next_double(&s) - 1.0) * lim);
+                x[j] = (float)((2.0 * fs_rng_next_double(&s) - 1.0) * lim * m->cfg.init_rescale);
                 break;
             }
             }
