@@ -10,7 +10,7 @@
 
 typedef enum {
     K_INT, K_I64, K_DBL, K_BOOL, K_STR, K_INT3, K_DBL3, K_MLP_RATIO,
-    K_POS, K_DATA_TYPE, K_OPTIMIZER, K_SPLIT, K_SAMPLERS, K_EVALUATORS
+    K_POS, K_DATA_TYPE, K_OPTIMIZER, K_SPLIT, K_RELABEL, K_SAMPLERS, K_EVALUATORS
 } key_kind;
 
 typedef struct {
@@ -99,12 +99,12 @@ static const key_desc evaluator_keys[] = {
     KEY(fs_evaluator_config, "classes", NULL, K_SPLIT, classes, NOLIM),
     KEY(fs_evaluator_config, "exemplars", NULL, K_SPLIT, exemplars, NOLIM),
     KEY(fs_evaluator_config, "burstiness", NULL, K_INT, burstiness, 0, 4096),
-    KEY(fs_evaluator_config, "fs_relabel_scheme", NULL, K_SPLIT, fs_relabel_scheme, NOLIM),
+    KEY(fs_evaluator_config, "fs_relabel_scheme", NULL, K_RELABEL, fs_relabel_scheme, NOLIM),
     KEY(fs_evaluator_config, "context_len", NULL, K_INT, context_len, 0, 4096),
     KEY(fs_evaluator_config, "distract", NULL, K_BOOL, distract, NOLIM),
     KEY(fs_evaluator_config, "no_support", NULL, K_BOOL, no_support, NOLIM),
     KEY(fs_evaluator_config, "unique_rest", NULL, K_BOOL, unique_rest, NOLIM),
-    KEY(fs_evaluator_config, "noise_scale", NULL, K_DBL, noise_scale, 0, 1e9),
+    KEY(fs_evaluator_config, "noise_scale", NULL, K_DBL, noise_scale, -1, 1e9),
     KEY(fs_evaluator_config, "assign_query_label_random", NULL, K_BOOL, assign_query_label_random, NOLIM),
     {0},
 };
@@ -113,8 +113,9 @@ static const char *const pos_names[] = {"rope", "ape", "sinusoidal", NULL};
 static const char *const data_type_names[] = {"file", "onehot", NULL};
 static const char *const optimizer_names[] = {"adam", "sgd", "warmup_decay", "cosine", NULL};
 static const char *const split_names[] = {"train", "val", "test", "all", NULL};
+static const char *const relabel_names[] = {"train", "val", "test", "all", "none", NULL};
 
-const char *fs_split_name(fs_split s) { return (s >= 0 && s <= FS_SPLIT_ALL) ? split_names[s] : "?"; }
+const char *fs_split_name(fs_split s) { return (s >= 0 && s <= FS_SPLIT_NONE) ? relabel_names[s] : "?"; }
 
 int fs_mlp_hidden(const fs_model_config *m) { return m->mlp_ratio > 0 ? (int)(m->d_model * m->mlp_ratio) : 0; }
 
@@ -135,7 +136,8 @@ static fs_sampler_config default_sampler(void)
 static fs_evaluator_config default_evaluator(void)
 {
     return (fs_evaluator_config){.name = "eval", .classes = FS_SPLIT_TRAIN, .exemplars = FS_SPLIT_TRAIN,
-                                 .burstiness = 1, .fs_relabel_scheme = FS_SPLIT_TRAIN, .distract = true};
+                                 .burstiness = 1, .fs_relabel_scheme = FS_SPLIT_TRAIN, .distract = true,
+                                 .noise_scale = -1};
 }
 
 static void set_evaluator(fs_evaluator_config *e, const char *name, fs_split classes, fs_split exemplars,
@@ -214,6 +216,7 @@ static const char *const *enum_names(key_kind kind)
     case K_DATA_TYPE: return data_type_names;
     case K_OPTIMIZER: return optimizer_names;
     case K_SPLIT: return split_names;
+    case K_RELABEL: return relabel_names;
     default: return NULL;
     }
 }
@@ -329,7 +332,8 @@ static int apply_key(const cJSON *v, const key_desc *k, void *base, const char *
     case K_POS:
     case K_DATA_TYPE:
     case K_OPTIMIZER:
-    case K_SPLIT: {
+    case K_SPLIT:
+    case K_RELABEL: {
         int idx;
         if (parse_enum(v, enum_names(k->kind), &idx)) {
             char names[200];
@@ -555,7 +559,8 @@ static void add_key(cJSON *obj, const key_desc *k, const void *base)
     case K_POS:
     case K_DATA_TYPE:
     case K_OPTIMIZER:
-    case K_SPLIT: cJSON_AddStringToObject(obj, k->name, enum_str(k->kind, *(const int *)field)); break;
+    case K_SPLIT:
+    case K_RELABEL: cJSON_AddStringToObject(obj, k->name, enum_str(k->kind, *(const int *)field)); break;
     case K_SAMPLERS: {
         const fs_train_config *t = base;
         cJSON *arr = cJSON_AddArrayToObject(obj, k->name);

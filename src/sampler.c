@@ -90,6 +90,8 @@ static int split_relabel_pairs(fs_task *t, const fs_data_config *cfg, const char
     t->num_pairs[FS_SPLIT_TEST] = n_test;
     t->num_pairs[FS_SPLIT_VAL] = n_val;
     t->num_pairs[FS_SPLIT_TRAIN] = n_train;
+    t->pairs[FS_SPLIT_ALL] = t->pair_storage;
+    t->num_pairs[FS_SPLIT_ALL] = n;
     return 0;
 }
 
@@ -174,7 +176,7 @@ int fs_seq_spec_check(const fs_task *t, const fs_seq_spec *s, const char *what, 
     if (s->zipf && (s->classes != FS_SPLIT_TRAIN || !t->zipf_cdf))
         return fs_fail(err, "%s: a Zipf class distribution applies to train classes only", what);
     if (s->relabel != FS_NO_RELABEL) {
-        if (s->relabel < FS_SPLIT_TRAIN || s->relabel > FS_SPLIT_TEST || t->relabel == 0)
+        if (s->relabel < FS_SPLIT_TRAIN || s->relabel > FS_SPLIT_ALL || t->relabel == 0)
             return fs_fail(err, "%s: fs_relabel_scheme: relabelling needs data.fs_relabel > 0", what);
         if (t->num_pairs[s->relabel] < 1)
             return fs_fail(err, "%s: fs_relabel_scheme \"%s\": data.fs_relabel_split gives this split no label pairs",
@@ -214,9 +216,10 @@ int fs_seq_spec_from_evaluator(fs_seq_spec *s, const fs_task *t, const fs_evalua
         .context_len = ev->context_len > 0 ? ev->context_len : train_context_len,
         .burstiness = ev->burstiness, .distract = ev->distract, .no_support = ev->no_support,
         .unique_rest = ev->unique_rest, .zipf = false,
-        .relabel = (t->relabel > 0 && ev->fs_relabel_scheme != FS_SPLIT_ALL) ? (int)ev->fs_relabel_scheme
-                                                                              : FS_NO_RELABEL,
-        .noise_scale = ev->noise_scale, .assign_query_label_random = ev->assign_query_label_random,
+        .relabel = (t->relabel > 0 && ev->fs_relabel_scheme != FS_SPLIT_NONE) ? (int)ev->fs_relabel_scheme
+                                                                               : FS_NO_RELABEL,
+        /* the reference's evaluators default to the training noise */
+        .noise_scale = ev->noise_scale < 0 ? t->noise_scale : ev->noise_scale, .assign_query_label_random = ev->assign_query_label_random,
         .match_query_and_distractors = t->match_query_and_distractors,
     };
     char what[256];

@@ -368,7 +368,7 @@ Test(sampler, zipf_class_frequencies)
 
     /* Evaluators stay uniform even with zipf_alpha. */
     fs_evaluator_config ev = {.name = "e", .classes = FS_SPLIT_TRAIN, .exemplars = FS_SPLIT_TRAIN,
-                              .burstiness = 1, .distract = true, .fs_relabel_scheme = FS_SPLIT_ALL};
+                              .burstiness = 1, .distract = true, .fs_relabel_scheme = FS_SPLIT_NONE};
     cr_assert_eq(fs_seq_spec_from_evaluator(&s, &t, &ev, 4, NULL, &err), 0, "%s", err.msg);
     cr_expect(!s.zipf);
     fs_task_free(&t);
@@ -523,7 +523,10 @@ Test(sampler, evaluator_relabel_schemes, .init = setup_relabel, .fini = teardown
     fs_error err = {{0}};
     cr_assert_eq(fs_seq_spec_from_evaluator(&s, &task, &ev, 2, NULL, &err), 0, "%s", err.msg);
     cr_expect_eq(s.relabel, FS_SPLIT_VAL);
-    ev.fs_relabel_scheme = FS_SPLIT_ALL;
+    ev.fs_relabel_scheme = FS_SPLIT_ALL; /* every label pair */
+    cr_assert_eq(fs_seq_spec_from_evaluator(&s, &task, &ev, 2, NULL, &err), 0, "%s", err.msg);
+    cr_expect_eq(s.relabel, FS_SPLIT_ALL);
+    ev.fs_relabel_scheme = FS_SPLIT_NONE; /* the reference's "None": no relabelling */
     cr_assert_eq(fs_seq_spec_from_evaluator(&s, &task, &ev, 2, NULL, &err), 0, "%s", err.msg);
     cr_expect_eq(s.relabel, FS_NO_RELABEL);
     ev.fs_relabel_scheme = FS_SPLIT_TEST;

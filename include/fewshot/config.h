@@ -76,19 +76,20 @@ typedef struct {
     int threads;              /* 0 = number of cores */
 } fs_train_config;
 
-typedef enum { FS_SPLIT_TRAIN = 0, FS_SPLIT_VAL = 1, FS_SPLIT_TEST = 2, FS_SPLIT_ALL = 3 } fs_split;
+/* Class/exemplar splits; relabel schemes also take NONE (no relabelling). */
+typedef enum { FS_SPLIT_TRAIN = 0, FS_SPLIT_VAL = 1, FS_SPLIT_TEST = 2, FS_SPLIT_ALL = 3, FS_SPLIT_NONE = 4 } fs_split;
 
 typedef struct {
     char name[64];
     fs_split classes;
     fs_split exemplars;
     int burstiness;
-    fs_split fs_relabel_scheme; /* which relabel pair set (train/val/test); ALL = no relabel */
+    fs_split fs_relabel_scheme; /* relabel pair set: train/val/test/all pairs, or none */
     int context_len;            /* 0 = train_context_len */
     bool distract;
     bool no_support;
     bool unique_rest;
-    double noise_scale;
+    double noise_scale;         /* -1 = data.noise_scale (the reference's default) */
     bool assign_query_label_random;
 } fs_evaluator_config;
 

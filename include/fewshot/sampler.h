@@ -30,8 +30,8 @@ typedef struct {
     fs_range classes[4];        /* by fs_split: train, val, test, all (contiguous, in order) */
     fs_range exemplars[4];
     int relabel;                /* L = data.fs_relabel (0 = no relabelling) */
-    int num_pairs[3];           /* relabel pairs per split: train, val, test */
-    const fs_label_pair *pairs[3];
+    int num_pairs[4];           /* relabel pairs per split: train, val, test, all */
+    const fs_label_pair *pairs[4];
     fs_label_pair *pair_storage; /* owned: all L(L-1)/2 pairs, permuted test|val|train */
     double *zipf_cdf;           /* owned: cumulative Zipf distribution over train classes, or NULL */
     int num_classes;            /* default model num_classes: L when relabelling, else train classes */
