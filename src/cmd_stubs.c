@@ -11,4 +11,3 @@
         fprintf(stderr, "fewshot " name ": not implemented yet\n");      \
         return 2;                                                        \
     }
-STUB(fs_cmd_classify, "classify")

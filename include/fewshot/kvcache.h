@@ -1,0 +1,109 @@
+/* A frozen key-value cache: classify many queries against one context (issue 7).
+ *
+ * The model is causal (SPEC section 1), so the keys and values of the context tokens
+ * e1 l1 ... ek lk (positions 0..2k-1) do not depend on what follows. They are computed
+ * once, per layer, laid out [batch=1, kv_heads=H, seq=2k, head_dim] with keys after
+ * RoPE, then frozen; a query exemplar is then the single token at position 2k, run
+ * through the layers attending to the frozen keys/values and to itself. Its logits equal
+ * the full forward's out[P-1] for the sequence (context pairs + query pair).
+ *
+ * The design follows TransformerLens' HookedTransformerKeyValueCache: one entry per
+ * layer holding past keys and values, `append` adds new tokens' keys/values (computed by
+ * running those tokens attending to the entries so far), `freeze` makes further
+ * forwards read the cache without changing it, `unfreeze` undoes that. */
+#ifndef FEWSHOT_KVCACHE_H
+#define FEWSHOT_KVCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fewshot/error.h"
+#include "fewshot/model.h"
+
+/* One layer's entry: keys (after RoPE) and values [1, H, capacity, hd]; positions
+ * [0, seq) of every head are filled. A frozen cache has capacity == seq, so each is
+ * exactly [1, H, seq, hd] contiguous. */
+typedef struct {
+    float *keys;
+    float *values;
+} fs_kv_entry;
+
+typedef struct fs_kv_weights fs_kv_weights; /* the model's weights packed for the step */
+
+typedef struct {
+    const fs_model *model;  /* borrowed: must outlive the cache */
+    int heads, head_dim, depth;
+    int seq;                /* tokens cached (2 per context pair) */
+    int capacity;           /* tokens allocated per head */
+    bool frozen;
+    fs_kv_entry *layer;     /* [depth] */
+    fs_kv_weights *weights;
+} fs_kv_cache;
+
+/* An empty cache for `m` (packs the weights once). */
+int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err);
+void fs_kv_free(fs_kv_cache *c);
+
+/* Build an empty cache's entries from a whole context: examples [pairs][D], labels
+ * [pairs]. Runs the full forward (fs_forward_range) over the context plus a dummy query
+ * pair and keeps the keys/values of the first 2*pairs tokens (causality makes them
+ * independent of the query). */
+int fs_kv_build(fs_kv_cache *c, const float *examples, const int *labels, int pairs, fs_error *err);
+/* Append one pair (two tokens: the exemplar, then its label) by running them through the
+ * layers attending to the cache; gives the same cache as fs_kv_build. Fails when frozen. */
+int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err);
+/* Freeze: trims the entries to exactly [1, H, seq, hd]; classify needs a frozen cache. */
+void fs_kv_freeze(fs_kv_cache *c);
+void fs_kv_unfreeze(fs_kv_cache *c);
+static inline int fs_kv_pairs(const fs_kv_cache *c) { return c->seq / 2; }
+
+/* Logits [nq][C] of query exemplars [nq][D], each the token after the frozen context.
+ * Queries run in chunks of 32 on `threads` OpenMP threads (0 = all cores); the result
+ * does not depend on the thread count. */
+int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float *logits, int threads,
+                   fs_error *err);
+/* Softmax of one row of logits [C] into probs; returns the argmax (lowest on ties). */
+int fs_kv_probs(const float *logits, int C, float *probs);
+
+/* Memory and value statistics of one layer's entry (for --kv-stats). */
+typedef struct {
+    int shape[4];           /* [1, H, seq, hd] */
+    size_t key_bytes, value_bytes;
+    float key_min, key_max, key_mean;
+    float value_min, value_max, value_mean;
+} fs_kv_layer_stats;
+
+void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s);
+/* The per-layer table with totals, as printed by `fewshot classify --kv-stats`. */
+char *fs_kv_stats_table(const fs_kv_cache *c);
+
+/* Inputs. Context JSON: {"examples": [k][D], "labels": [k]} with k >= 1 and labels in
+ * [0, C). Queries: JSON {"examples": [Q][D]}, or a 2-D [Q, D] float dataset at `path` in
+ * an HDF5 file. Errors name the file and the field. */
+typedef struct {
+    int pairs, dim;
+    float *examples;   /* [pairs][dim] */
+    int *labels;       /* [pairs] */
+} fs_kv_context;
+
+typedef struct {
+    size_t count;
+    int dim;
+    float *examples;   /* [count][dim] */
+} fs_kv_queries;
+
+int fs_kv_context_load(const char *path, const fs_model_config *cfg, fs_kv_context *ctx, fs_error *err);
+int fs_kv_context_from_json(const void *json, const char *origin, const fs_model_config *cfg, fs_kv_context *ctx,
+                            fs_error *err);
+void fs_kv_context_free(fs_kv_context *ctx);
+int fs_kv_queries_load_json(const char *path, int input_dim, fs_kv_queries *q, fs_error *err);
+int fs_kv_queries_from_json(const void *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err);
+int fs_kv_queries_load_h5(const char *path, const char *dataset, int input_dim, fs_kv_queries *q, fs_error *err);
+void fs_kv_queries_free(fs_kv_queries *q);
+
+/* Throughput of fs_kv_classify on random inputs: a context of `context_pairs` pairs,
+ * `nqueries` queries, `threads` (0 = all cores). Returns queries per second, or a
+ * negative number when the cache cannot be built (e.g. APE beyond 15 context pairs). */
+double fs_kv_bench_queries_per_s(const fs_model *m, int context_pairs, size_t nqueries, int threads);
+
+#endif
