@@ -1,100 +1,47 @@
-/* Portable reference kernels; the matmuls use SIMDe AVX2 intrinsics. */
+/* Elementwise and row kernels (LayerNorm, GELU, softmax, RoPE, Adam) on SIMDe vectors;
+ * the matrix products are in kernels_gemm.c. */
 #include "fewshot/kernels.h"
 
 #include <math.h>
 #include <string.h>
 
-#include <simde/x86/avx2.h>
-#include <simde/x86/fma.h>
+#include "kernels_simd.h"
 
-static inline float hsum256(simde__m256 v)
+/* Sum of a row [0, n) and of squared deviations from mu, vectorised. */
+static inline float row_sum(const float *x, int n)
 {
-    simde__m128 lo = simde_mm256_castps256_ps128(v), hi = simde_mm256_extractf128_ps(v, 1);
-    lo = simde_mm_add_ps(lo, hi);
-    lo = simde_mm_add_ps(lo, simde_mm_movehl_ps(lo, lo));
-    lo = simde_mm_add_ss(lo, simde_mm_shuffle_ps(lo, lo, 1));
-    return simde_mm_cvtss_f32(lo);
-}
-
-static inline float dot(const float *a, const float *b, int K)
-{
-    simde__m256 acc0 = simde_mm256_setzero_ps(), acc1 = simde_mm256_setzero_ps();
-    int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        acc0 = simde_mm256_fmadd_ps(simde_mm256_loadu_ps(a + k), simde_mm256_loadu_ps(b + k), acc0);
-        acc1 = simde_mm256_fmadd_ps(simde_mm256_loadu_ps(a + k + 8), simde_mm256_loadu_ps(b + k + 8), acc1);
-    }
-    for (; k + 8 <= K; k += 8)
-        acc0 = simde_mm256_fmadd_ps(simde_mm256_loadu_ps(a + k), simde_mm256_loadu_ps(b + k), acc0);
-    float s = hsum256(simde_mm256_add_ps(acc0, acc1));
-    for (; k < K; k++)
-        s += a[k] * b[k];
-    return s;
-}
-
-/* y[0..n) += alpha * x[0..n) */
-static inline void axpy(float *y, float alpha, const float *x, int n)
-{
-    simde__m256 va = simde_mm256_set1_ps(alpha);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        simde_mm256_storeu_ps(y + i, simde_mm256_fmadd_ps(va, simde_mm256_loadu_ps(x + i), simde_mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += alpha * x[i];
-}
-
-void fs_matmul_forward(float *out, const float *in, const float *w, const float *bias, int M, int K, int N)
-{
-    for (int m = 0; m < M; m++) {
-        const float *x = in + (size_t)m * K;
-        float *y = out + (size_t)m * N;
-        for (int n = 0; n < N; n++)
-            y[n] = dot(x, w + (size_t)n * K, K) + (bias ? bias[n] : 0.f);
-    }
-}
-
-void fs_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in, const float *w,
-                        int M, int K, int N)
-{
-    if (din)
-        for (int m = 0; m < M; m++) {
-            const float *g = dout + (size_t)m * N;
-            float *dx = din + (size_t)m * K;
-            for (int n = 0; n < N; n++)
-                if (g[n] != 0.f)
-                    axpy(dx, g[n], w + (size_t)n * K, K);
-        }
-    if (dw)
-        for (int n = 0; n < N; n++) {
-            float *dwn = dw + (size_t)n * K;
-            for (int m = 0; m < M; m++) {
-                float g = dout[(size_t)m * N + n];
-                if (g != 0.f)
-                    axpy(dwn, g, in + (size_t)m * K, K);
-            }
-        }
-    if (dbias)
-        for (int m = 0; m < M; m++)
-            for (int n = 0; n < N; n++)
-                dbias[n] += dout[(size_t)m * N + n];
+    int nv = n / FS_VL * FS_VL;
+    fs_vf s = vzero();
+    for (int i = 0; i < nv; i += FS_VL)
+        s = vadd(s, vload(x + i));
+    float t = vhsum(s);
+    for (int i = nv; i < n; i++)
+        t += x[i];
+    return t;
 }
 
 void fs_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
                           int M, int C)
 {
+    int cv = C / FS_VL * FS_VL;
     for (int m = 0; m < M; m++) {
         const float *x = in + (size_t)m * C;
         float *y = out + (size_t)m * C;
-        float mu = 0.f;
-        for (int i = 0; i < C; i++)
-            mu += x[i];
-        mu /= (float)C;
-        float var = 0.f;
-        for (int i = 0; i < C; i++)
+        float mu = row_sum(x, C) / (float)C;
+        fs_vf vm = vset1(mu), acc = vzero();
+        for (int i = 0; i < cv; i += FS_VL) {
+            fs_vf d = vsub(vload(x + i), vm);
+            acc = vfma(d, d, acc);
+        }
+        float var = vhsum(acc);
+        for (int i = cv; i < C; i++)
             var += (x[i] - mu) * (x[i] - mu);
         var /= (float)C;
         float r = 1.0f / sqrtf(var + 1e-5f);
-        for (int i = 0; i < C; i++)
+        fs_vf vr = vset1(r);
+        for (int i = 0; i < cv; i += FS_VL)
+            vstore(y + i, vfma(vmul(vsub(vload(x + i), vm), vr), vload(w + i), vload(b + i)));
+        for (int i = cv; i < C; i++)
             y[i] = (x[i] - mu) * r * w[i] + b[i];
         mean[m] = mu;
         rstd[m] = r;
@@ -104,20 +51,38 @@ void fs_layernorm_forward(float *out, float *mean, float *rstd, const float *in,
 void fs_layernorm_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
                            const float *mean, const float *rstd, int M, int C)
 {
+    int cv = C / FS_VL * FS_VL;
     for (int m = 0; m < M; m++) {
         const float *x = in + (size_t)m * C, *g = dout + (size_t)m * C;
         float *dx = din + (size_t)m * C;
         float mu = mean[m], r = rstd[m];
+        fs_vf vm = vset1(mu), vr = vset1(r);
         /* dx = r * (gw - mean(gw) - xhat * mean(gw * xhat)), gw = g * w */
-        float sum_gw = 0.f, sum_gw_xhat = 0.f;
-        for (int i = 0; i < C; i++) {
+        fs_vf s1 = vzero(), s2 = vzero();
+        for (int i = 0; i < cv; i += FS_VL) {
+            fs_vf xhat = vmul(vsub(vload(x + i), vm), vr), gw = vmul(vload(g + i), vload(w + i));
+            s1 = vadd(s1, gw);
+            s2 = vfma(gw, xhat, s2);
+        }
+        float sum_gw = vhsum(s1), sum_gw_xhat = vhsum(s2);
+        for (int i = cv; i < C; i++) {
             float xhat = (x[i] - mu) * r, gw = g[i] * w[i];
             sum_gw += gw;
             sum_gw_xhat += gw * xhat;
         }
         sum_gw /= (float)C;
         sum_gw_xhat /= (float)C;
-        for (int i = 0; i < C; i++) {
+        fs_vf va = vset1(sum_gw), vb = vset1(sum_gw_xhat);
+        for (int i = 0; i < cv; i += FS_VL) {
+            fs_vf xhat = vmul(vsub(vload(x + i), vm), vr), gv = vload(g + i);
+            if (dw)
+                vstore(dw + i, vfma(gv, xhat, vload(dw + i)));
+            if (db)
+                vstore(db + i, vadd(vload(db + i), gv));
+            fs_vf t = vsub(vsub(vmul(gv, vload(w + i)), va), vmul(xhat, vb));
+            vstore(dx + i, vfma(vr, t, vload(dx + i)));
+        }
+        for (int i = cv; i < C; i++) {
             float xhat = (x[i] - mu) * r;
             if (dw)
                 dw[i] += g[i] * xhat;
@@ -128,24 +93,65 @@ void fs_layernorm_backward(float *din, float *dw, float *db, const float *dout, 
     }
 }
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+void fs_exp_inplace(float *x, size_t n)
+{
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL)
+        vstore(x + i, vexp(vload(x + i)));
+    if (nv < n) { /* the tail through the same vector code, so every element gets the same function */
+        float t[FS_VL] = {0};
+        memcpy(t, x + nv, sizeof(float) * (n - nv));
+        vstore(t, vexp(vload(t)));
+        memcpy(x + nv, t, sizeof(float) * (n - nv));
+    }
+}
+
+/* GELU(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), in the reference's
+ * float form (its rounding of 1 + tanh near -1 included); tanh(u) = 1 - 2 / (1 + e^{2u}). */
+#define GELU_K 0.7978845608028654f
+#define GELU_C 0.044715f
+
+static inline fs_vf gelu_tanh(fs_vf x)
+{
+    fs_vf one = vset1(1.f);
+    fs_vf u = vmul(vset1(GELU_K), vadd(x, vmul(vmul(vmul(vset1(GELU_C), x), x), x)));
+    return vsub(one, vdiv(vset1(2.f), vadd(one, vexp(vadd(u, u)))));
+}
+
+static inline fs_vf gelu_v(fs_vf x) { return vmul(vmul(vset1(0.5f), x), vadd(vset1(1.f), gelu_tanh(x))); }
+
+/* d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = K (1 + 3 c x^2) */
+static inline fs_vf gelu_grad_v(fs_vf x)
+{
+    fs_vf one = vset1(1.f), half = vset1(0.5f), t = gelu_tanh(x);
+    fs_vf du = vmul(vset1(GELU_K), vadd(one, vmul(vmul(vset1(3.f * GELU_C), x), x)));
+    return vadd(vmul(half, vadd(one, t)), vmul(vmul(vmul(half, x), vsub(one, vmul(t, t))), du));
+}
 
 void fs_gelu_forward(float *out, const float *in, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        float x = in[i];
-        out[i] = 0.5f * x * (1.f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL)
+        vstore(out + i, gelu_v(vload(in + i)));
+    if (nv < n) {
+        float t[FS_VL] = {0};
+        memcpy(t, in + nv, sizeof(float) * (n - nv));
+        vstore(t, gelu_v(vload(t)));
+        memcpy(out + nv, t, sizeof(float) * (n - nv));
     }
 }
 
 void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        float x = in[i];
-        float u = GELU_K * (x + 0.044715f * x * x * x);
-        float t = tanhf(u);
-        float du = GELU_K * (1.f + 3.f * 0.044715f * x * x);
-        din[i] += dout[i] * (0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * du);
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL)
+        vstore(din + i, vfma(vload(dout + i), gelu_grad_v(vload(in + i)), vload(din + i)));
+    if (nv < n) {
+        float t[FS_VL] = {0};
+        memcpy(t, in + nv, sizeof(float) * (n - nv));
+        vstore(t, gelu_grad_v(vload(t)));
+        for (size_t i = nv; i < n; i++)
+            din[i] += dout[i] * t[i - nv];
     }
 }
 
@@ -157,11 +163,15 @@ void fs_softmax_forward(float *out, const float *in, int rows, int n)
         float mx = x[0];
         for (int i = 1; i < n; i++)
             mx = x[i] > mx ? x[i] : mx;
+        for (int i = 0; i < n; i++)
+            y[i] = x[i] - mx;
+    }
+    fs_exp_inplace(out, (size_t)rows * n);
+    for (int r = 0; r < rows; r++) {
+        float *y = out + (size_t)r * n;
         float s = 0.f;
-        for (int i = 0; i < n; i++) {
-            y[i] = expf(x[i] - mx);
+        for (int i = 0; i < n; i++)
             s += y[i];
-        }
         float inv = 1.f / s;
         for (int i = 0; i < n; i++)
             y[i] *= inv;
@@ -188,6 +198,41 @@ static inline void rope_sincos(int p, int i, int hd, double base, float *s, floa
     float theta = (float)p * inv;
     *s = sinf(theta);
     *c = cosf(theta);
+}
+
+void fs_rope_table(float *cs, int N, int hd, double base)
+{
+    for (int p = 0; p < N; p++)
+        for (int i = 0; i < hd / 2; i++)
+            rope_sincos(p, i, hd, base, &cs[((size_t)p * (hd / 2) + i) * 2 + 1], &cs[((size_t)p * (hd / 2) + i) * 2]);
+}
+
+void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs)
+{
+    for (int h = 0; h < H; h++)
+        for (int p = 0; p < N; p++) {
+            const float *x = in + ((size_t)h * N + p) * hd, *t = cs + (size_t)p * hd;
+            float *y = out + ((size_t)h * N + p) * hd;
+            for (int i = 0; i < hd / 2; i++) {
+                float c = t[2 * i], s = t[2 * i + 1], x0 = x[2 * i], x1 = x[2 * i + 1];
+                y[2 * i] = x0 * c - x1 * s;
+                y[2 * i + 1] = x1 * c + x0 * s;
+            }
+        }
+}
+
+void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd, const float *cs)
+{
+    for (int h = 0; h < H; h++)
+        for (int p = 0; p < N; p++) {
+            const float *g = dout + ((size_t)h * N + p) * hd, *t = cs + (size_t)p * hd;
+            float *dx = din + ((size_t)h * N + p) * hd;
+            for (int i = 0; i < hd / 2; i++) {
+                float c = t[2 * i], s = t[2 * i + 1], g0 = g[2 * i], g1 = g[2 * i + 1];
+                dx[2 * i] += g0 * c + g1 * s;
+                dx[2 * i + 1] += g1 * c - g0 * s;
+            }
+        }
 }
 
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base)
@@ -220,4 +265,49 @@ void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, doubl
                 dx[2 * i + 1] += g1 * c - g0 * s;
             }
         }
+}
+
+/* Exactly the float operations of fs_optim_update's Adam loop (no contraction), so a
+ * vectorised, sliced update gives bit-identical parameters. */
+void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps, float bc1,
+                    float bc2, float lr, float clip)
+{
+    const fs_vf vb1 = vset1(b1), vb2 = vset1(b2), va1 = vset1(1.f - b1), va2 = vset1(1.f - b2);
+    const fs_vf vc1 = vset1(bc1), vc2 = vset1(bc2), veps = vset1(eps), vlr = vset1(lr), vclip = vset1(clip);
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL) {
+        fs_vf gi = vmul(vload(g + i), vclip);
+        fs_vf mi = vadd(vmul(vb1, vload(m + i)), vmul(va1, gi));
+        fs_vf vi = vadd(vmul(vb2, vload(v + i)), vmul(vmul(va2, gi), gi));
+        vstore(m + i, mi);
+        vstore(v + i, vi);
+        fs_vf mhat = vdiv(mi, vc1), vhat = vdiv(vi, vc2);
+        vstore(p + i, vsub(vload(p + i), vdiv(vmul(vlr, mhat), vadd(vsqrt(vhat), veps))));
+    }
+    for (size_t i = nv; i < n; i++) {
+        float gi = g[i] * clip;
+        m[i] = b1 * m[i] + (1.f - b1) * gi;
+        v[i] = b2 * v[i] + (1.f - b2) * gi * gi;
+        float mhat = m[i] / bc1, vhat = v[i] / bc2;
+        p[i] -= lr * mhat / (sqrtf(vhat) + eps);
+    }
+}
+
+double fs_sum_squares(const float *x, size_t n)
+{
+    double total = 0;
+    size_t i = 0;
+    while (i < n) { /* float lanes over blocks of 1024, blocks summed in double */
+        size_t end = n - i > 1024 ? i + 1024 : n, nv = i + (end - i) / FS_VL * FS_VL;
+        fs_vf s = vzero();
+        for (; i < nv; i += FS_VL) {
+            fs_vf v = vload(x + i);
+            s = vfma(v, v, s);
+        }
+        double t = vhsum(s);
+        for (; i < end; i++)
+            t += (double)x[i] * x[i];
+        total += t;
+    }
+    return total;
 }

@@ -1,5 +1,8 @@
 /* Dense kernels over flat row-major arrays: one forward and one backward per layer
- * type, as in llm.c. Backward functions accumulate (+=) into their gradients. */
+ * type, as in llm.c. Backward functions accumulate (+=) into their gradients.
+ * Written on SIMDe vectors (AVX-512 or AVX2 paths, SIMDe's portable code elsewhere);
+ * every kernel handles any size (tails past the last whole vector included), and an
+ * output element's value never depends on the sizes around it (M, the tiling). */
 #ifndef FEWSHOT_KERNELS_H
 #define FEWSHOT_KERNELS_H
 
@@ -12,13 +15,28 @@ void fs_matmul_forward(float *out, const float *in, const float *w, const float 
 void fs_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in, const float *w,
                         int M, int K, int N);
 
+/* The matrix-product micro-kernel behind the others:
+ * C[i][j] (+)= sum_{r<R} A[i*a_row + r*a_col] * B[r*ldb + j] for i < M, j < N;
+ * accumulate = 0 overwrites C with (bias[j] or 0) + the sum. */
+void fs_gemm(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col, const float *B, size_t ldb, int M,
+             int N, int R, int accumulate, const float *bias);
+/* out[M,N] = in[M,K] @ wt + bias with the weights packed as wt[K][N] = w^T (fs_transpose). */
+void fs_matmul_forward_packed(float *out, const float *in, const float *wt, const float *bias, int M, int K, int N);
+/* dst[cols][rows] = src[rows][cols]^T. */
+void fs_transpose(float *dst, const float *src, int rows, int cols);
+/* sum[N] += column sums of x[M][N]. */
+void fs_colsum_add(float *sum, const float *x, int M, int N);
+
 /* LayerNorm over the last dimension C of [M,C] rows (biased variance, eps 1e-5). */
 void fs_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *w, const float *b,
                           int M, int C);
 void fs_layernorm_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w,
                            const float *mean, const float *rstd, int M, int C);
 
-/* GELU, tanh approximation. */
+/* x[i] = exp(x[i]), vectorised (about 2 ulp; exactly 0 below -87.3). */
+void fs_exp_inplace(float *x, size_t n);
+
+/* GELU, tanh approximation (evaluated as x * sigmoid(2u), the same function). */
 void fs_gelu_forward(float *out, const float *in, size_t n);
 void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n);
 
@@ -29,5 +47,18 @@ void fs_softmax_backward(float *din, const float *out, const float *dout, int ro
 /* RoPE, interleaved pairs, on [H, N, hd] with positions 0..N-1 (SPEC section 1). */
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base);
 void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, double base);
+
+/* The same with a precomputed table cs[N][hd/2][2] = (cos, sin) of fs_rope_table. */
+void fs_rope_table(float *cs, int N, int hd, double base);
+void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs);
+void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd, const float *cs);
+
+/* Adam on n elements: g' = g * clip; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
+ * p -= lr (m / bc1) / (sqrt(v / bc2) + eps) -- the float operations of
+ * fs_optim_update, so slices of it give bit-identical results. */
+void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps, float bc1,
+                    float bc2, float lr, float clip);
+/* sum of x[i]^2 (float vector lanes in blocks, blocks summed in double) */
+double fs_sum_squares(const float *x, size_t n);
 
 #endif

@@ -1,0 +1,108 @@
+/* The vector type the kernels are written in, on SIMDe: 16 floats (AVX-512) when the
+ * compiler targets AVX-512, else 8 floats (AVX2/FMA natively, or SIMDe's portable
+ * fallback elsewhere). Also the register blocking of the matrix kernels for each width
+ * and a vectorised exp. Internal to the kernels. */
+#ifndef FEWSHOT_KERNELS_SIMD_H
+#define FEWSHOT_KERNELS_SIMD_H
+
+#include <simde/x86/avx2.h>
+#include <simde/x86/avx512.h>
+#include <simde/x86/fma.h>
+
+#if defined(SIMDE_X86_AVX512F_NATIVE) && !defined(FS_NO_AVX512)
+#define FS_VL 16
+#define FS_MR 6 /* rows x vectors of the matmul micro-tile: 24 of the 32 registers */
+#define FS_NV 4
+typedef simde__m512 fs_vf;
+#define vload(p) simde_mm512_loadu_ps(p)
+#define vstore(p, v) simde_mm512_storeu_ps((p), (v))
+#define vset1(x) simde_mm512_set1_ps(x)
+#define vzero() simde_mm512_setzero_ps()
+#define vadd(a, b) simde_mm512_add_ps((a), (b))
+#define vsub(a, b) simde_mm512_sub_ps((a), (b))
+#define vmul(a, b) simde_mm512_mul_ps((a), (b))
+#define vdiv(a, b) simde_mm512_div_ps((a), (b))
+#define vmax(a, b) simde_mm512_max_ps((a), (b))
+#define vmin(a, b) simde_mm512_min_ps((a), (b))
+#define vsqrt(a) simde_mm512_sqrt_ps(a)
+#define vfma(a, b, c) simde_mm512_fmadd_ps((a), (b), (c))   /* a*b + c */
+#define vfnma(a, b, c) simde_mm512_fnmadd_ps((a), (b), (c)) /* c - a*b */
+static inline float vhsum(fs_vf v)
+{
+    simde__m256 lo = simde_mm512_castps512_ps256(v);
+    simde__m256 hi = simde_mm256_castpd_ps(simde_mm512_extractf64x4_pd(simde_mm512_castps_pd(v), 1));
+    simde__m256 s = simde_mm256_add_ps(lo, hi);
+    simde__m128 q = simde_mm_add_ps(simde_mm256_castps256_ps128(s), simde_mm256_extractf128_ps(s, 1));
+    q = simde_mm_add_ps(q, simde_mm_movehl_ps(q, q));
+    q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
+    return simde_mm_cvtss_f32(q);
+}
+/* 2^n for float-held integers n in [-126, 127] (via the exponent bits) */
+static inline fs_vf vexp2i(fs_vf n)
+{
+    simde__m512i i = simde_mm512_castps_si512(simde_mm512_add_ps(n, simde_mm512_set1_ps(12582912.0f + 127.0f)));
+    return simde_mm512_castsi512_ps(simde_mm512_slli_epi32(i, 23));
+}
+/* x where x >= lo, else 0 */
+static inline fs_vf vkeep_ge(fs_vf v, fs_vf x, fs_vf lo)
+{
+    return simde_mm512_maskz_mov_ps(simde_mm512_cmp_ps_mask(x, lo, SIMDE_CMP_GE_OQ), v);
+}
+#else
+#define FS_VL 8
+#define FS_MR 6 /* 12 accumulators of 16 registers */
+#define FS_NV 2
+typedef simde__m256 fs_vf;
+#define vload(p) simde_mm256_loadu_ps(p)
+#define vstore(p, v) simde_mm256_storeu_ps((p), (v))
+#define vset1(x) simde_mm256_set1_ps(x)
+#define vzero() simde_mm256_setzero_ps()
+#define vadd(a, b) simde_mm256_add_ps((a), (b))
+#define vsub(a, b) simde_mm256_sub_ps((a), (b))
+#define vmul(a, b) simde_mm256_mul_ps((a), (b))
+#define vdiv(a, b) simde_mm256_div_ps((a), (b))
+#define vmax(a, b) simde_mm256_max_ps((a), (b))
+#define vmin(a, b) simde_mm256_min_ps((a), (b))
+#define vsqrt(a) simde_mm256_sqrt_ps(a)
+#define vfma(a, b, c) simde_mm256_fmadd_ps((a), (b), (c))
+#define vfnma(a, b, c) simde_mm256_fnmadd_ps((a), (b), (c))
+static inline float vhsum(fs_vf v)
+{
+    simde__m128 q = simde_mm_add_ps(simde_mm256_castps256_ps128(v), simde_mm256_extractf128_ps(v, 1));
+    q = simde_mm_add_ps(q, simde_mm_movehl_ps(q, q));
+    q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
+    return simde_mm_cvtss_f32(q);
+}
+static inline fs_vf vexp2i(fs_vf n)
+{
+    simde__m256i i = simde_mm256_castps_si256(simde_mm256_add_ps(n, simde_mm256_set1_ps(12582912.0f + 127.0f)));
+    return simde_mm256_castsi256_ps(simde_mm256_slli_epi32(i, 23));
+}
+static inline fs_vf vkeep_ge(fs_vf v, fs_vf x, fs_vf lo)
+{
+    return simde_mm256_and_ps(v, simde_mm256_cmp_ps(x, lo, SIMDE_CMP_GE_OQ));
+}
+#endif
+
+/* exp(x) to about 2 ulp: x = n ln2 + f, |f| <= ln2/2, exp(f) by a degree-6 polynomial
+ * (Taylor-like coefficients refined for the interval), times 2^n. Below -87.3 (where
+ * the result would be subnormal) it returns 0; above 88.7 it returns +inf. */
+static inline fs_vf vexp(fs_vf x)
+{
+    const fs_vf lo = vset1(-87.3f);
+    fs_vf xc = vmax(x, lo);
+    xc = vmin(xc, vset1(88.7f));
+    fs_vf n = vsub(vfma(xc, vset1(1.44269504088896341f), vset1(12582912.0f)), vset1(12582912.0f));
+    fs_vf f = vfnma(n, vset1(0.693359375f), xc);       /* ln2 split: high part exact in float */
+    f = vfnma(n, vset1(-2.12194440e-4f), f);
+    fs_vf p = vset1(1.9875691500e-4f);
+    p = vfma(p, f, vset1(1.3981999507e-3f));
+    p = vfma(p, f, vset1(8.3334519073e-3f));
+    p = vfma(p, f, vset1(4.1665795894e-2f));
+    p = vfma(p, f, vset1(1.6666665459e-1f));
+    p = vfma(p, f, vset1(5.0000001201e-1f));
+    p = vfma(vmul(p, f), f, vadd(f, vset1(1.f)));
+    return vkeep_ge(vmul(p, vexp2i(n)), x, lo);
+}
+
+#endif
