@@ -170,9 +170,10 @@ int fs_seq_batch_from_json(const void *json, const char *origin, int input_dim, 
     for (size_t i = 0; i < ne; i++) {
         if (!isfinite(tmp[i]) || fabs(tmp[i]) > 3.4e38) {
             free(tmp);
-            fs_seq_batch_free(out);
-            return fs_fail(err, "%s: examples: element %zu (sequence %zu, pair %zu) is not a finite float", origin,
-                           i % out->D, i / ((size_t)out->P * out->D), (i / out->D) % out->P);
+            fs_fail(err, "%s: examples: element %zu (sequence %zu, pair %zu) is not a finite float", origin,
+                    i % out->D, i / ((size_t)out->P * out->D), (i / out->D) % out->P);
+            fs_seq_batch_free(out); /* after the message: it reads out->P and out->D */
+            return -1;
         }
         out->examples[i] = (float)tmp[i];
     }
@@ -183,9 +184,10 @@ int fs_seq_batch_from_json(const void *json, const char *origin, int input_dim, 
         double y = tmp[i];
         if (y != floor(y) || y < 0 || y >= num_classes) {
             free(tmp);
-            fs_seq_batch_free(out);
-            return fs_fail(err, "%s: labels: label %g (sequence %zu, pair %zu) must be an integer in [0, %d)",
-                           origin, y, i / out->P, i % out->P, num_classes);
+            fs_fail(err, "%s: labels: label %g (sequence %zu, pair %zu) must be an integer in [0, %d)", origin, y,
+                    i / out->P, i % out->P, num_classes);
+            fs_seq_batch_free(out); /* after the message: it reads out->P */
+            return -1;
         }
         out->labels[i] = (int)y;
     }
