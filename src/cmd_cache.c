@@ -7,6 +7,7 @@
 #include "cli.h"
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
@@ -15,6 +16,7 @@ static const fs_opt opts[] = {
     {"--input", "FILE", "sequences: {\"examples\": [P][D] or [B][P][D], \"labels\": [P] or [B][P]}"},
     {"--cache", "FILE", "clamp values: a cache tree holding the leaves to clamp"},
     {"--mask", "FILE", "clamp mask: the same tree with booleans (true = clamp)"},
+    {"--intervene", "JSON|FILE", "named interventions, e.g. '{\"ablate_heads\": [\"1:7\"]}' (on top of --cache/--mask)"},
     {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as the SPEC's listing)"},
     {"--pairs", "P", "with --shapes and no --input: number of pairs per sequence (default 3)"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
@@ -28,7 +30,8 @@ int fs_cmd_cache(int argc, char **argv)
     int rc = fs_cli_parse(&args, argc, argv, "cache", "--config C.json --model M.safetensors --input SEQ.json [options]",
                           "Run the forward pass on the input sequences and dump every activation of the cache tree\n"
                           "as JSON. With --cache/--mask, clamped activations replace computed ones where the mask\n"
-                          "is true and everything downstream follows.",
+                          "is true and everything downstream follows. --intervene adds named interventions (ablate_heads,\n"
+                          "induction_heads, prev_token_heads, preserve, head_temperature, ...; see README).",
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;
@@ -86,10 +89,18 @@ int fs_cmd_cache(int argc, char **argv)
             goto fail_err;
         }
         fs_acts_set_inputs(&acts, batch.examples, batch.labels, 0, batch.B);
-        fs_forward(&model, &acts, &clamps, batch.B);
+        fs_intervention_clamps iv = {0};
+        const char *iv_arg = fs_arg(&args, "--intervene");
+        if (iv_arg && fs_interventions_build(&iv, iv_arg, &clamps, &model, &acts, batch.B, &err)) {
+            fs_clamp_set_free(&clamps);
+            fs_acts_free(&acts);
+            goto fail_err;
+        }
+        fs_forward(&model, &acts, iv_arg ? &iv.clamps : &clamps, batch.B);
         cJSON *tree = fs_cache_to_json(&acts, batch.B, batch.batched);
         text = cJSON_Print(tree);
         cJSON_Delete(tree);
+        fs_interventions_free(&iv);
         fs_clamp_set_free(&clamps);
         size_t n = strlen(text);
         text = realloc(text, n + 2);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
 #include "fewshot/trainer.h"
 
@@ -13,6 +14,7 @@ static const fs_opt grad_opts[] = {
     {"--input", "FILE", "batch: {\"examples\": [B][P][D], \"labels\": [B][P]} (or one sequence)"},
     {"--cache", "FILE", "clamp values (cache tree); clamped elements get no gradient"},
     {"--mask", "FILE", "clamp mask (same tree, booleans)"},
+    {"--intervene", "JSON|FILE", "named interventions (JSON or file), e.g. '{\"ablate_heads\": [\"1:7\"]}'"},
     {"--threads", "T", "worker threads (default: all cores)"},
     {"--set", "S.K=V", "override a config value"},
     {"-o", "FILE", "write the gradients here (.safetensors, parameter names)"},
@@ -26,6 +28,7 @@ static const fs_opt steps_opts[] = {
     {"--steps", "N", "number of optimizer steps on this batch"},
     {"--cache", "FILE", "clamp values held on during the steps"},
     {"--mask", "FILE", "clamp mask"},
+    {"--intervene", "JSON|FILE", "named interventions held on during the steps (recomputed each step)"},
     {"--threads", "T", "worker threads (default: all cores)"},
     {"--set", "S.K=V", "override a config value, e.g. --set train.lr=0.001"},
     {"-o", "FILE", "write the final parameters here (.safetensors)"},
@@ -39,10 +42,13 @@ typedef struct {
     fs_seq_batch batch;
     fs_trainer trainer;
     fs_clamp_set clamps;
+    fs_intervention_clamps iv;
+    bool has_iv;
 } session;
 
 static void session_free(session *s)
 {
+    fs_interventions_free(&s->iv);
     fs_clamp_set_free(&s->clamps);
     fs_trainer_free(&s->trainer);
     fs_seq_batch_free(&s->batch);
@@ -78,6 +84,13 @@ static int session_open(session *s, const fs_args *args)
                   fs_clamp_check_batch(&s->clamps, &s->trainer.acts, s->batch.B, cpath, &err)))
         return fs_cli_error(err.msg);
     s->trainer.clamps = &s->clamps;
+    const char *iv_arg = fs_arg(args, "--intervene");
+    if (iv_arg) {
+        if (fs_interventions_build(&s->iv, iv_arg, &s->clamps, &s->model, &s->trainer.acts, s->batch.B, &err))
+            return fs_cli_error(err.msg);
+        s->has_iv = true;
+        s->trainer.clamps = &s->iv.clamps;
+    }
     return 0;
 }
 
@@ -126,8 +139,11 @@ int fs_cmd_steps(int argc, char **argv)
         return rc;
     }
     double *losses = calloc((size_t)steps + 1, sizeof *losses), *norms = calloc((size_t)steps + 1, sizeof *norms);
-    for (long long i = 0; i < steps; i++)
+    for (long long i = 0; i < steps; i++) {
+        if (s.has_iv && i > 0 && fs_interventions_need_clean_pass(&s.iv.spec)) /* clean pass: new parameters */
+            fs_interventions_update(&s.iv, &s.model, &s.trainer.acts, s.batch.B);
         losses[i] = fs_trainer_step(&s.trainer, s.batch.B, &norms[i]);
+    }
     fs_error err = {{0}};
     if (fs_model_save(&s.model, fs_arg(&args, "-o"), &err)) {
         rc = fs_cli_error(err.msg);
