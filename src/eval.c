@@ -89,6 +89,8 @@ void fs_metrics_of_sequence(const float *z, int C, const int *labels, int P, fs_
 
 void fs_eval_ws_free(fs_eval_ws *ws)
 {
+    if (ws->ic_ready)
+        fs_interventions_free(&ws->ic);
     if (ws->ready)
         fs_acts_free(&ws->acts);
     memset(ws, 0, sizeof *ws);
@@ -98,6 +100,9 @@ static int ws_prepare(fs_eval_ws *ws, const fs_model *m, int P, fs_error *err)
 {
     if (ws->ready && ws->acts.P == P && fs_model_config_equal(&ws->acts.cfg, &m->cfg))
         return 0;
+    if (ws->ic_ready)
+        fs_interventions_free(&ws->ic);
+    ws->ic_ready = false;
     if (ws->ready)
         fs_acts_free(&ws->acts);
     ws->ready = false;
@@ -110,18 +115,30 @@ static int ws_prepare(fs_eval_ws *ws, const fs_model *m, int P, fs_error *err)
 }
 
 int fs_eval_sequences(const fs_model *m, const float *examples, const int *labels, int n, int P,
-                      const fs_clamp_set *clamps, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
+                      const fs_eval_clamps *clamps, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
                       fs_error *err)
 {
     if (ws_prepare(ws, m, P, err))
         return -1;
+    const fs_clamp_set *base = clamps && clamps->base && clamps->base->P == P ? clamps->base : NULL;
+    const fs_interventions *iv = clamps && clamps->iv && fs_interventions_any(clamps->iv) ? clamps->iv : NULL;
+    if (iv && !ws->ic_ready) {
+        if (fs_interventions_init(&ws->ic, iv, &ws->acts, base, err))
+            return -1;
+        ws->ic_ready = true;
+    }
     int C = m->cfg.num_classes, D = m->cfg.input_dim;
     double sums[FS_NUM_METRICS] = {0};
     int id_out = fs_top_after(&m->cfg, L_OUT);
     for (int first = 0; first < n; first += ws->chunk) {
         int count = n - first < ws->chunk ? n - first : ws->chunk;
         fs_acts_set_inputs(&ws->acts, examples + (size_t)first * P * D, labels + (size_t)first * P, 0, count);
-        fs_forward(m, &ws->acts, clamps, count);
+        const fs_clamp_set *held = base;
+        if (iv) {
+            fs_interventions_update(&ws->ic, m, &ws->acts, count);
+            held = &ws->ic.clamps;
+        }
+        fs_forward(m, &ws->acts, held, count);
         for (int b = 0; b < count; b++) {
             fs_metrics one;
             fs_metrics_of_sequence(fs_leaf_ptr(&ws->acts, id_out, b) + (size_t)(P - 1) * C, C,

@@ -41,14 +41,12 @@ void fs_run_data_close(fs_run_data *rd)
     memset(rd, 0, sizeof *rd);
 }
 
-int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_clamp_set *clamps, fs_eval_ws *ws,
+int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clamps *clamps, fs_eval_ws *ws,
                     fs_metrics *out, fs_error *err)
 {
     for (int i = 0; i < rd->num_sets; i++) {
         const fs_eval_set *s = &rd->sets[i];
-        /* a clamp built for another sequence length does not apply */
-        const fs_clamp_set *c = clamps && clamps->P == s->P ? clamps : NULL;
-        if (fs_eval_sequences(m, s->examples, s->labels, s->n, s->P, c, ws, &out[i], NULL, err))
+        if (fs_eval_sequences(m, s->examples, s->labels, s->n, s->P, clamps, &ws[i], &out[i], NULL, err))
             return -1;
     }
     return 0;

@@ -36,8 +36,11 @@ typedef struct {
     fs_seq_mix mix;
     fs_model model;
     fs_trainer trainer;
-    fs_clamp_set clamps;
-    fs_eval_ws ws;
+    fs_clamp_set clamps;            /* clamp files of the clamps section */
+    fs_interventions iv;            /* named interventions of the clamps section */
+    fs_intervention_clamps ic;      /* clamps + interventions, rebuilt per batch */
+    bool use_iv;
+    fs_eval_ws ws[FS_MAX_EVALUATORS];
     int *labels;            /* [B][P] sampled labels */
     void **scratch;         /* per-thread sampler scratch */
     int nscratch;
@@ -100,7 +103,8 @@ static void metrics_line(run *r, cJSON *line)
 static int evaluate(run *r, int64_t step, fs_error *err)
 {
     fs_metrics ms[FS_MAX_EVALUATORS];
-    if (fs_run_evaluate(&r->model, &r->rd, r->clamps.active ? &r->clamps : NULL, &r->ws, ms, err))
+    fs_eval_clamps held = {r->clamps.active ? &r->clamps : NULL, r->use_iv ? &r->iv : NULL};
+    if (fs_run_evaluate(&r->model, &r->rd, &held, r->ws, ms, err))
         return -1;
     cJSON *line = cJSON_CreateObject();
     cJSON_AddStringToObject(line, "type", "eval");
@@ -204,6 +208,16 @@ static int setup(run *r, fs_error *err)
     }
     if (r->clamps.active)
         r->trainer.clamps = &r->clamps;
+    fs_interventions_default(&r->iv);
+    if (cfg->clamps.named &&
+        fs_interventions_from_json(&r->iv, cfg->clamps.named, &cfg->model, r->origin, err))
+        return -1;
+    r->use_iv = fs_interventions_any(&r->iv);
+    if (r->use_iv) {
+        if (fs_interventions_init(&r->ic, &r->iv, &r->trainer.acts, r->clamps.active ? &r->clamps : NULL, err))
+            return -1;
+        r->trainer.clamps = &r->ic.clamps;
+    }
     r->labels = calloc((size_t)B * P, sizeof *r->labels);
     r->nscratch = omp_get_max_threads();
     r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
@@ -220,7 +234,10 @@ static void teardown(run *r)
         free(r->scratch[i]);
     free(r->scratch);
     free(r->labels);
-    fs_eval_ws_free(&r->ws);
+    for (int i = 0; i < FS_MAX_EVALUATORS; i++)
+        fs_eval_ws_free(&r->ws[i]);
+    if (r->use_iv)
+        fs_interventions_free(&r->ic);
     fs_clamp_set_free(&r->clamps);
     fs_trainer_free(&r->trainer);
     fs_model_free(&r->model);
@@ -242,6 +259,8 @@ static int loop(run *r, fs_error *err)
     int rc = 0;
     while (step < total_steps) {
         sample_step(r, step);
+        if (r->use_iv) /* per-sequence interventions follow this batch's inputs */
+            fs_interventions_update(&r->ic, &r->model, &r->trainer.acts, B);
         double gnorm;
         double loss = fs_trainer_step(&r->trainer, B, &gnorm);
         int64_t before = r->pos.iter;

@@ -20,8 +20,9 @@ typedef struct {
 int fs_run_data_open(fs_run_data *rd, fs_run_config *cfg, const char *origin, bool with_eval, fs_error *err);
 void fs_run_data_close(fs_run_data *rd);
 
-/* Evaluate every evaluator set; out[i] gets set i's mean metrics. */
-int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_clamp_set *clamps, fs_eval_ws *ws,
+/* Evaluate every evaluator set; out[i] gets set i's mean metrics. A workspace per
+ * set (ws[FS_MAX_EVALUATORS]) keeps the intervention clamps of each set's length. */
+int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clamps *clamps, fs_eval_ws *ws,
                     fs_metrics *out, fs_error *err);
 
 /* {"<evaluator>": {"loss": .., "acc": .., ...}, ...} */
