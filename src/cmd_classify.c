@@ -46,21 +46,46 @@ static int load_queries(const fs_args *a, int input_dim, fs_kv_queries *q, fs_er
     return fs_kv_queries_load_json(path, input_dim, q, err);
 }
 
-/* One line per query: {"label": argmax, "probs": softmax(logits)} (%.9g round-trips float32). */
-static char *format_predictions(const float *logits, size_t nq, int C)
+/* Lines [q0, q1): {"label": argmax, "probs": softmax(logits)} (%.9g round-trips float32). */
+static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size_t *len)
 {
-    size_t cap = nq * (size_t)(32 + 18 * C) + 1, len = 0;
+    size_t cap = (q1 - q0) * (size_t)(32 + 18 * C) + 1, n = 0;
     char *text = malloc(cap);
     float *probs = malloc(sizeof(float) * (size_t)C);
     text[0] = 0;
-    for (size_t i = 0; i < nq; i++) {
+    for (size_t i = q0; i < q1; i++) {
         int label = fs_kv_probs(logits + i * C, C, probs);
-        len += (size_t)snprintf(text + len, cap - len, "{\"label\": %d, \"probs\": [", label);
+        n += (size_t)snprintf(text + n, cap - n, "{\"label\": %d, \"probs\": [", label);
         for (int k = 0; k < C; k++)
-            len += (size_t)snprintf(text + len, cap - len, "%s%.9g", k ? ", " : "", probs[k]);
-        len += (size_t)snprintf(text + len, cap - len, "]}\n");
+            n += (size_t)snprintf(text + n, cap - n, "%s%.9g", k ? ", " : "", probs[k]);
+        n += (size_t)snprintf(text + n, cap - n, "]}\n");
     }
     free(probs);
+    *len = n;
+    return text;
+}
+
+/* One line per query, formatted in parallel blocks and joined in order. */
+static char *format_predictions(const float *logits, size_t nq, int C, int threads)
+{
+    enum { BLOCK = 4096 };
+    size_t blocks = (nq + BLOCK - 1) / BLOCK, total = 0;
+    char **parts = calloc(blocks ? blocks : 1, sizeof *parts);
+    size_t *lens = calloc(blocks ? blocks : 1, sizeof *lens);
+#pragma omp parallel for schedule(dynamic) num_threads(threads > 0 ? threads : omp_get_max_threads())
+    for (size_t b = 0; b < blocks; b++)
+        parts[b] = format_lines(logits, b * BLOCK, b * BLOCK + BLOCK < nq ? b * BLOCK + BLOCK : nq, C, &lens[b]);
+    for (size_t b = 0; b < blocks; b++)
+        total += lens[b];
+    char *text = malloc(total + 1), *at = text;
+    for (size_t b = 0; b < blocks; b++) {
+        memcpy(at, parts[b], lens[b]);
+        at += lens[b];
+        free(parts[b]);
+    }
+    *at = 0;
+    free(parts);
+    free(lens);
     return text;
 }
 
@@ -79,7 +104,7 @@ static int classify(const fs_args *a, const fs_kv_cache *c, int threads)
     if (rc == 0) {
         fprintf(stderr, "classified %zu queries against %d context pairs in %.3f s (%.0f queries/s)\n", q.count,
                 fs_kv_pairs(c), seconds, q.count / (seconds > 0 ? seconds : 1e-9));
-        char *text = format_predictions(logits, q.count, C);
+        char *text = format_predictions(logits, q.count, C, threads);
         rc = fs_cli_output(a, text);
         free(text);
     } else {

@@ -39,9 +39,9 @@ struct fs_kv_weights {
     } layer[FS_MAX_DEPTH];
 };
 
-/* Per-thread scratch of one step chunk; every buffer but input_rows is [rows][KV_LANES]. */
+/* Per-thread scratch of one step chunk; every buffer but `staged` is [rows][KV_LANES]. */
 typedef struct {
-    float *input_rows; /* [KV_LANES][D] row-major: a partial chunk's exemplars, zero padded */
+    float *staged;     /* exemplars staged by kv_stage_rows: KV_LANES x D rounded up to 16 */
     float *x;          /* [d]: residual stream */
     float *norm;       /* [d]: LayerNorm output */
     float *qkv;        /* [3d]: q | k | v rows, head-major inside each */
@@ -64,8 +64,10 @@ void kv_linear_free(kv_linear *l);
 void kv_matmul(float *out, const float *in, const kv_linear *l);      /* out[n][L] = W in[k][L] + b */
 void kv_matmul_gelu(float *out, const float *in, const kv_linear *l); /* gelu(W in + b) */
 void kv_matmul_add_to(float *out, const float *in, const kv_linear *l); /* out += W in + b (residual) */
-/* out[n][L] = W in^T + b for KV_LANES tokens given as rows in [L][k] (block-16 packing). */
-void kv_matmul_rows(float *out, const float *in, const kv_linear *l);
+/* Token rows src [rows <= L][k] -> staged tiles for kv_matmul_rows (missing rows 0). */
+void kv_stage_rows(float *staged, const float *src, int rows, int k);
+/* out[n][L] = W x + b for KV_LANES staged token rows (block-16 packing). */
+void kv_matmul_rows(float *out, const float *staged, const kv_linear *l);
 void kv_layernorm(float *out, const float *in, const float *w, const float *b, int dim);
 void kv_rope(float *rows, const kv_position *p, int heads, int hd); /* rotate [heads*hd][L] in place */
 /* One head: q, k, v = [hd][L] rows of the step's tokens; ctx_k, ctx_v = [seq][hd] */

@@ -4,6 +4,7 @@
  * results agree with the full forward to float rounding of the matmul sums. */
 #include "kv_internal.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +42,25 @@ void kv_linear_free(kv_linear *l)
     memset(l, 0, sizeof *l);
 }
 
-static inline vec vexp(vec x);
+/* ---- vector math ---- */
+
+/* exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (|r| <= ln2/2; Cephes expf
+ * polynomial, ~1 ulp); scalef applies 2^n and saturates to 0 / inf far out of range. */
+static inline vec vexp(vec x)
+{
+    vec n = simde_mm512_roundscale_ps(simde_mm512_mul_ps(x, SET1(1.44269504088896341f)),
+                                      SIMDE_MM_FROUND_TO_NEAREST_INT | SIMDE_MM_FROUND_NO_EXC);
+    vec r = simde_mm512_fnmadd_ps(n, SET1(0.693359375f), x);
+    r = simde_mm512_fnmadd_ps(n, SET1(-2.12194440e-4f), r);
+    vec p = SET1(1.9875691500e-4f);
+    p = simde_mm512_fmadd_ps(p, r, SET1(1.3981999507e-3f));
+    p = simde_mm512_fmadd_ps(p, r, SET1(8.3334519073e-3f));
+    p = simde_mm512_fmadd_ps(p, r, SET1(4.1665795894e-2f));
+    p = simde_mm512_fmadd_ps(p, r, SET1(1.6666665459e-1f));
+    p = simde_mm512_fmadd_ps(p, r, SET1(5.0000001201e-1f));
+    p = simde_mm512_fmadd_ps(simde_mm512_mul_ps(p, r), r, simde_mm512_add_ps(r, SET1(1.f)));
+    return simde_mm512_scalef_ps(p, n);
+}
 
 /* GELU, tanh form: 0.5 x (1 + tanh u) = x / (1 + exp(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3). */
 static inline vec gelu(vec x)
@@ -50,6 +69,8 @@ static inline vec gelu(vec x)
     vec minus_2u = simde_mm512_mul_ps(x, simde_mm512_fmadd_ps(simde_mm512_mul_ps(x, x), SET1(k2 * 0.044715f), SET1(k2)));
     return simde_mm512_div_ps(x, simde_mm512_add_ps(SET1(1.f), vexp(minus_2u)));
 }
+
+/* ---- matmuls ---- */
 
 /* What a matmul does with W in + b before storing it. */
 typedef enum { EPI_STORE, EPI_GELU, EPI_ADD_TO } epilogue;
@@ -81,6 +102,7 @@ static inline void matmul_block(float *out, const float *in, const float *wb, co
 
 static void matmul(float *out, const float *in, const kv_linear *l, epilogue epi)
 {
+    assert(l->block == KV_ROWS);
     for (int r0 = 0; r0 < l->n; r0 += KV_ROWS) {
         int rows = l->n - r0 < KV_ROWS ? l->n - r0 : KV_ROWS;
         matmul_block(out + (size_t)r0 * KV_LANES, in, l->w + (size_t)r0 * l->k, l->bias + r0, l->k, rows, epi);
@@ -118,28 +140,54 @@ static inline void transpose16(vec r[16])
     }
 }
 
-/* 16 tokens (rows of `in`, [16][k]) x 16 outputs: acc[q] = sum_i in[q][i] * w[i][:],
- * transposed in registers to feature-major rows of 16 lanes, + bias. */
-static void matmul_rows_block(float *out, const float *in, const float *wb, const float *bias, int k, int outputs)
+/* Tile-major staging of KV_LANES token rows for kv_matmul_rows: element (q, i) of the
+ * [L][k] rows lands at tile (q / 16, i / 16), offset (q % 16) * 16 + i % 16, so the kernel
+ * addresses 16 tokens with constant offsets. Rows >= `rows` and columns >= k are 0. */
+void kv_stage_rows(float *staged, const float *src, int rows, int k)
+{
+    int tiles = (k + 15) / 16;
+    for (int q = 0; q < KV_LANES; q++)
+        for (int t = 0; t < tiles; t++) {
+            float *dst = staged + (((size_t)(q / 16) * tiles + t) * 16 + q % 16) * 16;
+            int cols = k - 16 * t < 16 ? k - 16 * t : 16;
+            if (q < rows && cols == 16) {
+                ST(dst, LD(src + (size_t)q * k + 16 * t));
+            } else {
+                memset(dst, 0, sizeof(float) * 16);
+                if (q < rows)
+                    memcpy(dst, src + (size_t)q * k + 16 * t, sizeof(float) * cols);
+            }
+        }
+}
+
+/* 16 staged tokens x 16 outputs: acc[q] = sum_i in[q][i] * w[i][:], transposed in
+ * registers to feature-major rows of 16 lanes, + bias. */
+static void matmul_rows_block(float *out, const float *staged, const float *wb, const float *bias, int k, int outputs)
 {
     vec acc[16];
     for (int q = 0; q < 16; q++)
         acc[q] = simde_mm512_setzero_ps();
-    for (int i = 0; i < k; i++) {
-        vec w = LD(wb + (size_t)i * 16);
-        for (int q = 0; q < 16; q++)
-            acc[q] = simde_mm512_fmadd_ps(SET1(in[(size_t)q * k + i]), w, acc[q]);
+    for (int i0 = 0; i0 < k; i0 += 16) {
+        const float *tile = staged + (size_t)i0 * 16;
+        int cols = k - i0 < 16 ? k - i0 : 16;
+        for (int j = 0; j < cols; j++) {
+            vec w = LD(wb + (size_t)(i0 + j) * 16);
+            for (int q = 0; q < 16; q++)
+                acc[q] = simde_mm512_fmadd_ps(SET1(tile[q * 16 + j]), w, acc[q]);
+        }
     }
     transpose16(acc);
     for (int j = 0; j < outputs; j++)
         ST(out + (size_t)j * KV_LANES, simde_mm512_add_ps(acc[j], SET1(bias[j])));
 }
 
-void kv_matmul_rows(float *out, const float *in, const kv_linear *l)
+void kv_matmul_rows(float *out, const float *staged, const kv_linear *l)
 {
+    assert(l->block == 16);
+    size_t half = (size_t)16 * ((l->k + 15) / 16 * 16);
     for (int q0 = 0; q0 < KV_LANES; q0 += 16)
         for (int r0 = 0; r0 < l->n; r0 += 16)
-            matmul_rows_block(out + (size_t)r0 * KV_LANES + q0, in + (size_t)q0 * l->k, l->w + (size_t)r0 * l->k,
+            matmul_rows_block(out + (size_t)r0 * KV_LANES + q0, staged + (q0 / 16) * half, l->w + (size_t)r0 * l->k,
                               l->bias + r0, l->k, l->n - r0 < 16 ? l->n - r0 : 16);
 }
 
@@ -168,24 +216,6 @@ void kv_layernorm(float *out, const float *in, const float *w, const float *b, i
             ST(y + (size_t)i * KV_LANES, simde_mm512_add_ps(simde_mm512_mul_ps(c, SET1(w[i])), SET1(b[i])));
         }
     }
-}
-
-/* exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (|r| <= ln2/2; Cephes expf
- * polynomial, ~1 ulp); scalef applies 2^n and saturates to 0 / inf far out of range. */
-static inline vec vexp(vec x)
-{
-    vec n = simde_mm512_roundscale_ps(simde_mm512_mul_ps(x, SET1(1.44269504088896341f)),
-                                      SIMDE_MM_FROUND_TO_NEAREST_INT | SIMDE_MM_FROUND_NO_EXC);
-    vec r = simde_mm512_fnmadd_ps(n, SET1(0.693359375f), x);
-    r = simde_mm512_fnmadd_ps(n, SET1(-2.12194440e-4f), r);
-    vec p = SET1(1.9875691500e-4f);
-    p = simde_mm512_fmadd_ps(p, r, SET1(1.3981999507e-3f));
-    p = simde_mm512_fmadd_ps(p, r, SET1(8.3334519073e-3f));
-    p = simde_mm512_fmadd_ps(p, r, SET1(4.1665795894e-2f));
-    p = simde_mm512_fmadd_ps(p, r, SET1(1.6666665459e-1f));
-    p = simde_mm512_fmadd_ps(p, r, SET1(5.0000001201e-1f));
-    p = simde_mm512_fmadd_ps(simde_mm512_mul_ps(p, r), r, simde_mm512_add_ps(r, SET1(1.f)));
-    return simde_mm512_scalef_ps(p, n);
 }
 
 /* RoPE on the step's tokens (one position): pair i of every head, (x0, x1) ->

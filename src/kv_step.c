@@ -47,7 +47,7 @@ void kv_weights_free(struct fs_kv_weights *w, int depth)
 void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 {
     int d = cfg->d_model;
-    s->input_rows = lanes(cfg->input_dim);
+    s->staged = lanes((cfg->input_dim + 15) / 16 * 16);
     s->x = lanes(d);
     s->norm = lanes(d);
     s->qkv = lanes(3 * d);
@@ -59,7 +59,7 @@ void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 
 void kv_scratch_free(kv_scratch *s)
 {
-    float *bufs[] = {s->input_rows, s->x, s->norm, s->qkv, s->vals, s->hidden, s->scores, s->logits};
+    float *bufs[] = {s->staged, s->x, s->norm, s->qkv, s->vals, s->hidden, s->scores, s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -115,13 +115,8 @@ static void add_position(const kv_position *p, float *x, int d)
 
 void kv_embed_examples(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *examples, int rows)
 {
-    size_t D = (size_t)c->model->cfg.input_dim;
-    if (rows < KV_LANES) { /* a partial chunk: pad with zero exemplars */
-        memcpy(s->input_rows, examples, sizeof(float) * rows * D);
-        memset(s->input_rows + rows * D, 0, sizeof(float) * (KV_LANES - rows) * D);
-        examples = s->input_rows;
-    }
-    kv_matmul_rows(s->x, examples, &c->weights->embed);
+    kv_stage_rows(s->staged, examples, rows, c->model->cfg.input_dim);
+    kv_matmul_rows(s->x, s->staged, &c->weights->embed);
     add_position(p, s->x, c->model->cfg.d_model);
 }
 
