@@ -236,18 +236,39 @@ void kv_rope(float *rows, const kv_position *p, int heads, int hd)
 
 /* ---- attention of one head: context keys [0, seq) then the token itself ---- */
 
+enum { KEY_BLOCK = 4, DIM_BLOCK = 8 }; /* keys / value dims kept in registers at once */
+
+/* scores[j] = (q . ctx_k[j]) * scale for n <= KEY_BLOCK context keys (sum over t ascending). */
+static inline void context_scores(float *scores, const float *q, const float *ctx_k, int n, int hd, vec scale)
+{
+    vec acc[KEY_BLOCK][KV_VECS];
+    for (int j = 0; j < n; j++)
+        LANE_VECS acc[j][v] = simde_mm512_setzero_ps();
+    for (int t = 0; t < hd; t++) {
+        vec qt[KV_VECS];
+        LANE_VECS qt[v] = LD(q + (size_t)t * KV_LANES + 16 * v);
+        for (int j = 0; j < n; j++)
+            LANE_VECS acc[j][v] = simde_mm512_fmadd_ps(qt[v], SET1(ctx_k[(size_t)j * hd + t]), acc[j][v]);
+    }
+    for (int j = 0; j < n; j++)
+        LANE_VECS ST(scores + (size_t)j * KV_LANES + 16 * v, simde_mm512_mul_ps(acc[j][v], scale));
+}
+
+/* Scores of the seq context keys, then of the token's own key at index seq. */
 static void head_scores(float *scores, const float *q, const float *k, const float *ctx_k, int seq, int hd)
 {
     vec scale = SET1(1.0f / sqrtf((float)hd));
-    for (int j = 0; j <= seq; j++)
-        LANE_VECS {
-            vec acc = simde_mm512_setzero_ps();
-            for (int t = 0; t < hd; t++) {
-                vec kj = j < seq ? SET1(ctx_k[(size_t)j * hd + t]) : LD(k + (size_t)t * KV_LANES + 16 * v);
-                acc = simde_mm512_fmadd_ps(LD(q + (size_t)t * KV_LANES + 16 * v), kj, acc);
-            }
-            ST(scores + (size_t)j * KV_LANES + 16 * v, simde_mm512_mul_ps(acc, scale));
-        }
+    int j = 0;
+    for (; j + KEY_BLOCK <= seq; j += KEY_BLOCK)
+        context_scores(scores + (size_t)j * KV_LANES, q, ctx_k + (size_t)j * hd, KEY_BLOCK, hd, scale);
+    for (; j < seq; j++)
+        context_scores(scores + (size_t)j * KV_LANES, q, ctx_k + (size_t)j * hd, 1, hd, scale);
+    LANE_VECS {
+        vec acc = simde_mm512_setzero_ps();
+        for (int t = 0; t < hd; t++)
+            acc = simde_mm512_fmadd_ps(LD(q + (size_t)t * KV_LANES + 16 * v), LD(k + (size_t)t * KV_LANES + 16 * v), acc);
+        ST(scores + (size_t)seq * KV_LANES + 16 * v, simde_mm512_mul_ps(acc, scale));
+    }
 }
 
 /* Softmax over the seq + 1 keys of every lane, in place (as fs_softmax_forward). */
@@ -270,19 +291,35 @@ static void head_softmax(float *scores, int keys)
     }
 }
 
+/* vals[t] = sum_j p_j ctx_v[j][t] + p_self v[t] for n <= DIM_BLOCK dims t0.. (j ascending). */
+static inline void head_values(float *vals, const float *probs, const float *ctx_v, const float *v_rows, int seq,
+                               int t0, int n, int hd)
+{
+    vec acc[DIM_BLOCK][KV_VECS];
+    for (int t = 0; t < n; t++)
+        LANE_VECS acc[t][v] = simde_mm512_setzero_ps();
+    for (int j = 0; j < seq; j++) {
+        vec p[KV_VECS];
+        LANE_VECS p[v] = LD(probs + (size_t)j * KV_LANES + 16 * v);
+        for (int t = 0; t < n; t++)
+            LANE_VECS acc[t][v] = simde_mm512_fmadd_ps(p[v], SET1(ctx_v[(size_t)j * hd + t0 + t]), acc[t][v]);
+    }
+    for (int t = 0; t < n; t++)
+        LANE_VECS {
+            vec self = simde_mm512_fmadd_ps(LD(probs + (size_t)seq * KV_LANES + 16 * v),
+                                            LD(v_rows + (size_t)(t0 + t) * KV_LANES + 16 * v), acc[t][v]);
+            ST(vals + (size_t)(t0 + t) * KV_LANES + 16 * v, self);
+        }
+}
+
 void kv_attend_head(float *vals, const float *q, const float *k, const float *v_rows, const float *ctx_k,
                     const float *ctx_v, int seq, int hd, float *scores)
 {
     head_scores(scores, q, k, ctx_k, seq, hd);
     head_softmax(scores, seq + 1);
-    for (int t = 0; t < hd; t++)
-        LANE_VECS {
-            vec acc = simde_mm512_setzero_ps();
-            for (int j = 0; j < seq; j++)
-                acc = simde_mm512_fmadd_ps(LD(scores + (size_t)j * KV_LANES + 16 * v), SET1(ctx_v[(size_t)j * hd + t]),
-                                           acc);
-            acc = simde_mm512_fmadd_ps(LD(scores + (size_t)seq * KV_LANES + 16 * v),
-                                       LD(v_rows + (size_t)t * KV_LANES + 16 * v), acc);
-            ST(vals + (size_t)t * KV_LANES + 16 * v, acc);
-        }
+    int t = 0;
+    for (; t + DIM_BLOCK <= hd; t += DIM_BLOCK)
+        head_values(vals, scores, ctx_v, v_rows, seq, t, DIM_BLOCK, hd);
+    for (; t < hd; t++)
+        head_values(vals, scores, ctx_v, v_rows, seq, t, 1, hd);
 }
