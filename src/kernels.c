@@ -155,8 +155,26 @@ void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n)
     }
 }
 
+void fs_gelu_backward_inplace(float *g, const float *in, size_t n)
+{
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL)
+        vstore(g + i, vmul(vload(g + i), gelu_grad_v(vload(in + i))));
+    if (nv < n) {
+        float t[FS_VL] = {0};
+        memcpy(t, in + nv, sizeof(float) * (n - nv));
+        vstore(t, gelu_grad_v(vload(t)));
+        for (size_t i = nv; i < n; i++)
+            g[i] *= t[i - nv];
+    }
+}
+
 void fs_softmax_forward(float *out, const float *in, int rows, int n)
 {
+    if (n <= FS_VL) { /* the attention kernel's routine, so both give the same floats */
+        fs_softmax_rows_short(out, in, rows, n);
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         const float *x = in + (size_t)r * n;
         float *y = out + (size_t)r * n;
@@ -202,37 +220,61 @@ static inline void rope_sincos(int p, int i, int hd, double base, float *s, floa
 
 void fs_rope_table(float *cs, int N, int hd, double base)
 {
+    float *C = cs, *S = cs + (size_t)N * hd;
     for (int p = 0; p < N; p++)
-        for (int i = 0; i < hd / 2; i++)
-            rope_sincos(p, i, hd, base, &cs[((size_t)p * (hd / 2) + i) * 2 + 1], &cs[((size_t)p * (hd / 2) + i) * 2]);
+        for (int i = 0; i < hd / 2; i++) {
+            float s, c;
+            rope_sincos(p, i, hd, base, &s, &c);
+            C[(size_t)p * hd + 2 * i] = C[(size_t)p * hd + 2 * i + 1] = c;
+            S[(size_t)p * hd + 2 * i] = -s;
+            S[(size_t)p * hd + 2 * i + 1] = s;
+        }
 }
 
+/* y = x * C + swap(x) * S, swap exchanging the two floats of each pair */
 void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs)
 {
-    for (int h = 0; h < H; h++)
-        for (int p = 0; p < N; p++) {
-            const float *x = in + ((size_t)h * N + p) * hd, *t = cs + (size_t)p * hd;
-            float *y = out + ((size_t)h * N + p) * hd;
-            for (int i = 0; i < hd / 2; i++) {
-                float c = t[2 * i], s = t[2 * i + 1], x0 = x[2 * i], x1 = x[2 * i + 1];
-                y[2 * i] = x0 * c - x1 * s;
-                y[2 * i + 1] = x1 * c + x0 * s;
-            }
+    const float *C = cs, *S = cs + (size_t)N * hd;
+    size_t span = (size_t)N * hd;
+    for (int h = 0; h < H; h++) {
+        const float *x = in + h * span;
+        float *y = out + h * span;
+        size_t i = 0;
+        for (; i + 8 <= span; i += 8) {
+            simde__m256 v = simde_mm256_loadu_ps(x + i);
+            simde__m256 sw = simde_mm256_permute_ps(v, 0xB1);
+            simde_mm256_storeu_ps(y + i, simde_mm256_fmadd_ps(sw, simde_mm256_loadu_ps(S + i),
+                                                              simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i))));
         }
+        for (; i < span; i += 2) {
+            y[i] = x[i] * C[i] + x[i + 1] * S[i];
+            y[i + 1] = x[i + 1] * C[i + 1] + x[i] * S[i + 1];
+        }
+    }
 }
 
+/* dx = g * C - swap(g) * S (din may be dout) */
 void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd, const float *cs)
 {
-    for (int h = 0; h < H; h++)
-        for (int p = 0; p < N; p++) {
-            const float *g = dout + ((size_t)h * N + p) * hd, *t = cs + (size_t)p * hd;
-            float *dx = din + ((size_t)h * N + p) * hd;
-            for (int i = 0; i < hd / 2; i++) {
-                float c = t[2 * i], s = t[2 * i + 1], g0 = g[2 * i], g1 = g[2 * i + 1];
-                dx[2 * i] += g0 * c + g1 * s;
-                dx[2 * i + 1] += g1 * c - g0 * s;
-            }
+    const float *C = cs, *S = cs + (size_t)N * hd;
+    size_t span = (size_t)N * hd;
+    for (int h = 0; h < H; h++) {
+        const float *g = dout + h * span;
+        float *dx = din + h * span;
+        size_t i = 0;
+        for (; i + 8 <= span; i += 8) {
+            simde__m256 v = simde_mm256_loadu_ps(g + i);
+            simde__m256 sw = simde_mm256_permute_ps(v, 0xB1);
+            simde__m256 t = simde_mm256_fnmadd_ps(sw, simde_mm256_loadu_ps(S + i),
+                                                  simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i)));
+            simde_mm256_storeu_ps(dx + i, t);
         }
+        for (; i < span; i += 2) {
+            float g0 = g[i], g1 = g[i + 1];
+            dx[i] = g0 * C[i] - g1 * S[i];
+            dx[i + 1] = g1 * C[i + 1] - g0 * S[i + 1];
+        }
+    }
 }
 
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base)
@@ -295,19 +337,19 @@ void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, floa
 
 double fs_sum_squares(const float *x, size_t n)
 {
-    double total = 0;
+    /* double lanes: as exact as fs_optim_update's sequential double sum up to ~1e-16 */
+    simde__m256d s0 = simde_mm256_setzero_pd(), s1 = simde_mm256_setzero_pd();
     size_t i = 0;
-    while (i < n) { /* float lanes over blocks of 1024, blocks summed in double */
-        size_t end = n - i > 1024 ? i + 1024 : n, nv = i + (end - i) / FS_VL * FS_VL;
-        fs_vf s = vzero();
-        for (; i < nv; i += FS_VL) {
-            fs_vf v = vload(x + i);
-            s = vfma(v, v, s);
-        }
-        double t = vhsum(s);
-        for (; i < end; i++)
-            t += (double)x[i] * x[i];
-        total += t;
+    for (; i + 8 <= n; i += 8) {
+        simde__m256d a = simde_mm256_cvtps_pd(simde_mm_loadu_ps(x + i));
+        simde__m256d b = simde_mm256_cvtps_pd(simde_mm_loadu_ps(x + i + 4));
+        s0 = simde_mm256_fmadd_pd(a, a, s0);
+        s1 = simde_mm256_fmadd_pd(b, b, s1);
     }
+    double t[4];
+    simde_mm256_storeu_pd(t, simde_mm256_add_pd(s0, s1));
+    double total = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; i++)
+        total += (double)x[i] * x[i];
     return total;
 }

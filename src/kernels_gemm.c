@@ -9,6 +9,7 @@
  *   input grad   din += dout @ W     A = dout,    B = W ([N][K] as stored), r over N
  *   weight grad  dW += dout^T @ in   A = dout^T,  B = in,                  r over rows
  * Columns past the last whole vector are done by a scalar loop. */
+#include <stdbool.h>
 #include <string.h>
 
 #include "fewshot/kernels.h"
@@ -16,34 +17,46 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* The r loop runs in chunks of FS_CHUNK: each chunk's sum starts in fresh registers and
+ * is then added to C, so rounding errors grow with sqrt(chunk) + sqrt(R / chunk) rather
+ * than sqrt(R) -- about as accurate as dot products with lane-parallel partial sums. */
+#define FS_CHUNK 16
+
 ALWAYS_INLINE void tile(const int mr, const int nv, float *C, size_t ldc, const float *A, size_t ars, size_t acs,
                         const float *B, size_t ldb, int R, int accumulate, const float *bias)
 {
     fs_vf acc[FS_MR][FS_NV];
+    for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_CHUNK) {
+        int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
 #pragma GCC unroll 8
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 8
-        for (int v = 0; v < nv; v++)
-            acc[i][v] = accumulate ? vload(C + i * ldc + v * FS_VL) : bias ? vload(bias + v * FS_VL) : vzero();
-    for (int r = 0; r < R; r++) {
-        const float *b = B + (size_t)r * ldb, *a = A + (size_t)r * acs;
-        fs_vf bv[FS_NV];
-#pragma GCC unroll 8
-        for (int v = 0; v < nv; v++)
-            bv[v] = vload(b + v * FS_VL);
-#pragma GCC unroll 8
-        for (int i = 0; i < mr; i++) {
-            fs_vf av = vset1(a[i * ars]);
+        for (int i = 0; i < mr; i++)
 #pragma GCC unroll 8
             for (int v = 0; v < nv; v++)
-                acc[i][v] = vfma(av, bv[v], acc[i][v]);
+                acc[i][v] = vzero();
+        for (int r = r0; r < r1; r++) {
+            const float *b = B + (size_t)r * ldb, *a = A + (size_t)r * acs;
+            fs_vf bv[FS_NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++)
+                bv[v] = vload(b + v * FS_VL);
+#pragma GCC unroll 8
+            for (int i = 0; i < mr; i++) {
+                fs_vf av = vset1(a[i * ars]);
+#pragma GCC unroll 8
+                for (int v = 0; v < nv; v++)
+                    acc[i][v] = vfma(av, bv[v], acc[i][v]);
+            }
         }
+        bool first = r0 == 0 && !accumulate;
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) {
+                float *c = C + i * ldc + v * FS_VL;
+                fs_vf base = first ? (bias ? vload(bias + v * FS_VL) : vzero()) : vload(c);
+                vstore(c, vadd(base, acc[i][v]));
+            }
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 8
-        for (int v = 0; v < nv; v++)
-            vstore(C + i * ldc + v * FS_VL, acc[i][v]);
 }
 
 typedef void (*tile_fn)(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb,
@@ -146,6 +159,19 @@ void fs_matmul_backward(float *din, float *dw, float *dbias, const float *dout, 
         fs_colsum_add(dbias, dout, M, N);
 }
 
+void fs_matmul_backward_set(float *din, float *dw, float *dbias, const float *dout, const float *in, const float *w,
+                            int M, int K, int N)
+{
+    if (din)
+        fs_gemm(din, (size_t)K, dout, (size_t)N, 1, w, (size_t)K, M, K, N, 0, NULL);
+    if (dw)
+        fs_gemm(dw, (size_t)K, dout, 1, (size_t)N, in, (size_t)K, N, K, M, 0, NULL);
+    if (dbias) {
+        memset(dbias, 0, sizeof(float) * (size_t)N);
+        fs_colsum_add(dbias, dout, M, N);
+    }
+}
+
 void fs_colsum_add(float *sum, const float *x, int M, int N)
 {
     int nv = N / FS_VL * FS_VL;
@@ -185,13 +211,15 @@ static inline void transpose8(float *dst, size_t ldd, const float *src, size_t l
     }
 }
 
-void fs_transpose(float *dst, const float *src, int rows, int cols)
+void fs_transpose_rows(float *dst, const float *src, int rows, int cols, int r0, int r1)
 {
-    int r8 = rows / 8 * 8, c8 = cols / 8 * 8;
-    for (int r = 0; r < r8; r += 8)
+    int r8 = r0 + (r1 - r0) / 8 * 8, c8 = cols / 8 * 8;
+    for (int r = r0; r < r8; r += 8)
         for (int c = 0; c < c8; c += 8)
             transpose8(dst + (size_t)c * rows + r, (size_t)rows, src + (size_t)r * cols + c, (size_t)cols);
-    for (int r = 0; r < rows; r++)
+    for (int r = r0; r < r1; r++)
         for (int c = (r < r8 ? c8 : 0); c < cols; c++)
             dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
 }
+
+void fs_transpose(float *dst, const float *src, int rows, int cols) { fs_transpose_rows(dst, src, rows, cols, 0, rows); }

@@ -48,6 +48,22 @@ static inline fs_vf vkeep_ge(fs_vf v, fs_vf x, fs_vf lo)
 {
     return simde_mm512_maskz_mov_ps(simde_mm512_cmp_ps_mask(x, lo, SIMDE_CMP_GE_OQ), v);
 }
+/* lanes j > i take `fill`, the others keep v */
+static inline fs_vf vfill_after(fs_vf v, int i, float fill)
+{
+    simde__mmask16 keep = (simde__mmask16)(i >= 15 ? 0xFFFF : (1u << (i + 1)) - 1u);
+    return simde_mm512_mask_blend_ps(keep, vset1(fill), v);
+}
+static inline float vhmax(fs_vf v)
+{
+    simde__m256 lo = simde_mm512_castps512_ps256(v);
+    simde__m256 hi = simde_mm256_castpd_ps(simde_mm512_extractf64x4_pd(simde_mm512_castps_pd(v), 1));
+    simde__m256 s = simde_mm256_max_ps(lo, hi);
+    simde__m128 q = simde_mm_max_ps(simde_mm256_castps256_ps128(s), simde_mm256_extractf128_ps(s, 1));
+    q = simde_mm_max_ps(q, simde_mm_movehl_ps(q, q));
+    q = simde_mm_max_ss(q, simde_mm_shuffle_ps(q, q, 1));
+    return simde_mm_cvtss_f32(q);
+}
 #else
 #define FS_VL 8
 #define FS_MR 6 /* 12 accumulators of 16 registers */
@@ -81,6 +97,18 @@ static inline fs_vf vexp2i(fs_vf n)
 static inline fs_vf vkeep_ge(fs_vf v, fs_vf x, fs_vf lo)
 {
     return simde_mm256_and_ps(v, simde_mm256_cmp_ps(x, lo, SIMDE_CMP_GE_OQ));
+}
+static inline fs_vf vfill_after(fs_vf v, int i, float fill)
+{
+    fs_vf iota = simde_mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
+    return simde_mm256_blendv_ps(v, vset1(fill), simde_mm256_cmp_ps(iota, vset1((float)i), SIMDE_CMP_GT_OQ));
+}
+static inline float vhmax(fs_vf v)
+{
+    simde__m128 q = simde_mm_max_ps(simde_mm256_castps256_ps128(v), simde_mm256_extractf128_ps(v, 1));
+    q = simde_mm_max_ps(q, simde_mm_movehl_ps(q, q));
+    q = simde_mm_max_ss(q, simde_mm_shuffle_ps(q, q, 1));
+    return simde_mm_cvtss_f32(q);
 }
 #endif
 

@@ -1,10 +1,21 @@
+/* The training step in one OpenMP parallel region per step:
+ *   1. each thread transposes its share of the weights (fs_packed_update); barrier
+ *   2. forward + loss + backward of its own sequences into its own gradient buffer; barrier
+ *   3. each thread sums the thread gradients over its slice of the parameters, in thread
+ *      order (deterministic for a fixed thread count), and the squares of that slice; barrier
+ *   4. each thread applies the optimizer to its slice.
+ * Nothing is allocated after fs_trainer_init. The optimizer arithmetic is exactly
+ * fs_optim_update's (fs_adam_update), so a step equals grad + fs_optim_update bit for bit
+ * except the double sum of squares behind the reported grad norm (slice order). */
 #include "fewshot/trainer.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "fewshot/kernels.h"
 
 int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const fs_optim_config *oc,
                     fs_error *err)
@@ -13,12 +24,19 @@ int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const
     t->model = m;
     if (fs_acts_create(&t->acts, &m->cfg, P, B, err))
         return -1;
-    t->grad_acts = fs_alloc(t->acts.arena_floats * sizeof(float));
+    t->grad_acts = fs_alloc(fs_backward_scratch_floats(&t->acts) * sizeof(float));
     t->threads = threads > 0 ? threads : omp_get_max_threads();
     if (t->threads > B)
         t->threads = B;
+    if (t->threads < 1)
+        t->threads = 1;
     t->thread_grads = calloc((size_t)t->threads, sizeof *t->thread_grads);
     t->thread_ptrs = calloc((size_t)t->threads, sizeof *t->thread_ptrs);
+    t->thread_sums = fs_alloc((size_t)t->threads * sizeof *t->thread_sums);
+    if (!t->thread_grads || !t->thread_ptrs || fs_packed_init(&t->packed, m)) {
+        fs_trainer_free(t);
+        return fs_fail(err, "trainer: out of memory");
+    }
     for (int i = 0; i < t->threads; i++) {
         t->thread_grads[i] = fs_alloc(m->layout.total * sizeof(float));
         t->thread_ptrs[i] = fs_param_bind(&m->cfg, &m->layout, t->thread_grads[i]);
@@ -33,10 +51,12 @@ void fs_trainer_free(fs_trainer *t)
 {
     if (!t->model)
         return;
-    for (int i = 0; i < t->threads; i++)
+    for (int i = 0; t->thread_grads && i < t->threads; i++)
         free(t->thread_grads[i]);
     free(t->thread_grads);
     free(t->thread_ptrs);
+    free(t->thread_sums);
+    fs_packed_free(&t->packed);
     free(t->grads);
     free(t->grad_acts);
     fs_optim_state_free(&t->state);
@@ -44,39 +64,120 @@ void fs_trainer_free(fs_trainer *t)
     memset(t, 0, sizeof *t);
 }
 
-double fs_trainer_grad(fs_trainer *t, int nseq)
+/* [lo, hi) of part `id` of n, in whole 16-float (64-byte) blocks */
+static void slice(size_t total, int id, int n, size_t *lo, size_t *hi)
 {
-    const fs_model *m = t->model;
+    size_t blocks = (total + 15) / 16;
+    *lo = blocks * (size_t)id / (size_t)n * 16;
+    *hi = blocks * (size_t)(id + 1) / (size_t)n * 16;
+    if (*hi > total)
+        *hi = total;
+    if (*lo > *hi)
+        *lo = *hi;
+}
+
+/* grads[lo, hi) = sum over threads (in thread order) */
+static void reduce_slice(fs_trainer *t, int n, size_t lo, size_t hi)
+{
+    float *out = t->grads;
+    if (n == 1) {
+        memcpy(out + lo, t->thread_grads[0] + lo, sizeof(float) * (hi - lo));
+        return;
+    }
+    for (size_t i = lo; i < hi; i++) {
+        float s = t->thread_grads[0][i];
+        for (int k = 1; k < n; k++)
+            s += t->thread_grads[k][i];
+        out[i] = s;
+    }
+}
+
+/* Whether the optimizer runs inside the region (the kinds fs_adam_update reproduces). */
+static bool sliced_optimizer(const fs_optim_config *c)
+{
+    return c->kind == FS_OPT_ADAM || c->kind == FS_OPT_SGD || c->kind == FS_OPT_WARMUP_DECAY ||
+           c->kind == FS_OPT_COSINE;
+}
+
+/* The update of fs_optim_update on one slice, given the global gradient norm. */
+static void optimizer_slice(fs_trainer *t, size_t lo, size_t hi, double gnorm)
+{
+    const fs_optim_config *c = &t->optim;
+    fs_optim_state *s = &t->state;
+    float *p = t->model->params, *g = t->grads;
+    double lr = fs_optim_lr(c, s->step);
+    if (c->kind == FS_OPT_SGD) {
+        for (size_t i = lo; i < hi; i++)
+            p[i] -= (float)lr * g[i];
+        return;
+    }
+    float clip = 1.f;
+    if (c->kind == FS_OPT_WARMUP_DECAY && gnorm > 5.0) /* optax.clip_by_global_norm(5) */
+        clip = (float)(5.0 / gnorm);
+    int64_t step = s->step + 1;
+    float bc1 = (float)(1.0 - pow(c->b1, (double)step)), bc2 = (float)(1.0 - pow(c->b2, (double)step));
+    fs_adam_update(p + lo, s->m + lo, s->v + lo, g + lo, hi - lo, (float)c->b1, (float)c->b2, (float)c->eps, bc1, bc2,
+                   (float)lr, clip);
+}
+
+/* Forward, backward and reduction; with `update`, also the optimizer step. Returns the
+ * loss; *gnorm gets the gradient norm when updating. */
+static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
+{
+    fs_model *m = t->model;
     size_t total = m->layout.total;
     int nt = t->threads < nseq ? t->threads : nseq;
-    double loss = 0;
-#pragma omp parallel num_threads(nt) reduction(+ : loss)
+    if (nt < 1)
+        nt = 1;
+    double wd = t->optim.weight_decay;
+    bool in_region = update && sliced_optimizer(&t->optim);
+    double norm = 0;
+#pragma omp parallel num_threads(nt)
     {
         int id = omp_get_thread_num(), n = omp_get_num_threads();
         int b0 = (int)((long)nseq * id / n), b1 = (int)((long)nseq * (id + 1) / n);
-        memset(t->thread_grads[id], 0, total * sizeof(float));
-        fs_forward_range(m, &t->acts, t->clamps, b0, b1);
-        loss += fs_query_loss_range(&t->acts, b0, b1, nseq);
+        fs_packed_update(&t->packed, id, n);
+#pragma omp barrier
+        fs_forward_range_packed(m, &t->packed, &t->acts, t->clamps, b0, b1);
+        t->thread_sums[id].loss = fs_query_loss_range(&t->acts, b0, b1, nseq);
         fs_backward_range(m, &t->acts, t->clamps, t->grad_acts, &t->thread_ptrs[id], b0, b1, nseq);
 #pragma omp barrier
-        /* reduce in thread order, each thread a slice of the parameters */
-        size_t lo = total * (size_t)id / (size_t)n, hi = total * (size_t)(id + 1) / (size_t)n;
-        for (size_t i = lo; i < hi; i++) {
-            float s = t->thread_grads[0][i];
-            for (int k = 1; k < n; k++)
-                s += t->thread_grads[k][i];
-            t->grads[i] = s;
+        size_t lo, hi;
+        slice(total, id, n, &lo, &hi);
+        reduce_slice(t, n, lo, hi);
+        if (in_region) {
+            if (wd != 0) { /* the weight-decay term needs every tensor whole */
+#pragma omp barrier
+#pragma omp single
+                t->thread_sums[0].decay = fs_weight_decay(m, t->grads, wd);
+            }
+            t->thread_sums[id].sumsq = fs_sum_squares(t->grads + lo, hi - lo);
+#pragma omp barrier
+            double ss = 0;
+            for (int k = 0; k < n; k++)
+                ss += t->thread_sums[k].sumsq;
+            optimizer_slice(t, lo, hi, sqrt(ss));
+            if (id == 0)
+                norm = sqrt(ss);
         }
     }
-    loss += fs_weight_decay(m, t->grads, t->optim.weight_decay);
+    double loss = 0;
+    for (int k = 0; k < nt; k++)
+        loss += t->thread_sums[k].loss;
+    if (in_region) {
+        if (wd != 0)
+            loss += t->thread_sums[0].decay;
+        t->state.step++;
+    } else {
+        loss += fs_weight_decay(m, t->grads, wd);
+        if (update)
+            norm = fs_optim_update(&t->optim, &t->state, m, t->grads);
+    }
+    if (gnorm)
+        *gnorm = norm;
     return loss;
 }
 
-double fs_trainer_step(fs_trainer *t, int nseq, double *grad_norm)
-{
-    double loss = fs_trainer_grad(t, nseq);
-    double g = fs_optim_update(&t->optim, &t->state, t->model, t->grads);
-    if (grad_norm)
-        *grad_norm = g;
-    return loss;
-}
+double fs_trainer_grad(fs_trainer *t, int nseq) { return run_step(t, nseq, false, NULL); }
+
+double fs_trainer_step(fs_trainer *t, int nseq, double *grad_norm) { return run_step(t, nseq, true, grad_norm); }

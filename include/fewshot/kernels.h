@@ -24,6 +24,11 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col, c
 void fs_matmul_forward_packed(float *out, const float *in, const float *wt, const float *bias, int M, int K, int N);
 /* dst[cols][rows] = src[rows][cols]^T. */
 void fs_transpose(float *dst, const float *src, int rows, int cols);
+/* Only source rows [r0, r1) (dst columns r0..r1-1): to split a transpose between threads. */
+void fs_transpose_rows(float *dst, const float *src, int rows, int cols, int r0, int r1);
+/* fs_matmul_backward writing (=) din, dw and dbias instead of adding to them. */
+void fs_matmul_backward_set(float *din, float *dw, float *dbias, const float *dout, const float *in, const float *w,
+                            int M, int K, int N);
 /* sum[N] += column sums of x[M][N]. */
 void fs_colsum_add(float *sum, const float *x, int M, int N);
 
@@ -39,6 +44,8 @@ void fs_exp_inplace(float *x, size_t n);
 /* GELU, tanh approximation (evaluated as x * sigmoid(2u), the same function). */
 void fs_gelu_forward(float *out, const float *in, size_t n);
 void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n);
+/* g[i] *= gelu'(in[i]) */
+void fs_gelu_backward_inplace(float *g, const float *in, size_t n);
 
 /* Softmax over rows of length n (full rows: masked entries hold -1e20 and give 0). */
 void fs_softmax_forward(float *out, const float *in, int rows, int n);
@@ -48,9 +55,11 @@ void fs_softmax_backward(float *din, const float *out, const float *dout, int ro
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base);
 void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, double base);
 
-/* The same with a precomputed table cs[N][hd/2][2] = (cos, sin) of fs_rope_table. */
+/* The same with a precomputed table cs[2][N][hd] of fs_rope_table: cos of each pair's
+ * angle twice, then (-sin, sin); hd even. */
 void fs_rope_table(float *cs, int N, int hd, double base);
 void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs);
+/* din = the rotated-back gradient (overwritten; din may be dout). */
 void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd, const float *cs);
 
 /* Adam on n elements: g' = g * clip; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2;
@@ -58,7 +67,23 @@ void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd,
  * fs_optim_update, so slices of it give bit-identical results. */
 void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps, float bc1,
                     float bc2, float lr, float clip);
-/* sum of x[i]^2 (float vector lanes in blocks, blocks summed in double) */
+/* sum of x[i]^2 in double */
 double fs_sum_squares(const float *x, size_t n);
+
+/* Softmax of rows of n <= the vector width (what fs_softmax_forward uses for them). */
+void fs_softmax_rows_short(float *out, const float *in, int rows, int n);
+
+/* Causal attention of one sequence (SPEC section 1), layouts as the cache: q, k, v
+ * [H][N][hd], pre/probs [H][N][N], values [N][H*hd]. Specialised for N <= vector width.
+ * pre = scale * q k^T with key > query set to -1e20; probs (if non-NULL) = softmax(pre). */
+void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, int H, int N, int hd, float scale);
+/* values[i] = sum over every key j of probs[i][j] v_j (heads concatenated). */
+void fs_attn_values(float *values, const float *probs, const float *v, int H, int N, int hd);
+/* gprobs = gvalues . v; gv = probs^T gvalues (both overwritten). */
+void fs_attn_values_backward(float *gprobs, float *gv, const float *gvalues, const float *probs, const float *v, int H,
+                             int N, int hd);
+/* gq, gk += the gradients through pre = scale * q k^T at unmasked entries (key <= query). */
+void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const float *q, const float *k, int H, int N,
+                             int hd, float scale);
 
 #endif

@@ -1,18 +1,20 @@
 /* The training step engine: one forward + backward over a batch, split across threads
  * by whole sequences (each thread owns its sequences' slice of every leaf and its own
  * gradient buffer), gradients summed in a fixed order (deterministic for a fixed thread
- * count), then one optimizer update. All memory is allocated once in fs_trainer_init. */
+ * count), then one optimizer update, sliced across the same threads -- all in one
+ * parallel region per step. All memory is allocated once in fs_trainer_init. */
 #ifndef FEWSHOT_TRAINER_H
 #define FEWSHOT_TRAINER_H
 
 #include "fewshot/cache.h"
+#include "fewshot/forward.h"
 #include "fewshot/model.h"
 #include "fewshot/optim.h"
 
 typedef struct {
     fs_model *model;
     fs_acts acts;                 /* capacity B sequences of P pairs */
-    float *grad_acts;             /* same layout as acts.arena */
+    float *grad_acts;             /* backward scratch (fs_backward_scratch_floats) */
     int threads;
     float **thread_grads;         /* [threads][layout.total] */
     fs_param_ptrs *thread_ptrs;   /* bound into thread_grads */
@@ -20,6 +22,11 @@ typedef struct {
     fs_optim_config optim;
     fs_optim_state state;
     const fs_clamp_set *clamps;   /* may be NULL; not owned */
+    fs_packed packed;             /* transposed weights, refreshed at the start of each step */
+    struct {
+        double loss, sumsq, decay;
+        char pad[40];             /* one cache line per thread */
+    } *thread_sums;               /* [threads] per-thread partial results */
 } fs_trainer;
 
 /* threads <= 0: the number of cores (OpenMP's default). */

@@ -1,0 +1,209 @@
+/* Causal attention of one sequence, specialised for short sequences: with N <= FS_VL
+ * tokens a row of scores (one query against every key) is one vector, the keys are
+ * transposed once per head into [hd][FS_VL] so a row costs hd broadcast-FMAs, and the
+ * softmax runs on that vector. Longer sequences or wide heads take plain loops with
+ * the same results up to rounding. Layouts are the cache's: q, k, v [H][N][hd],
+ * scores [H][N][N], values [N][H*hd] (heads concatenated). */
+#include <string.h>
+
+#include "fewshot/kernels.h"
+#include "kernels_simd.h"
+
+#define MASKED -1e20f
+#define MAX_HD 64
+
+static inline int fast(int N, int hd) { return N <= FS_VL && hd <= MAX_HD; }
+
+/* kt[t][j] = x[j][t] for j < N (lanes N.. are left as they are: zeroed once by the caller) */
+static inline void transpose_keys(float kt[][FS_VL], const float *x, int N, int hd)
+{
+    for (int j = 0; j < N; j++)
+        for (int t = 0; t < hd; t++)
+            kt[t][j] = x[(size_t)j * hd + t];
+}
+
+static inline void copy_n(float *dst, const float *src, int n)
+{
+    for (int j = 0; j < n; j++)
+        dst[j] = src[j];
+}
+
+/* Softmax of a row held in a vector whose lanes past the row hold -1e20:
+ * exp(x - max) then times 1 / (the sum of the first N lanes, in order). */
+static inline fs_vf softmax_vec(fs_vf x, int N)
+{
+    fs_vf e = vexp(vsub(x, vset1(vhmax(x))));
+    float t[FS_VL];
+    vstore(t, e);
+    float s = 0.f;
+    for (int j = 0; j < N; j++)
+        s += t[j];
+    return vmul(e, vset1(1.f / s));
+}
+
+/* Store row i of an [N][N] block that is followed by `after` more floats of the output
+ * (the next heads' blocks, written later): whole when the vector fits (its spill is
+ * overwritten by the rows that follow), else through a buffer. */
+static inline void store_row(float *block, int i, int N, fs_vf v, size_t after)
+{
+    if ((size_t)(N - i) * N + after >= FS_VL) {
+        vstore(block + (size_t)i * N, v);
+        return;
+    }
+    float t[FS_VL];
+    vstore(t, v);
+    copy_n(block + (size_t)i * N, t, N);
+}
+
+void fs_softmax_rows_short(float *out, const float *in, int rows, int n)
+{
+    for (int r = 0; r < rows; r++) {
+        float t[FS_VL];
+        for (int j = 0; j < FS_VL; j++)
+            t[j] = j < n ? in[(size_t)r * n + j] : MASKED;
+        vstore(t, softmax_vec(vload(t), n));
+        copy_n(out + (size_t)r * n, t, n);
+    }
+}
+
+void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, int H, int N, int hd, float scale)
+{
+    float kt[MAX_HD][FS_VL];
+    if (fast(N, hd))
+        memset(kt, 0, sizeof kt);
+    for (int h = 0; h < H; h++) {
+        const float *qh = q + (size_t)h * N * hd, *kh = k + (size_t)h * N * hd;
+        float *ph = pre + (size_t)h * N * N, *sh = probs ? probs + (size_t)h * N * N : NULL;
+        if (!fast(N, hd)) {
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    float s = MASKED;
+                    if (j <= i) {
+                        s = 0.f;
+                        for (int t = 0; t < hd; t++)
+                            s += qh[i * hd + t] * kh[j * hd + t];
+                        s *= scale;
+                    }
+                    ph[i * N + j] = s;
+                }
+            if (sh)
+                fs_softmax_forward(sh, ph, N, N);
+            continue;
+        }
+        transpose_keys(kt, kh, N, hd);
+        size_t after = (size_t)(H - 1 - h) * N * N;
+        for (int i = 0; i < N; i++) {
+            fs_vf s = vzero();
+            for (int t = 0; t < hd; t++)
+                s = vfma(vset1(qh[i * hd + t]), vload(kt[t]), s);
+            s = vfill_after(vmul(s, vset1(scale)), i, MASKED);
+            store_row(ph, i, N, s, after);
+            if (sh)
+                store_row(sh, i, N, softmax_vec(s, N), after);
+        }
+    }
+}
+
+void fs_attn_values(float *out, const float *probs, const float *v, int H, int N, int hd)
+{
+    int d = H * hd;
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++) {
+            float *o = out + (size_t)i * d + h * hd;
+            const float *p = probs + ((size_t)h * N + i) * N, *vh = v + (size_t)h * N * hd;
+            int t = 0;
+            for (; t + 8 <= hd; t += 8) {
+                simde__m256 acc = simde_mm256_setzero_ps();
+                for (int j = 0; j < N; j++)
+                    acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(p[j]), simde_mm256_loadu_ps(vh + j * hd + t), acc);
+                simde_mm256_storeu_ps(o + t, acc);
+            }
+            for (; t < hd; t++) {
+                float s = 0.f;
+                for (int j = 0; j < N; j++)
+                    s += p[j] * vh[j * hd + t];
+                o[t] = s;
+            }
+        }
+}
+
+void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const float *probs, const float *v, int H,
+                             int N, int hd)
+{
+    int d = H * hd;
+    float vt[MAX_HD][FS_VL];
+    if (fast(N, hd))
+        memset(vt, 0, sizeof vt);
+    for (int h = 0; h < H; h++) {
+        const float *vh = v + (size_t)h * N * hd, *ph = probs + (size_t)h * N * N;
+        float *gph = gprobs + (size_t)h * N * N, *gvh = gv + (size_t)h * N * hd;
+        /* gprobs[i][j] = gout_i . v_j */
+        if (fast(N, hd)) {
+            transpose_keys(vt, vh, N, hd);
+            for (int i = 0; i < N; i++) {
+                const float *go = gout + (size_t)i * d + h * hd;
+                fs_vf s = vzero();
+                for (int t = 0; t < hd; t++)
+                    s = vfma(vset1(go[t]), vload(vt[t]), s);
+                store_row(gph, i, N, s, (size_t)(H - 1 - h) * N * N);
+            }
+        } else {
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    const float *go = gout + (size_t)i * d + h * hd;
+                    float s = 0.f;
+                    for (int t = 0; t < hd; t++)
+                        s += go[t] * vh[j * hd + t];
+                    gph[i * N + j] = s;
+                }
+        }
+        /* gv_j = sum_i p[i][j] gout_i */
+        for (int j = 0; j < N; j++) {
+            float *g = gvh + (size_t)j * hd;
+            int t = 0;
+            for (; t + 8 <= hd; t += 8) {
+                simde__m256 acc = simde_mm256_setzero_ps();
+                for (int i = 0; i < N; i++)
+                    acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(ph[i * N + j]),
+                                               simde_mm256_loadu_ps(gout + (size_t)i * d + h * hd + t), acc);
+                simde_mm256_storeu_ps(g + t, acc);
+            }
+            for (; t < hd; t++) {
+                float acc = 0.f;
+                for (int i = 0; i < N; i++)
+                    acc += ph[i * N + j] * gout[(size_t)i * d + h * hd + t];
+                g[t] = acc;
+            }
+        }
+    }
+}
+
+void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const float *q, const float *k, int H, int N,
+                             int hd, float scale)
+{
+    for (int h = 0; h < H; h++) {
+        size_t off = (size_t)h * N * hd;
+        const float *qh = q + off, *kh = k + off, *gp = gpre + (size_t)h * N * N;
+        float *gqh = gq + off, *gkh = gk + off;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j <= i; j++) { /* masked entries are constants */
+                float g = gp[i * N + j] * scale;
+                if (g == 0.f)
+                    continue;
+                const float *qi = qh + i * hd, *kj = kh + j * hd;
+                float *gqi = gqh + i * hd, *gkj = gkh + j * hd;
+                int t = 0;
+                simde__m256 vg = simde_mm256_set1_ps(g);
+                for (; t + 8 <= hd; t += 8) {
+                    simde_mm256_storeu_ps(gqi + t, simde_mm256_fmadd_ps(vg, simde_mm256_loadu_ps(kj + t),
+                                                                        simde_mm256_loadu_ps(gqi + t)));
+                    simde_mm256_storeu_ps(gkj + t, simde_mm256_fmadd_ps(vg, simde_mm256_loadu_ps(qi + t),
+                                                                        simde_mm256_loadu_ps(gkj + t)));
+                }
+                for (; t < hd; t++) {
+                    gqi[t] += g * kj[t];
+                    gkj[t] += g * qi[t];
+                }
+            }
+    }
+}

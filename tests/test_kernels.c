@@ -1,0 +1,548 @@
+/* Tests for the optimised kernels (src/kernels*.c): each against a straightforward
+ * double-precision reference written here, over random sizes including tails
+ * (M = 1, N = 3, K = 5, sizes just past a vector width, ...). Plus the trainer's
+ * determinism and its sliced optimizer against fs_optim_update. */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fewshot/forward.h"
+#include "fewshot/kernels.h"
+#include "fewshot/model.h"
+#include "fewshot/optim.h"
+#include "fewshot/seqio.h"
+#include "fewshot/trainer.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static double urand(void) /* [0, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+static float *rand_buf(size_t n, double scale)
+{
+    float *x = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)((2 * urand() - 1) * scale);
+    return x;
+}
+
+static float *copy_buf(const float *x, size_t n)
+{
+    float *y = malloc(sizeof(float) * (n ? n : 1));
+    memcpy(y, x, sizeof(float) * n);
+    return y;
+}
+
+/* |got - want| <= tol * (1 + |want|) element-wise */
+static void assert_close(const float *got, const double *want, size_t n, double tol, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_assert(fabs(got[i] - want[i]) <= tol * (1 + fabs(want[i])), "%s[%zu]: got %.9g, want %.9g", what, i,
+                  got[i], want[i]);
+}
+
+static const int sizes[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65};
+#define NSIZES ((int)(sizeof sizes / sizeof *sizes))
+static int pick(void) { return sizes[(int)(urand() * NSIZES)]; }
+
+/* ---------------------------------------------------------------- matrix products */
+
+Test(kernels, gemm_all_modes_and_tails)
+{
+    for (int trial = 0; trial < 300; trial++) {
+        int M = pick(), N = pick(), R = trial % 3 == 0 ? 5 : pick();
+        if (trial % 7 == 0)
+            R = 100 + trial % 50; /* several accumulation chunks */
+        int accumulate = trial % 2, use_bias = trial % 3 == 1;
+        size_t ars = (size_t)R, acs = 1;
+        if (trial % 4 == 3) { /* A transposed: A(i, r) = A[r * M + i] */
+            ars = 1;
+            acs = (size_t)M;
+        }
+        size_t ldb = (size_t)N + (size_t)(trial % 5), ldc = (size_t)N + (size_t)(trial % 3);
+        float *A = rand_buf((size_t)M * R, 1), *B = rand_buf((size_t)R * ldb, 1), *bias = rand_buf((size_t)N, 1);
+        float *C = rand_buf((size_t)M * ldc, 1), *C0 = copy_buf(C, (size_t)M * ldc);
+        fs_gemm(C, ldc, A, ars, acs, B, ldb, M, N, R, accumulate, use_bias ? bias : NULL);
+        double *want = malloc(sizeof(double) * (size_t)M * ldc);
+        for (int i = 0; i < M; i++)
+            for (size_t j = 0; j < ldc; j++) {
+                double s = C0[i * ldc + j];
+                if ((int)j < N) {
+                    s = accumulate ? C0[i * ldc + j] : use_bias ? bias[j] : 0;
+                    for (int r = 0; r < R; r++)
+                        s += (double)A[i * ars + r * acs] * B[r * ldb + j];
+                }
+                want[i * ldc + j] = s;
+            }
+        char what[96];
+        snprintf(what, sizeof what, "gemm M=%d N=%d R=%d acc=%d", M, N, R, accumulate);
+        assert_close(C, want, (size_t)M * ldc, 2e-5 * sqrt(R + 1), what);
+        free(A), free(B), free(bias), free(C), free(C0), free(want);
+    }
+}
+
+static void ref_linear(double *out, const float *in, const float *w, const float *bias, int M, int K, int N)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double s = bias ? bias[n] : 0;
+            for (int k = 0; k < K; k++)
+                s += (double)in[m * K + k] * w[n * K + k];
+            out[m * N + n] = s;
+        }
+}
+
+Test(kernels, matmul_forward_packed_and_unpacked)
+{
+    for (int trial = 0; trial < 120; trial++) {
+        int M = pick(), K = trial % 5 == 0 ? 5 : pick(), N = trial % 4 == 0 ? 3 : pick();
+        if (trial % 9 == 0)
+            K = 512;
+        float *in = rand_buf((size_t)M * K, 1), *w = rand_buf((size_t)N * K, 1), *bias = rand_buf((size_t)N, 1);
+        float *wt = malloc(sizeof(float) * (size_t)K * N), *out = malloc(sizeof(float) * (size_t)M * N);
+        double *want = malloc(sizeof(double) * (size_t)M * N);
+        const float *b = trial % 2 ? bias : NULL;
+        ref_linear(want, in, w, b, M, K, N);
+        fs_matmul_forward(out, in, w, b, M, K, N);
+        assert_close(out, want, (size_t)M * N, 2e-5 * sqrt(K), "matmul_forward");
+        fs_transpose(wt, w, N, K);
+        for (int k = 0; k < K; k++)
+            for (int n = 0; n < N; n++)
+                cr_assert_eq(wt[k * N + n], w[n * K + k], "transpose %dx%d at (%d,%d)", N, K, n, k);
+        fs_matmul_forward_packed(out, in, wt, b, M, K, N);
+        assert_close(out, want, (size_t)M * N, 2e-5 * sqrt(K), "matmul_forward_packed");
+        free(in), free(w), free(bias), free(wt), free(out), free(want);
+    }
+}
+
+Test(kernels, matmul_backward_add_and_set)
+{
+    for (int trial = 0; trial < 120; trial++) {
+        int M = pick(), K = trial % 5 == 0 ? 5 : pick(), N = trial % 4 == 0 ? 3 : pick();
+        float *dout = rand_buf((size_t)M * N, 1), *in = rand_buf((size_t)M * K, 1), *w = rand_buf((size_t)N * K, 1);
+        float *din = rand_buf((size_t)M * K, 1), *dw = rand_buf((size_t)N * K, 1), *db = rand_buf((size_t)N, 1);
+        float *din0 = copy_buf(din, (size_t)M * K), *dw0 = copy_buf(dw, (size_t)N * K), *db0 = copy_buf(db, (size_t)N);
+        double *wdin = malloc(sizeof(double) * (size_t)M * K), *wdw = malloc(sizeof(double) * (size_t)N * K);
+        double *wdb = malloc(sizeof(double) * (size_t)N);
+        for (int set = 0; set < 2; set++) {
+            memcpy(din, din0, sizeof(float) * (size_t)M * K);
+            memcpy(dw, dw0, sizeof(float) * (size_t)N * K);
+            memcpy(db, db0, sizeof(float) * (size_t)N);
+            for (int m = 0; m < M; m++)
+                for (int k = 0; k < K; k++) {
+                    double s = set ? 0 : din0[m * K + k];
+                    for (int n = 0; n < N; n++)
+                        s += (double)dout[m * N + n] * w[n * K + k];
+                    wdin[m * K + k] = s;
+                }
+            for (int n = 0; n < N; n++) {
+                double sb = set ? 0 : db0[n];
+                for (int m = 0; m < M; m++)
+                    sb += dout[m * N + n];
+                wdb[n] = sb;
+                for (int k = 0; k < K; k++) {
+                    double s = set ? 0 : dw0[n * K + k];
+                    for (int m = 0; m < M; m++)
+                        s += (double)dout[m * N + n] * in[m * K + k];
+                    wdw[n * K + k] = s;
+                }
+            }
+            if (set)
+                fs_matmul_backward_set(din, dw, db, dout, in, w, M, K, N);
+            else
+                fs_matmul_backward(din, dw, db, dout, in, w, M, K, N);
+            double tol = 2e-5 * sqrt(M + N);
+            assert_close(din, wdin, (size_t)M * K, tol, set ? "backward_set din" : "backward din");
+            assert_close(dw, wdw, (size_t)N * K, tol, set ? "backward_set dw" : "backward dw");
+            assert_close(db, wdb, (size_t)N, tol, set ? "backward_set db" : "backward db");
+        }
+        free(dout), free(in), free(w), free(din), free(dw), free(db), free(din0), free(dw0), free(db0);
+        free(wdin), free(wdw), free(wdb);
+    }
+}
+
+Test(kernels, transpose_row_ranges)
+{
+    for (int trial = 0; trial < 60; trial++) {
+        int rows = pick(), cols = pick();
+        float *src = rand_buf((size_t)rows * cols, 1), *dst = calloc((size_t)rows * cols, sizeof(float));
+        int parts = 1 + trial % 3;
+        for (int p = 0; p < parts; p++) { /* the packing's split: ranges in multiples of 8 */
+            int blocks = (rows + 7) / 8, r0 = blocks * p / parts * 8, r1 = blocks * (p + 1) / parts * 8;
+            fs_transpose_rows(dst, src, rows, cols, r0 < rows ? r0 : rows, r1 < rows ? r1 : rows);
+        }
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++)
+                cr_assert_eq(dst[(size_t)c * rows + r], src[(size_t)r * cols + c]);
+        free(src), free(dst);
+    }
+}
+
+/* ---------------------------------------------------------------- row and elementwise kernels */
+
+Test(kernels, layernorm_forward_backward)
+{
+    for (int trial = 0; trial < 40; trial++) {
+        int M = pick(), C = pick() + (trial % 2);
+        float *x = rand_buf((size_t)M * C, 2), *w = rand_buf((size_t)C, 1), *b = rand_buf((size_t)C, 1);
+        float *g = rand_buf((size_t)M * C, 1), *y = malloc(sizeof(float) * (size_t)M * C);
+        float *mean = malloc(sizeof(float) * M), *rstd = malloc(sizeof(float) * M);
+        float *dx = rand_buf((size_t)M * C, 1), *dx0 = copy_buf(dx, (size_t)M * C);
+        float *dw = calloc((size_t)C, sizeof(float)), *db = calloc((size_t)C, sizeof(float));
+        double *wy = malloc(sizeof(double) * (size_t)M * C), *wdx = malloc(sizeof(double) * (size_t)M * C);
+        double *wdw = calloc((size_t)C, sizeof(double)), *wdb = calloc((size_t)C, sizeof(double));
+        double scale_dx = 1;
+        for (int m = 0; m < M; m++) {
+            const float *xr = x + (size_t)m * C, *gr = g + (size_t)m * C;
+            double mu = 0, var = 0;
+            for (int i = 0; i < C; i++)
+                mu += xr[i];
+            mu /= C;
+            for (int i = 0; i < C; i++)
+                var += (xr[i] - mu) * (xr[i] - mu);
+            var /= C;
+            double r = 1 / sqrt(var + 1e-5), a = 0, c2 = 0;
+            for (int i = 0; i < C; i++) {
+                double xh = (xr[i] - mu) * r;
+                wy[m * C + i] = xh * w[i] + b[i];
+                a += gr[i] * w[i];
+                c2 += gr[i] * w[i] * xh;
+                wdw[i] += gr[i] * xh;
+                wdb[i] += gr[i];
+            }
+            for (int i = 0; i < C; i++) {
+                double xh = (xr[i] - mu) * r;
+                wdx[m * C + i] = dx0[m * C + i] + r * (gr[i] * w[i] - a / C - xh * c2 / C);
+                /* float cancels these terms: the error scales with their size */
+                scale_dx = fmax(scale_dx, r * (fabs(gr[i] * w[i]) + fabs(a / C) + fabs(xh * c2 / C)));
+            }
+        }
+        fs_layernorm_forward(y, mean, rstd, x, w, b, M, C);
+        assert_close(y, wy, (size_t)M * C, 1e-5, "layernorm y");
+        fs_layernorm_backward(dx, dw, db, g, x, w, mean, rstd, M, C);
+        assert_close(dx, wdx, (size_t)M * C, 2e-6 * scale_dx, "layernorm dx");
+        assert_close(dw, wdw, (size_t)C, 2e-5 * sqrt(M), "layernorm dw");
+        assert_close(db, wdb, (size_t)C, 2e-5 * sqrt(M), "layernorm db");
+        free(x), free(w), free(b), free(g), free(y), free(mean), free(rstd), free(dx), free(dx0), free(dw), free(db);
+        free(wy), free(wdx), free(wdw), free(wdb);
+    }
+}
+
+static double gelu_ref(double x) { return 0.5 * x * (1 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+static double gelu_grad_ref(double x)
+{
+    double u = 0.7978845608028654 * (x + 0.044715 * x * x * x), t = tanh(u);
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * 0.7978845608028654 * (1 + 3 * 0.044715 * x * x);
+}
+
+Test(kernels, gelu_forward_backward)
+{
+    for (int trial = 0; trial < 20; trial++) {
+        size_t n = (size_t)pick() * 3 + (size_t)trial;
+        float *x = rand_buf(n, 6), *y = malloc(sizeof(float) * n), *g = rand_buf(n, 1);
+        float *dx = rand_buf(n, 1), *dx0 = copy_buf(dx, n), *gi = copy_buf(g, n);
+        double *wy = malloc(sizeof(double) * n), *wdx = malloc(sizeof(double) * n), *wgi = malloc(sizeof(double) * n);
+        for (size_t i = 0; i < n; i++) {
+            wy[i] = gelu_ref(x[i]);
+            wdx[i] = dx0[i] + g[i] * gelu_grad_ref(x[i]);
+            wgi[i] = g[i] * gelu_grad_ref(x[i]);
+        }
+        fs_gelu_forward(y, x, n);
+        /* float GELU-tanh: about 1 ulp of 1 in 1 + tanh, times the x-dependent factors */
+        assert_close(y, wy, n, 1e-6, "gelu");
+        fs_gelu_backward(dx, x, g, n);
+        assert_close(dx, wdx, n, 5e-6, "gelu backward");
+        fs_gelu_backward_inplace(gi, x, n);
+        assert_close(gi, wgi, n, 5e-6, "gelu backward in place");
+        free(x), free(y), free(g), free(dx), free(dx0), free(gi), free(wy), free(wdx), free(wgi);
+    }
+}
+
+Test(kernels, exp_accuracy_and_limits)
+{
+    size_t n = 4001;
+    float *x = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++)
+        x[i] = -87.0f + 175.0f * (float)i / (float)(n - 1);
+    float *y = copy_buf(x, n);
+    fs_exp_inplace(y, n);
+    for (size_t i = 0; i < n; i++) {
+        double want = exp((double)x[i]);
+        cr_assert(fabs(y[i] - want) <= 3e-7 * want, "exp(%.9g) = %.9g, want %.9g", x[i], y[i], want);
+    }
+    float special[5] = {-1e20f, -100.f, 0.f, 100.f, -INFINITY};
+    fs_exp_inplace(special, 5);
+    cr_assert_eq(special[0], 0.f);
+    cr_assert_eq(special[1], 0.f);
+    cr_assert_eq(special[2], 1.f);
+    cr_assert(isinf(special[3]));
+    cr_assert_eq(special[4], 0.f);
+    free(x), free(y);
+}
+
+Test(kernels, softmax_rows_masked)
+{
+    for (int trial = 0; trial < 30; trial++) {
+        int rows = pick(), n = trial < 20 ? 1 + trial % 16 : pick() + 10;
+        float *x = rand_buf((size_t)rows * n, 8), *y = malloc(sizeof(float) * (size_t)rows * n);
+        for (int r = 0; r < rows; r++)
+            for (int j = r % n + 1; j < n; j++)
+                x[(size_t)r * n + j] = -1e20f; /* causal mask */
+        double *want = malloc(sizeof(double) * (size_t)rows * n);
+        for (int r = 0; r < rows; r++) {
+            double mx = -1e300, s = 0;
+            for (int j = 0; j < n; j++)
+                mx = fmax(mx, x[(size_t)r * n + j]);
+            for (int j = 0; j < n; j++)
+                s += exp(x[(size_t)r * n + j] - mx);
+            for (int j = 0; j < n; j++)
+                want[(size_t)r * n + j] = exp(x[(size_t)r * n + j] - mx) / s;
+        }
+        fs_softmax_forward(y, x, rows, n);
+        assert_close(y, want, (size_t)rows * n, 1e-6, "softmax");
+        for (int r = 0; r < rows; r++)
+            for (int j = r % n + 1; j < n; j++)
+                cr_assert_eq(y[(size_t)r * n + j], 0.f, "masked entry not exactly 0");
+        free(x), free(y), free(want);
+    }
+}
+
+Test(kernels, rope_tables_match_direct)
+{
+    for (int trial = 0; trial < 20; trial++) {
+        int H = 1 + trial % 3, N = pick(), hd = 2 * (1 + trial % 9);
+        size_t n = (size_t)H * N * hd;
+        float *x = rand_buf(n, 1), *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+        float *cs = malloc(sizeof(float) * 2 * (size_t)N * hd);
+        fs_rope_table(cs, N, hd, 10000.0);
+        fs_rope_forward(a, x, H, N, hd, 10000.0);
+        fs_rope_forward_table(b, x, H, N, hd, cs);
+        double *want = malloc(sizeof(double) * n);
+        for (size_t i = 0; i < n; i++)
+            want[i] = a[i];
+        assert_close(b, want, n, 1e-6, "rope forward table");
+        memset(a, 0, sizeof(float) * n);
+        fs_rope_backward(a, x, H, N, hd, 10000.0);
+        for (size_t i = 0; i < n; i++)
+            want[i] = a[i];
+        memcpy(b, x, sizeof(float) * n);
+        fs_rope_backward_table(b, b, H, N, hd, cs); /* in place */
+        assert_close(b, want, n, 1e-6, "rope backward table");
+        free(x), free(a), free(b), free(cs), free(want);
+    }
+}
+
+/* ---------------------------------------------------------------- attention */
+
+Test(kernels, attention_forward_backward)
+{
+    static const int Ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 21};
+    static const int hds[] = {2, 4, 8, 12, 16, 64, 72};
+    for (int trial = 0; trial < 63; trial++) {
+        int N = Ns[trial % 9], hd = hds[trial / 9], H = 1 + trial % 4, d = H * hd;
+        size_t hb = (size_t)H * N * hd, ab = (size_t)H * N * N;
+        float scale = 1.f / sqrtf((float)hd);
+        float *q = rand_buf(hb, 1), *k = rand_buf(hb, 1), *v = rand_buf(hb, 1);
+        /* + 16 floats of guard after each output: nothing may be written past its end */
+        float *pre = malloc(sizeof(float) * (ab + 16)), *probs = malloc(sizeof(float) * (ab + 16));
+        float *probs2 = malloc(sizeof(float) * (ab + 16)), *vals = malloc(sizeof(float) * ((size_t)N * d + 16));
+        for (int i = 0; i < 16; i++)
+            pre[ab + i] = probs[ab + i] = probs2[ab + i] = vals[(size_t)N * d + i] = 7.f;
+        fs_attn_scores(pre, probs, q, k, H, N, hd, scale);
+        fs_attn_scores(pre, NULL, q, k, H, N, hd, scale);
+        fs_softmax_forward(probs2, pre, H * N, N);
+        fs_attn_values(vals, probs, v, H, N, hd);
+        double *wpre = malloc(sizeof(double) * ab), *wp = malloc(sizeof(double) * ab);
+        double *wvals = calloc((size_t)N * d, sizeof(double));
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < N; i++) {
+                double mx = -1e300, s = 0;
+                for (int j = 0; j < N; j++) {
+                    double t = -1e20;
+                    if (j <= i) {
+                        t = 0;
+                        for (int u = 0; u < hd; u++)
+                            t += (double)q[((size_t)h * N + i) * hd + u] * k[((size_t)h * N + j) * hd + u];
+                        t *= scale;
+                    }
+                    wpre[((size_t)h * N + i) * N + j] = t;
+                    mx = fmax(mx, t);
+                }
+                for (int j = 0; j < N; j++)
+                    s += exp(wpre[((size_t)h * N + i) * N + j] - mx);
+                for (int j = 0; j < N; j++) {
+                    double p = exp(wpre[((size_t)h * N + i) * N + j] - mx) / s;
+                    wp[((size_t)h * N + i) * N + j] = p;
+                    for (int u = 0; u < hd; u++)
+                        wvals[(size_t)i * d + h * hd + u] += p * v[((size_t)h * N + j) * hd + u];
+                }
+            }
+        char what[64];
+        snprintf(what, sizeof what, "attn N=%d hd=%d H=%d", N, hd, H);
+        assert_close(pre, wpre, ab, 1e-5, what);
+        assert_close(probs, wp, ab, 1e-5, what);
+        for (size_t i = 0; i < ab; i++)
+            cr_assert_eq(probs[i], probs2[i], "%s: fused and separate softmax differ at %zu", what, i);
+        assert_close(vals, wvals, (size_t)N * d, 1e-5, what);
+        for (int i = 0; i < 16; i++)
+            cr_assert(pre[ab + i] == 7.f && probs[ab + i] == 7.f && vals[(size_t)N * d + i] == 7.f,
+                      "%s: wrote past the end", what);
+
+        /* backward */
+        float *gvals = rand_buf((size_t)N * d, 1), *gprobs = malloc(sizeof(float) * (ab + 16)), *gv = rand_buf(hb, 1);
+        float *gpre = rand_buf(ab, 1), *gq = rand_buf(hb, 1), *gk = rand_buf(hb, 1);
+        float *gq0 = copy_buf(gq, hb), *gk0 = copy_buf(gk, hb);
+        gprobs[ab] = 7.f;
+        fs_attn_values_backward(gprobs, gv, gvals, probs, v, H, N, hd);
+        fs_attn_scores_backward(gq, gk, gpre, q, k, H, N, hd, scale);
+        double *wgp = malloc(sizeof(double) * ab), *wgv = calloc(hb, sizeof(double));
+        double *wgq = malloc(sizeof(double) * hb), *wgk = malloc(sizeof(double) * hb);
+        for (size_t i = 0; i < hb; i++)
+            wgq[i] = gq0[i], wgk[i] = gk0[i];
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    double s = 0, p = probs[((size_t)h * N + i) * N + j];
+                    double g = (double)gpre[((size_t)h * N + i) * N + j] * scale;
+                    for (int u = 0; u < hd; u++) {
+                        double go = gvals[(size_t)i * d + h * hd + u];
+                        s += go * v[((size_t)h * N + j) * hd + u];
+                        wgv[((size_t)h * N + j) * hd + u] += p * go;
+                        if (j <= i) {
+                            wgq[((size_t)h * N + i) * hd + u] += g * k[((size_t)h * N + j) * hd + u];
+                            wgk[((size_t)h * N + j) * hd + u] += g * q[((size_t)h * N + i) * hd + u];
+                        }
+                    }
+                    wgp[((size_t)h * N + i) * N + j] = s;
+                }
+        assert_close(gprobs, wgp, ab, 1e-5, "attn values backward gprobs");
+        cr_assert_eq(gprobs[ab], 7.f, "gprobs written past the end");
+        assert_close(gv, wgv, hb, 1e-5, "attn values backward gv");
+        assert_close(gq, wgq, hb, 1e-5, "attn scores backward gq");
+        assert_close(gk, wgk, hb, 1e-5, "attn scores backward gk");
+        free(q), free(k), free(v), free(pre), free(probs), free(probs2), free(vals), free(wpre), free(wp), free(wvals);
+        free(gvals), free(gprobs), free(gv), free(gpre), free(gq), free(gk), free(gq0), free(gk0);
+        free(wgp), free(wgv), free(wgq), free(wgk);
+    }
+}
+
+/* ---------------------------------------------------------------- optimizer */
+
+Test(kernels, adam_update_is_bit_exact_scalar_formula)
+{
+    size_t n = 1000 + 13;
+    float *p = rand_buf(n, 1), *m = rand_buf(n, 0.01), *v = rand_buf(n, 0.01), *g = rand_buf(n, 0.1);
+    for (size_t i = 0; i < n; i++)
+        v[i] = fabsf(v[i]) * 1e-3f;
+    for (size_t i = 0; i < n; i += 17)
+        g[i] *= 1e-9f; /* near eps */
+    float *p2 = copy_buf(p, n), *m2 = copy_buf(m, n), *v2 = copy_buf(v, n);
+    float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, bc1 = 0.271f, bc2 = 0.00299f, lr = 1e-3f, clip = 0.75f;
+    fs_adam_update(p, m, v, g, n, b1, b2, eps, bc1, bc2, lr, clip);
+    for (size_t i = 0; i < n; i++) { /* the loop of fs_optim_update, as written there */
+        float gi = g[i] * clip;
+        m2[i] = b1 * m2[i] + (1.f - b1) * gi;
+        v2[i] = b2 * v2[i] + (1.f - b2) * gi * gi;
+        float mhat = m2[i] / bc1, vhat = v2[i] / bc2;
+        p2[i] -= lr * mhat / (sqrtf(vhat) + eps);
+        cr_assert(p[i] == p2[i] && m[i] == m2[i] && v[i] == v2[i], "adam element %zu differs", i);
+    }
+    double ss = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)g[i] * g[i];
+    cr_assert(fabs(fs_sum_squares(g, n) - ss) <= 1e-12 * ss);
+    free(p), free(m), free(v), free(g), free(p2), free(m2), free(v2);
+}
+
+/* ---------------------------------------------------------------- trainer */
+
+typedef struct {
+    fs_model m;
+    fs_trainer t;
+    float *ex;
+    int *lab;
+} small_run;
+
+static void small_setup(small_run *r, fs_optimizer_kind kind, int threads, double wd)
+{
+    fs_model_config c;
+    fs_model_config_default(&c);
+    c.input_dim = 24;
+    c.d_model = 32;
+    c.num_heads = 4;
+    c.init_seed = 3;
+    fs_error err = {{0}};
+    cr_assert_eq(fs_model_create(&r->m, &c, &err), 0, "%s", err.msg);
+    fs_model_init_params(&r->m);
+    fs_optim_config oc = {.kind = kind, .lr = 1e-2, .b1 = 0.9, .b2 = 0.999, .eps = 1e-8, .weight_decay = wd,
+                          .warmup_steps = 2, .decay_steps = 10};
+    int P = 3, B = 12;
+    cr_assert_eq(fs_trainer_init(&r->t, &r->m, P, B, threads, &oc, &err), 0, "%s", err.msg);
+    r->ex = rand_buf((size_t)B * P * c.input_dim, 1);
+    r->lab = malloc(sizeof(int) * (size_t)B * P);
+    for (int i = 0; i < B * P; i++)
+        r->lab[i] = (int)(urand() * c.num_classes);
+    fs_acts_set_inputs(&r->t.acts, r->ex, r->lab, 0, B);
+}
+
+static void small_free(small_run *r)
+{
+    fs_trainer_free(&r->t);
+    fs_model_free(&r->m);
+    free(r->ex);
+    free(r->lab);
+}
+
+Test(kernels, trainer_is_deterministic_for_a_thread_count)
+{
+    for (int threads = 1; threads <= 3; threads++) {
+        small_run a, b;
+        rng_state = 42;
+        small_setup(&a, FS_OPT_ADAM, threads, 0);
+        rng_state = 42;
+        small_setup(&b, FS_OPT_ADAM, threads, 0);
+        for (int s = 0; s < 4; s++) {
+            double la = fs_trainer_step(&a.t, 12, NULL), lb = fs_trainer_step(&b.t, 12, NULL);
+            cr_assert(la == lb, "threads %d step %d: losses %.17g vs %.17g", threads, s, la, lb);
+        }
+        cr_assert(memcmp(a.m.params, b.m.params, sizeof(float) * a.m.layout.total) == 0,
+                  "threads %d: parameters differ between identical runs", threads);
+        small_free(&a);
+        small_free(&b);
+    }
+}
+
+Test(kernels, trainer_step_equals_grad_then_optim_update)
+{
+    static const fs_optimizer_kind kinds[] = {FS_OPT_ADAM, FS_OPT_SGD, FS_OPT_WARMUP_DECAY, FS_OPT_COSINE};
+    for (int k = 0; k < 4; k++)
+        for (int wd = 0; wd < 2; wd++) {
+            small_run a, b;
+            rng_state = 7;
+            small_setup(&a, kinds[k], 2, wd ? 1e-3 : 0);
+            rng_state = 7;
+            small_setup(&b, kinds[k], 2, wd ? 1e-3 : 0);
+            for (int s = 0; s < 3; s++) {
+                double ga, la = fs_trainer_step(&a.t, 12, &ga);
+                double lb = fs_trainer_grad(&b.t, 12);
+                double gb = fs_optim_update(&b.t.optim, &b.t.state, &b.m, b.t.grads);
+                cr_assert(la == lb, "kind %d wd %d step %d: loss %.17g vs %.17g", k, wd, s, la, lb);
+                cr_assert(fabs(ga - gb) <= 1e-12 * gb, "kind %d: grad norm %.17g vs %.17g", k, ga, gb);
+                cr_assert(memcmp(a.m.params, b.m.params, sizeof(float) * a.m.layout.total) == 0,
+                          "kind %d wd %d step %d: parameters differ from fs_optim_update's", k, wd, s);
+            }
+            small_free(&a);
+            small_free(&b);
+        }
+}
