@@ -246,9 +246,9 @@ void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, co
             simde_mm256_storeu_ps(y + i, simde_mm256_fmadd_ps(sw, simde_mm256_loadu_ps(S + i),
                                                               simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i))));
         }
-        for (; i < span; i += 2) {
-            y[i] = x[i] * C[i] + x[i + 1] * S[i];
-            y[i + 1] = x[i + 1] * C[i + 1] + x[i] * S[i + 1];
+        for (; i < span; i += 2) { /* as the vector lanes compute it */
+            y[i] = fmaf(x[i + 1], S[i], x[i] * C[i]);
+            y[i + 1] = fmaf(x[i], S[i + 1], x[i + 1] * C[i + 1]);
         }
     }
 }
@@ -269,10 +269,10 @@ void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd,
                                                   simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i)));
             simde_mm256_storeu_ps(dx + i, t);
         }
-        for (; i < span; i += 2) {
+        for (; i < span; i += 2) { /* as the vector lanes compute it */
             float g0 = g[i], g1 = g[i + 1];
-            dx[i] = g0 * C[i] - g1 * S[i];
-            dx[i + 1] = g1 * C[i + 1] - g0 * S[i + 1];
+            dx[i] = fmaf(-g1, S[i], g0 * C[i]);
+            dx[i + 1] = fmaf(-g0, S[i + 1], g1 * C[i + 1]);
         }
     }
 }

@@ -9,6 +9,7 @@
  *   input grad   din += dout @ W     A = dout,    B = W ([N][K] as stored), r over N
  *   weight grad  dW += dout^T @ in   A = dout^T,  B = in,                  r over rows
  * Columns past the last whole vector are done by a scalar loop. */
+#include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -96,14 +97,20 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const
             i0 += mr;
         }
     }
+    /* columns past the last vector: the tile's arithmetic lane by lane, so an element's
+     * value does not depend on whether it fell in a vector */
     for (int j = nvec * FS_VL; j < N; j++)
         for (int i = 0; i < M; i++) {
             const float *a = A + (size_t)i * ars;
-            float s = 0.f;
-            for (int r = 0; r < R; r++)
-                s += a[(size_t)r * acs] * B[(size_t)r * ldb + j];
             float *c = C + (size_t)i * ldc + j;
-            *c = (accumulate ? *c : bias ? bias[j] : 0.f) + s;
+            for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_CHUNK) {
+                int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
+                float acc = 0.f;
+                for (int r = r0; r < r1; r++)
+                    acc = fmaf(a[(size_t)r * acs], B[(size_t)r * ldb + j], acc);
+                float base = r0 == 0 && !accumulate ? (bias ? bias[j] : 0.f) : *c;
+                *c = base + acc;
+            }
         }
 }
 

@@ -546,3 +546,64 @@ Test(kernels, trainer_step_equals_grad_then_optim_update)
             small_free(&b);
         }
 }
+
+/* ---------------------------------------------------------------- forward-only query logits */
+
+/* fs_forward_query_logits equals out[P-1] of the cache-writing forward (the same float
+ * operations per element), over configurations that take its different paths. */
+Test(kernels, query_logits_equal_full_forward)
+{
+    for (int variant = 0; variant < 10; variant++) {
+        fs_model_config c;
+        fs_model_config_default(&c);
+        c.input_dim = 40;
+        c.d_model = 32;
+        c.num_heads = 4;
+        c.init_seed = 11 + variant;
+        int P = 3;
+        switch (variant) {
+        case 1: c.mlp_ratio = 0; break;                         /* attention-only */
+        case 2: c.pos_embedding = FS_POS_APE; break;
+        case 3: c.pos_embedding = FS_POS_SINUSOIDAL; break;
+        case 4: c.no_norm = true; break;
+        case 5: c.qkv_bias = true; c.depth = 3; break;
+        case 6: c.depth = 1; break;
+        case 7: P = 10; break;                                  /* 19 tokens: longer than a vector */
+        case 8: c.num_classes = 70; break;                      /* no label table */
+        case 9: c.d_model = 36; c.num_heads = 3; c.input_dim = 7; break; /* odd widths */
+        }
+        fs_error err = {{0}};
+        fs_model m;
+        cr_assert_eq(fs_model_create(&m, &c, &err), 0, "%s", err.msg);
+        fs_model_init_params(&m);
+        for (size_t i = 0; i < m.layout.total; i++) /* break the init's symmetries (LN 1/0, zero biases) */
+            m.params[i] += (float)((2 * urand() - 1) * 0.05);
+        int B = 37;
+        fs_acts a;
+        cr_assert_eq(fs_acts_create(&a, &c, P, B, &err), 0, "%s", err.msg);
+        float *ex = rand_buf((size_t)B * P * c.input_dim, 1);
+        int *lab = malloc(sizeof(int) * (size_t)B * P);
+        for (int i = 0; i < B * P; i++)
+            lab[i] = i % 11 == 5 ? c.num_classes + 2 : (int)(urand() * c.num_classes); /* some out of range */
+        fs_acts_set_inputs(&a, ex, lab, 0, B);
+        fs_forward(&m, &a, NULL, B);
+        float *logits = malloc(sizeof(float) * (size_t)B * c.num_classes);
+        for (int threads = 1; threads <= 2; threads++) {
+            fs_query_ws *ws = fs_query_ws_create(&c, P, threads);
+            cr_assert_not_null(ws);
+            fs_forward_query_logits(&m, ws, ex, lab, B, logits);
+            fs_forward_query_logits(&m, ws, ex, lab, B, logits); /* reuse of the workspace */
+            for (int b = 0; b < B; b++)
+                for (int k = 0; k < c.num_classes; k++) {
+                    float want = fs_leaf_ptr(&a, fs_top_after(&c, L_OUT), b)[(size_t)(P - 1) * c.num_classes + k];
+                    float got = logits[(size_t)b * c.num_classes + k];
+                    cr_assert(got == want, "variant %d threads %d seq %d class %d: %.9g vs full forward %.9g", variant,
+                              threads, b, k, got, want);
+                }
+            fs_query_ws_free(ws);
+        }
+        free(ex), free(lab), free(logits);
+        fs_acts_free(&a);
+        fs_model_free(&m);
+    }
+}
