@@ -10,6 +10,7 @@
  * every product is the same micro-kernel as the cache-writing forward, so the logits
  * equal its out[P-1] (the same floating-point operations per element). */
 #include <math.h>
+#include <stdbool.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,12 +154,8 @@ static void rope_row(float *x, const qbuf *b, int n, int d)
 static inline fs_vf softmax_vec(fs_vf x, int N)
 {
     fs_vf e = vexp(vsub(x, vset1(vhmax(x))));
-    float t[FS_VL];
-    vstore(t, e);
-    float s = 0.f;
-    for (int j = 0; j < N; j++)
-        s += t[j];
-    return vmul(e, vset1(1.f / s));
+    (void)N; /* lanes past the row are exp(-1e20 - max) = 0 exactly: a tree sum of all lanes */
+    return vmul(e, vset1(1.f / vhsum(e)));
 }
 
 /* Attention of query rows i in [i0, N) of one sequence, on rows [N][ld] holding q at
@@ -169,16 +166,26 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
     int d = H * hd;
     if (N <= FS_VL && hd <= 64) {
         float kt[64][FS_VL];
-        memset(kt, 0, sizeof kt);
+        fs_vf ktv[8];
+        bool reg = hd == 8 && N <= 8; /* keys transposed in registers */
+        if (!reg)
+            memset(kt, 0, sizeof(float) * FS_VL * (size_t)hd);
         for (int h = 0; h < H; h++) {
-            for (int j = 0; j < N; j++)
-                for (int t = 0; t < hd; t++)
-                    kt[t][j] = kv[(size_t)j * ld + kofs + h * hd + t];
+            if (reg)
+                vtranspose8_rows(ktv, kv + kofs + h * hd, ld, N);
+            else
+                for (int j = 0; j < N; j++)
+                    for (int t = 0; t < hd; t++)
+                        kt[t][j] = kv[(size_t)j * ld + kofs + h * hd + t];
             for (int i = i0; i < N; i++) {
                 const float *q = qrows + (size_t)(i - i0) * ldq + h * hd;
                 fs_vf s = vzero();
-                for (int t = 0; t < hd; t++)
-                    s = vfma(vset1(q[t]), vload(kt[t]), s);
+                if (reg)
+                    for (int t = 0; t < 8; t++)
+                        s = vfma(vset1(q[t]), ktv[t], s);
+                else
+                    for (int t = 0; t < hd; t++)
+                        s = vfma(vset1(q[t]), vload(kt[t]), s);
                 s = vfill_after(vmul(s, vset1(scale)), i, -1e20f);
                 float p[FS_VL];
                 vstore(p, softmax_vec(s, N));

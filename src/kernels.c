@@ -353,3 +353,20 @@ double fs_sum_squares(const float *x, size_t n)
         total += (double)x[i] * x[i];
     return total;
 }
+
+void fs_sum_rows(float *out, const float *const *rows, int n, size_t offset, size_t count)
+{
+    size_t nv = count / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL) {
+        fs_vf s = vload(rows[0] + offset + i);
+        for (int k = 1; k < n; k++)
+            s = vadd(s, vload(rows[k] + offset + i));
+        vstore(out + i, s);
+    }
+    for (size_t i = nv; i < count; i++) {
+        float s = rows[0][offset + i];
+        for (int k = 1; k < n; k++)
+            s += rows[k][offset + i];
+        out[i] = s;
+    }
+}

@@ -4,6 +4,7 @@
  * softmax runs on that vector. Longer sequences or wide heads take plain loops with
  * the same results up to rounding. Layouts are the cache's: q, k, v [H][N][hd],
  * scores [H][N][N], values [N][H*hd] (heads concatenated). */
+#include <stdbool.h>
 #include <string.h>
 
 #include "fewshot/kernels.h"
@@ -29,16 +30,12 @@ static inline void copy_n(float *dst, const float *src, int n)
 }
 
 /* Softmax of a row held in a vector whose lanes past the row hold -1e20:
- * exp(x - max) then times 1 / (the sum of the first N lanes, in order). */
+ * exp(x - max) times 1 / (the sum of the lanes). */
 static inline fs_vf softmax_vec(fs_vf x, int N)
 {
     fs_vf e = vexp(vsub(x, vset1(vhmax(x))));
-    float t[FS_VL];
-    vstore(t, e);
-    float s = 0.f;
-    for (int j = 0; j < N; j++)
-        s += t[j];
-    return vmul(e, vset1(1.f / s));
+    (void)N; /* lanes past the row are exp(-1e20 - max) = 0 exactly: a tree sum of all lanes */
+    return vmul(e, vset1(1.f / vhsum(e)));
 }
 
 /* Store row i of an [N][N] block that is followed by `after` more floats of the output
@@ -66,11 +63,28 @@ void fs_softmax_rows_short(float *out, const float *in, int rows, int n)
     }
 }
 
+/* The scores of head h's query rows against its keys, as vectors over keys: kt from
+ * registers (hd 8, N <= 8) or from a transposed copy. */
+static inline fs_vf score_row(const fs_vf *ktv, const float (*kt)[FS_VL], const float *q, int hd)
+{
+    fs_vf s = vzero();
+    if (ktv)
+        for (int t = 0; t < 8; t++)
+            s = vfma(vset1(q[t]), ktv[t], s);
+    else
+        for (int t = 0; t < hd; t++)
+            s = vfma(vset1(q[t]), vload(kt[t]), s);
+    return s;
+}
+
+static inline bool in_registers(int N, int hd) { return hd == 8 && N <= 8; }
+
 void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, int H, int N, int hd, float scale)
 {
     float kt[MAX_HD][FS_VL];
-    if (fast(N, hd))
-        memset(kt, 0, sizeof kt);
+    fs_vf ktv[8];
+    if (fast(N, hd) && !in_registers(N, hd))
+        memset(kt, 0, sizeof(float) * FS_VL * (size_t)hd);
     for (int h = 0; h < H; h++) {
         const float *qh = q + (size_t)h * N * hd, *kh = k + (size_t)h * N * hd;
         float *ph = pre + (size_t)h * N * N, *sh = probs ? probs + (size_t)h * N * N : NULL;
@@ -90,12 +104,14 @@ void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, in
                 fs_softmax_forward(sh, ph, N, N);
             continue;
         }
-        transpose_keys(kt, kh, N, hd);
+        bool reg = in_registers(N, hd);
+        if (reg)
+            vtranspose8_rows(ktv, kh, (size_t)hd, N);
+        else
+            transpose_keys(kt, kh, N, hd);
         size_t after = (size_t)(H - 1 - h) * N * N;
         for (int i = 0; i < N; i++) {
-            fs_vf s = vzero();
-            for (int t = 0; t < hd; t++)
-                s = vfma(vset1(qh[i * hd + t]), vload(kt[t]), s);
+            fs_vf s = score_row(reg ? ktv : NULL, kt, qh + i * hd, hd);
             s = vfill_after(vmul(s, vset1(scale)), i, MASKED);
             store_row(ph, i, N, s, after);
             if (sh)
@@ -132,19 +148,21 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
 {
     int d = H * hd;
     float vt[MAX_HD][FS_VL];
-    if (fast(N, hd))
-        memset(vt, 0, sizeof vt);
+    fs_vf vtv[8];
+    if (fast(N, hd) && !in_registers(N, hd))
+        memset(vt, 0, sizeof(float) * FS_VL * (size_t)hd);
     for (int h = 0; h < H; h++) {
         const float *vh = v + (size_t)h * N * hd, *ph = probs + (size_t)h * N * N;
         float *gph = gprobs + (size_t)h * N * N, *gvh = gv + (size_t)h * N * hd;
         /* gprobs[i][j] = gout_i . v_j */
         if (fast(N, hd)) {
-            transpose_keys(vt, vh, N, hd);
+            bool reg = in_registers(N, hd);
+            if (reg)
+                vtranspose8_rows(vtv, vh, (size_t)hd, N);
+            else
+                transpose_keys(vt, vh, N, hd);
             for (int i = 0; i < N; i++) {
-                const float *go = gout + (size_t)i * d + h * hd;
-                fs_vf s = vzero();
-                for (int t = 0; t < hd; t++)
-                    s = vfma(vset1(go[t]), vload(vt[t]), s);
+                fs_vf s = score_row(reg ? vtv : NULL, vt, gout + (size_t)i * d + h * hd, hd);
                 store_row(gph, i, N, s, (size_t)(H - 1 - h) * N * N);
             }
         } else {

@@ -112,6 +112,36 @@ static inline float vhmax(fs_vf v)
 }
 #endif
 
+/* kt[t] for t < 8: lane j (< n <= 8) = src[j * ld + t], the rest 0 -- an 8 x 8 transpose
+ * in registers (no store-to-load round trip). Lanes 8.. of a 16-wide vector are 0. */
+static inline void vtranspose8_rows(fs_vf kt[8], const float *src, size_t ld, int n)
+{
+    simde__m256 r[8], t[8], s[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = i < n ? simde_mm256_loadu_ps(src + (size_t)i * ld) : simde_mm256_setzero_ps();
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = simde_mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = simde_mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = simde_mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = simde_mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        s[i + 2] = simde_mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = simde_mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        simde__m256 lo = simde_mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        simde__m256 hi = simde_mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+#if FS_VL == 16
+        kt[i] = simde_mm512_insertf32x8(simde_mm512_setzero_ps(), lo, 0);
+        kt[i + 4] = simde_mm512_insertf32x8(simde_mm512_setzero_ps(), hi, 0);
+#else
+        kt[i] = lo;
+        kt[i + 4] = hi;
+#endif
+    }
+}
+
 /* exp(x) to about 2 ulp: x = n ln2 + f, |f| <= ln2/2, exp(f) by a degree-6 polynomial
  * (Taylor-like coefficients refined for the interval), times 2^n. Below -87.3 (where
  * the result would be subnormal) it returns 0; above 88.7 it returns +inf. */

@@ -64,6 +64,9 @@ void fs_trainer_free(fs_trainer *t)
     memset(t, 0, sizeof *t);
 }
 
+/* Floats per block of the fused reduce + update pass (stays in L1). */
+enum { FUSE_BLOCK = 2048 };
+
 /* [lo, hi) of part `id` of n, in whole 16-float (64-byte) blocks */
 static void slice(size_t total, int id, int n, size_t *lo, size_t *hi)
 {
@@ -79,17 +82,7 @@ static void slice(size_t total, int id, int n, size_t *lo, size_t *hi)
 /* grads[lo, hi) = sum over threads (in thread order) */
 static void reduce_slice(fs_trainer *t, int n, size_t lo, size_t hi)
 {
-    float *out = t->grads;
-    if (n == 1) {
-        memcpy(out + lo, t->thread_grads[0] + lo, sizeof(float) * (hi - lo));
-        return;
-    }
-    for (size_t i = lo; i < hi; i++) {
-        float s = t->thread_grads[0][i];
-        for (int k = 1; k < n; k++)
-            s += t->thread_grads[k][i];
-        out[i] = s;
-    }
+    fs_sum_rows(t->grads + lo, (const float *const *)t->thread_grads, n, lo, hi - lo);
 }
 
 /* Whether the optimizer runs inside the region (the kinds fs_adam_update reproduces). */
@@ -99,25 +92,32 @@ static bool sliced_optimizer(const fs_optim_config *c)
            c->kind == FS_OPT_COSINE;
 }
 
-/* The update of fs_optim_update on one slice, given the global gradient norm. */
-static void optimizer_slice(fs_trainer *t, size_t lo, size_t hi, double gnorm)
+/* The scalars of fs_optim_update for this step. */
+typedef struct {
+    bool sgd;
+    float lr, b1, b2, eps, bc1, bc2;
+} update_params;
+
+static update_params update_for_step(const fs_optim_config *c, int64_t done)
 {
-    const fs_optim_config *c = &t->optim;
-    fs_optim_state *s = &t->state;
+    double lr = fs_optim_lr(c, done);
+    int64_t step = done + 1;
+    return (update_params){.sgd = c->kind == FS_OPT_SGD, .lr = (float)lr, .b1 = (float)c->b1, .b2 = (float)c->b2,
+                           .eps = (float)c->eps, .bc1 = (float)(1.0 - pow(c->b1, (double)step)),
+                           .bc2 = (float)(1.0 - pow(c->b2, (double)step))};
+}
+
+/* fs_optim_update's arithmetic on [lo, hi) (clip: warmup_decay's global-norm factor). */
+static void optimizer_slice(fs_trainer *t, const update_params *u, size_t lo, size_t hi, float clip)
+{
     float *p = t->model->params, *g = t->grads;
-    double lr = fs_optim_lr(c, s->step);
-    if (c->kind == FS_OPT_SGD) {
+    if (u->sgd) {
         for (size_t i = lo; i < hi; i++)
-            p[i] -= (float)lr * g[i];
+            p[i] -= u->lr * g[i];
         return;
     }
-    float clip = 1.f;
-    if (c->kind == FS_OPT_WARMUP_DECAY && gnorm > 5.0) /* optax.clip_by_global_norm(5) */
-        clip = (float)(5.0 / gnorm);
-    int64_t step = s->step + 1;
-    float bc1 = (float)(1.0 - pow(c->b1, (double)step)), bc2 = (float)(1.0 - pow(c->b2, (double)step));
-    fs_adam_update(p + lo, s->m + lo, s->v + lo, g + lo, hi - lo, (float)c->b1, (float)c->b2, (float)c->eps, bc1, bc2,
-                   (float)lr, clip);
+    fs_adam_update(p + lo, t->state.m + lo, t->state.v + lo, g + lo, hi - lo, u->b1, u->b2, u->eps, u->bc1, u->bc2,
+                   u->lr, clip);
 }
 
 /* Forward, backward and reduction; with `update`, also the optimizer step. Returns the
@@ -131,7 +131,14 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
         nt = 1;
     double wd = t->optim.weight_decay;
     bool in_region = update && sliced_optimizer(&t->optim);
+    /* Adam's update of an element needs only its gradient, so the reduction, the norm
+     * and the update go in one pass -- unless the update depends on the global norm
+     * (warmup_decay clips) or weight decay needs whole tensors first. */
+    bool fused = in_region && wd == 0 && t->optim.kind != FS_OPT_WARMUP_DECAY;
+    update_params up = update_for_step(&t->optim, t->state.step);
     double norm = 0;
+    for (int k = 0; k < nt; k++)
+        t->thread_sums[k].sumsq = 0;
 #pragma omp parallel num_threads(nt)
     {
         int id = omp_get_thread_num(), n = omp_get_num_threads();
@@ -144,8 +151,17 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
 #pragma omp barrier
         size_t lo, hi;
         slice(total, id, n, &lo, &hi);
-        reduce_slice(t, n, lo, hi);
-        if (in_region) {
+        if (fused) { /* Adam or cosine without weight decay: one pass, block by block */
+            for (size_t c0 = lo; c0 < hi; c0 += FUSE_BLOCK) {
+                size_t c1 = hi - c0 < FUSE_BLOCK ? hi : c0 + FUSE_BLOCK;
+                reduce_slice(t, n, c0, c1);
+                t->thread_sums[id].sumsq += fs_sum_squares(t->grads + c0, c1 - c0);
+                optimizer_slice(t, &up, c0, c1, 1.f);
+            }
+        } else {
+            reduce_slice(t, n, lo, hi);
+        }
+        if (in_region && !fused) {
             if (wd != 0) { /* the weight-decay term needs every tensor whole */
 #pragma omp barrier
 #pragma omp single
@@ -156,10 +172,17 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
             double ss = 0;
             for (int k = 0; k < n; k++)
                 ss += t->thread_sums[k].sumsq;
-            optimizer_slice(t, lo, hi, sqrt(ss));
-            if (id == 0)
-                norm = sqrt(ss);
+            float clip = 1.f;
+            if (t->optim.kind == FS_OPT_WARMUP_DECAY && sqrt(ss) > 5.0) /* optax.clip_by_global_norm(5) */
+                clip = (float)(5.0 / sqrt(ss));
+            optimizer_slice(t, &up, lo, hi, clip);
         }
+    }
+    if (in_region) {
+        double ss = 0;
+        for (int k = 0; k < nt; k++)
+            ss += t->thread_sums[k].sumsq;
+        norm = sqrt(ss);
     }
     double loss = 0;
     for (int k = 0; k < nt; k++)

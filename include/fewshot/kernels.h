@@ -67,6 +67,8 @@ void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd,
  * fs_optim_update, so slices of it give bit-identical results. */
 void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps, float bc1,
                     float bc2, float lr, float clip);
+/* out[i] = rows[0][offset + i] + rows[1][offset + i] + ... (in that order), i < count */
+void fs_sum_rows(float *out, const float *const *rows, int n, size_t offset, size_t count);
 /* sum of x[i]^2 in double */
 double fs_sum_squares(const float *x, size_t n);
 
