@@ -19,7 +19,7 @@
 #include "fewshot/kernels.h"
 #include "kernels_simd.h"
 
-enum { CHUNK = 16, MAX_TABLE_LABELS = 64 };
+enum { CHUNK = 48, MAX_TABLE_LABELS = 64 };
 
 typedef struct {
     float *ee, *x, *xn, *qkv, *vals, *tmp, *hid, *qkv_ex; /* per chunk */
@@ -150,12 +150,55 @@ static void rope_row(float *x, const qbuf *b, int n, int d)
     }
 }
 
-/* Softmax of a score vector whose lanes past the row hold -1e20 (as kernels_attn.c). */
-static inline fs_vf softmax_vec(fs_vf x, int N)
+/* Attention with the heads as vector lanes (head width 8, at most 8 heads, N <= 16):
+ * each token's q, k and v rows (H heads x 8) are transposed to [8 dims][lanes = heads],
+ * so a score is 8 FMAs for all heads at once and the softmax over keys is lane-wise.
+ * Every lane computes what the per-head code computes: the same FMA chain over the 8
+ * dims, exp, the sum over keys in order (masked keys add exact zeros there, so they are
+ * skipped here) and the value sum over keys in order. */
+static void attend_heads8(float *out, const float *qrows, size_t ldq, const float *kv, size_t ld, size_t kofs,
+                          size_t vofs, int i0, int N, int H, float scale)
 {
-    fs_vf e = vexp(vsub(x, vset1(vhmax(x))));
-    (void)N; /* lanes past the row are exp(-1e20 - max) = 0 exactly: a tree sum of all lanes */
-    return vmul(e, vset1(1.f / vhsum(e)));
+    simde__m256 kt[16][8], vt[16][8], r[8];
+    for (int j = 0; j < N; j++) {
+        for (int h = 0; h < 8; h++)
+            r[h] = h < H ? simde_mm256_loadu_ps(kv + (size_t)j * ld + kofs + h * 8) : simde_mm256_setzero_ps();
+        v8transpose(kt[j], r);
+        for (int h = 0; h < 8; h++)
+            r[h] = h < H ? simde_mm256_loadu_ps(kv + (size_t)j * ld + vofs + h * 8) : simde_mm256_setzero_ps();
+        v8transpose(vt[j], r);
+    }
+    const simde__m256 vscale = simde_mm256_set1_ps(scale);
+    for (int i = i0; i < N; i++) {
+        simde__m256 qt[8], s[16], ot[8];
+        for (int h = 0; h < 8; h++)
+            r[h] = h < H ? simde_mm256_loadu_ps(qrows + (size_t)(i - i0) * ldq + h * 8) : simde_mm256_setzero_ps();
+        v8transpose(qt, r);
+        simde__m256 mx = simde_mm256_set1_ps(-1e20f); /* the masked entries' value */
+        for (int j = 0; j <= i; j++) {
+            simde__m256 acc = simde_mm256_setzero_ps();
+            for (int t = 0; t < 8; t++)
+                acc = simde_mm256_fmadd_ps(qt[t], kt[j][t], acc);
+            s[j] = simde_mm256_mul_ps(acc, vscale);
+            mx = simde_mm256_max_ps(mx, s[j]);
+        }
+        simde__m256 z = simde_mm256_setzero_ps();
+        for (int j = 0; j <= i; j++) {
+            s[j] = v8exp(simde_mm256_sub_ps(s[j], mx));
+            z = simde_mm256_add_ps(z, s[j]);
+        }
+        simde__m256 inv = simde_mm256_div_ps(simde_mm256_set1_ps(1.f), z);
+        for (int t = 0; t < 8; t++)
+            ot[t] = simde_mm256_setzero_ps();
+        for (int j = 0; j <= i; j++) {
+            simde__m256 p = simde_mm256_mul_ps(s[j], inv);
+            for (int t = 0; t < 8; t++)
+                ot[t] = simde_mm256_fmadd_ps(p, vt[j][t], ot[t]);
+        }
+        v8transpose(r, ot);
+        for (int h = 0; h < H; h++)
+            simde_mm256_storeu_ps(out + (size_t)(i - i0) * H * 8 + h * 8, r[h]);
+    }
 }
 
 /* Attention of query rows i in [i0, N) of one sequence, on rows [N][ld] holding q at
@@ -164,6 +207,10 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
                    int i0, int N, int H, int hd, float scale)
 {
     int d = H * hd;
+    if (hd == 8 && H <= 8 && N <= 16) {
+        attend_heads8(out, qrows, ldq, kv, ld, kofs, vofs, i0, N, H, scale);
+        return;
+    }
     if (N <= FS_VL && hd <= 64) {
         float kt[64][FS_VL];
         fs_vf ktv[8];
@@ -171,37 +218,47 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
         if (!reg)
             memset(kt, 0, sizeof(float) * FS_VL * (size_t)hd);
         for (int h = 0; h < H; h++) {
-            if (reg)
-                vtranspose8_rows(ktv, kv + kofs + h * hd, ld, N);
-            else
+            float p[FS_VL][FS_VL]; /* p[i - i0][j] */
+            if (reg && i0 == 0) { /* all rows: column form */
+                fs_vf qt[8], st[8], pt[8];
+                vtranspose8_rows(qt, qrows + h * hd, ldq, N);
+                head8_attention(N, st, pt, qt, kv + kofs + h * hd, ld, scale);
+                float pc[8][FS_VL];
                 for (int j = 0; j < N; j++)
-                    for (int t = 0; t < hd; t++)
-                        kt[t][j] = kv[(size_t)j * ld + kofs + h * hd + t];
-            for (int i = i0; i < N; i++) {
-                const float *q = qrows + (size_t)(i - i0) * ldq + h * hd;
-                fs_vf s = vzero();
+                    vstore(pc[j], pt[j]);
+                for (int i = 0; i < N; i++)
+                    for (int j = 0; j < N; j++)
+                        p[i][j] = pc[j][i];
+            } else {
                 if (reg)
-                    for (int t = 0; t < 8; t++)
-                        s = vfma(vset1(q[t]), ktv[t], s);
+                    vtranspose8_rows(ktv, kv + kofs + h * hd, ld, N);
                 else
+                    for (int j = 0; j < N; j++)
+                        for (int t = 0; t < hd; t++)
+                            kt[t][j] = kv[(size_t)j * ld + kofs + h * hd + t];
+                for (int i = i0; i < N; i++) {
+                    const float *q = qrows + (size_t)(i - i0) * ldq + h * hd;
+                    fs_vf s = vzero();
                     for (int t = 0; t < hd; t++)
-                        s = vfma(vset1(q[t]), vload(kt[t]), s);
-                s = vfill_after(vmul(s, vset1(scale)), i, -1e20f);
-                float p[FS_VL];
-                vstore(p, softmax_vec(s, N));
+                        s = vfma(vset1(q[t]), reg ? ktv[t] : vload(kt[t]), s);
+                    vstore(p[i - i0], vsoftmax_row(vfill_after(vmul(s, vset1(scale)), i, -1e20f), N));
+                }
+            }
+            for (int i = i0; i < N; i++) {
+                const float *pi = p[i - i0];
                 float *o = out + (size_t)(i - i0) * d + h * hd;
                 int t = 0;
                 for (; t + 8 <= hd; t += 8) {
                     simde__m256 acc = simde_mm256_setzero_ps();
                     for (int j = 0; j < N; j++)
-                        acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(p[j]),
+                        acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(pi[j]),
                                                    simde_mm256_loadu_ps(kv + (size_t)j * ld + vofs + h * hd + t), acc);
                     simde_mm256_storeu_ps(o + t, acc);
                 }
                 for (; t < hd; t++) {
                     float acc = 0.f;
                     for (int j = 0; j < N; j++)
-                        acc += p[j] * kv[(size_t)j * ld + vofs + h * hd + t];
+                        acc += pi[j] * kv[(size_t)j * ld + vofs + h * hd + t];
                     o[t] = acc;
                 }
             }
@@ -309,10 +366,11 @@ static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, const 
 
     for (int layer = 0; layer < c->depth; layer++) {
         const fs_block_params *bp = &m->p.blocks[layer];
-        bool last = layer == c->depth - 1;
-        norm_rows(m, b->xn, b->x, bp->norm1_w, bp->norm1_b, R);
+        bool last = layer == c->depth - 1, table = layer == 0 && label_table(c);
+        if (!table)
+            norm_rows(m, b->xn, b->x, bp->norm1_w, bp->norm1_b, R);
         if (!last) {
-            if (layer == 0 && label_table(c)) { /* exemplar rows through the product, label rows from the table */
+            if (table) { /* exemplar rows through the product, label rows from the table */
                 norm_rows(m, b->vals, b->ee, bp->norm1_w, bp->norm1_b, E);
                 fs_matmul_forward_packed(b->qkv_ex, b->vals, pk->qkv_wt[0], bp->qkv_b, E, d, 3 * d);
                 for (int s = 0; s < S; s++)
@@ -383,8 +441,7 @@ void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *ex
         ws->bound = m->params;
     }
     int P = ws->P, D = m->cfg.input_dim, C = m->cfg.num_classes;
-    int chunks = (nseq + CHUNK - 1) / CHUNK;
-    int nt = ws->threads < chunks ? ws->threads : chunks;
+    int nt = ws->threads < nseq ? ws->threads : nseq;
 #pragma omp parallel num_threads(nt)
     {
         int id = omp_get_thread_num(), n = omp_get_num_threads();
@@ -392,9 +449,10 @@ void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *ex
 #pragma omp barrier
         qbuf *b = &ws->buf[id];
         thread_tables(m, &ws->pk, b, ws->N);
-#pragma omp for schedule(static)
-        for (int k = 0; k < chunks; k++) {
-            int s0 = k * CHUNK, S = nseq - s0 < CHUNK ? nseq - s0 : CHUNK;
+        /* an even share of the sequences per thread, in chunks */
+        int first = (int)((long)nseq * id / n), last = (int)((long)nseq * (id + 1) / n);
+        for (int s0 = first; s0 < last; s0 += CHUNK) {
+            int S = last - s0 < CHUNK ? last - s0 : CHUNK;
             chunk_logits(m, &ws->pk, b, examples + (size_t)s0 * P * D, labels + (size_t)s0 * P, S, P,
                          logits + (size_t)s0 * C);
         }

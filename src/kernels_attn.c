@@ -29,15 +29,6 @@ static inline void copy_n(float *dst, const float *src, int n)
         dst[j] = src[j];
 }
 
-/* Softmax of a row held in a vector whose lanes past the row hold -1e20:
- * exp(x - max) times 1 / (the sum of the lanes). */
-static inline fs_vf softmax_vec(fs_vf x, int N)
-{
-    fs_vf e = vexp(vsub(x, vset1(vhmax(x))));
-    (void)N; /* lanes past the row are exp(-1e20 - max) = 0 exactly: a tree sum of all lanes */
-    return vmul(e, vset1(1.f / vhsum(e)));
-}
-
 /* Store row i of an [N][N] block that is followed by `after` more floats of the output
  * (the next heads' blocks, written later): whole when the vector fits (its spill is
  * overwritten by the rows that follow), else through a buffer. */
@@ -50,17 +41,6 @@ static inline void store_row(float *block, int i, int N, fs_vf v, size_t after)
     float t[FS_VL];
     vstore(t, v);
     copy_n(block + (size_t)i * N, t, N);
-}
-
-void fs_softmax_rows_short(float *out, const float *in, int rows, int n)
-{
-    for (int r = 0; r < rows; r++) {
-        float t[FS_VL];
-        for (int j = 0; j < FS_VL; j++)
-            t[j] = j < n ? in[(size_t)r * n + j] : MASKED;
-        vstore(t, softmax_vec(vload(t), n));
-        copy_n(out + (size_t)r * n, t, n);
-    }
 }
 
 /* The scores of head h's query rows against its keys, as vectors over keys: kt from
@@ -104,18 +84,29 @@ void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, in
                 fs_softmax_forward(sh, ph, N, N);
             continue;
         }
-        bool reg = in_registers(N, hd);
-        if (reg)
-            vtranspose8_rows(ktv, kh, (size_t)hd, N);
-        else
-            transpose_keys(kt, kh, N, hd);
         size_t after = (size_t)(H - 1 - h) * N * N;
+        if (in_registers(N, hd)) { /* column form, then back to rows */
+            fs_vf qt[8], st[8], pt[8], rows[8];
+            vtranspose8_rows(qt, qh, 8, N);
+            head8_attention(N, st, sh ? pt : NULL, qt, kh, 8, scale);
+            vtranspose8(rows, st);
+            for (int i = 0; i < N; i++)
+                store_row(ph, i, N, rows[i], after);
+            if (sh) {
+                vtranspose8(rows, pt);
+                for (int i = 0; i < N; i++)
+                    store_row(sh, i, N, rows[i], after);
+            }
+            continue;
+        }
+        bool reg = false;
+        transpose_keys(kt, kh, N, hd);
         for (int i = 0; i < N; i++) {
             fs_vf s = score_row(reg ? ktv : NULL, kt, qh + i * hd, hd);
             s = vfill_after(vmul(s, vset1(scale)), i, MASKED);
             store_row(ph, i, N, s, after);
             if (sh)
-                store_row(sh, i, N, softmax_vec(s, N), after);
+                store_row(sh, i, N, vsoftmax_row(s, N), after);
         }
     }
 }

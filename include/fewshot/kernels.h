@@ -72,9 +72,6 @@ void fs_sum_rows(float *out, const float *const *rows, int n, size_t offset, siz
 /* sum of x[i]^2 in double */
 double fs_sum_squares(const float *x, size_t n);
 
-/* Softmax of rows of n <= the vector width (what fs_softmax_forward uses for them). */
-void fs_softmax_rows_short(float *out, const float *in, int rows, int n);
-
 /* Causal attention of one sequence (SPEC section 1), layouts as the cache: q, k, v
  * [H][N][hd], pre/probs [H][N][N], values [N][H*hd]. Specialised for N <= vector width.
  * pre = scale * q k^T with key > query set to -1e20; probs (if non-NULL) = softmax(pre). */
