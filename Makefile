@@ -51,7 +51,8 @@ asan-test:
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_OPT)" \
 	    build-asan/test_fewshot build-asan/fewshot
 	cp build-asan/fewshot fewshot-asan
-	FEWSHOT_BIN=./fewshot-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/test_fewshot -j2
+	FEWSHOT_BIN=./fewshot-asan ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
+	    UBSAN_OPTIONS=print_stacktrace=1 build-asan/test_fewshot -j2
 
 bench: fewshot
 	./fewshot bench
