@@ -14,7 +14,7 @@ LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps test asan-test bench bench-compare clean
+.PHONY: all deps test asan-test valgrind bench bench-compare clean
 
 all: fewshot
 
@@ -54,6 +54,11 @@ asan-test:
 	FEWSHOT_BIN=./fewshot-asan ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    UBSAN_OPTIONS=print_stacktrace=1 build-asan/test_fewshot -j2
 
+# valgrind cannot decode AVX-512: build for AVX2 (SIMDe maps the kernels) and run the commands.
+valgrind:
+	$(MAKE) BUILD=build-valgrind OPT="-O2 -g -mavx2 -mfma" build-valgrind/fewshot
+	tests/valgrind.sh build-valgrind/fewshot
+
 bench: fewshot
 	./fewshot bench
 
@@ -61,4 +66,4 @@ bench-compare: fewshot
 	python3 bench/compare.py
 
 clean:
-	rm -rf build build-asan fewshot fewshot-asan
+	rm -rf build build-asan build-valgrind fewshot fewshot-asan

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Run the main commands under valgrind (memcheck, leaks). Built without AVX-512,
+# which valgrind cannot decode; SIMDe maps the kernels onto AVX2.
+set -euo pipefail
+bin=${1:-build-valgrind/fewshot}
+G=../shared/golden/doc
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+vg() { OMP_NUM_THREADS=2 valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite -q "$bin" "$@"; }
+vg init -o "$tmp/m.safetensors" 2>/dev/null
+vg cache --model "$tmp/m.safetensors" --input datasets/examples/batch_doc.json -o "$tmp/c.json"
+vg cache --config $G/config.json --model $G/params.safetensors --input $G/clamp_zero_query_token.json \
+    --cache $G/clamp_zero_query_token.json --mask $G/clamp_zero_query_token.json -o "$tmp/k.json"
+vg grad --config $G/config.json --model $G/params.safetensors --input $G/grad.json -o "$tmp/g.safetensors" >/dev/null
+vg steps --model "$tmp/m.safetensors" --input datasets/examples/batch_doc.json --steps 2 -o "$tmp/s.safetensors" >/dev/null
+vg cache --model "$tmp/m.safetensors" --input datasets/examples/seq_doc.json --intervene '{"ablate_heads":["1:2"],"preserve":["patterns"]}' -o "$tmp/i.json"
+vg classify --model "$tmp/m.safetensors" --context datasets/examples/classify_context.json \
+    --queries datasets/examples/classify_queries.json -o "$tmp/q.jsonl"
+vg train --config configs/default.json --out "$tmp/run" --set train.train_iters=640 --set eval.eval_iters=50 \
+    --no-progress 2>/dev/null
+vg eval --config "$tmp/run/config.json" --model "$tmp/run/checkpoints/step_00000020.safetensors" -o "$tmp/e.json"
+if vg cache --model "$tmp/m.safetensors" --input $G/grad.json --cache /nonexistent --mask /nonexistent 2>/dev/null; then
+    echo "expected an error"; exit 1
+fi
+echo "valgrind: clean"
