@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "fewshot/data.h"
 #include "fewshot/forward.h"
+#include "fewshot/kvcache.h"
 #include "fewshot/sampler.h"
 #include "fewshot/seqio.h"
 #include "fewshot/trainer.h"
@@ -27,6 +28,7 @@ static const fs_opt bench_opts[] = {
 };
 
 #define SHARED_SYNTH "../shared/data/synth_s0.h5"
+enum { CLASSIFY_QUERIES = 4096 };
 
 static double now_s(void)
 {
@@ -230,10 +232,10 @@ static int run_bench(bench_state *s, double seconds, bench_result *r, fs_error *
         r->eval_seconds = el;
         r->eval_seqs_per_s = (double)seqs / el;
     }
-    /* TODO(classify): call the frozen-KV-cache bench of include/fewshot/kvcache.h once it
-     * exists and report classify_queries_per_s. */
-    r->classify_queries_per_s = -1;
-    r->peak_rss_mb = peak_rss_mb();
+    r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
+    /* classify: queries against a frozen key-value cache of a training-length context */
+    r->classify_queries_per_s = fs_kv_bench_queries_per_s(&s->model, s->cfg.train.train_context_len,
+                                                          CLASSIFY_QUERIES, s->trainer.threads);
     return 0;
 }
 
@@ -243,8 +245,9 @@ int fs_cmd_bench(int argc, char **argv)
     int rc = fs_cli_parse(&args, argc, argv, "bench", "[--config C.json] [--threads T] [--seconds S] [--json]",
                           "Measure end-to-end training throughput (sampling, forward, backward and the\n"
                           "optimizer, batch train.train_bs of train_context_len+1 pairs), forward-only\n"
-                          "evaluation throughput (query logits of the first evaluator's sequences) and the\n"
-                          "peak resident memory. Data: the config's data.file, else " SHARED_SYNTH "\n"
+                          "evaluation throughput (query logits of the first evaluator's sequences),\n"
+                          "classify throughput (queries against a frozen key-value cache of a\n"
+                          "train_context_len-pair context) and the peak resident memory. Data: the config's data.file, else " SHARED_SYNTH "\n"
                           "if present, else the same synthetic clusters generated in memory.",
                           bench_opts);
     if (rc)

@@ -145,8 +145,8 @@ static void rope_row(float *x, const qbuf *b, int n, int d)
     }
     for (; i < d; i += 2) { /* as fs_rope_forward_table's lanes */
         float x0 = x[i], x1 = x[i + 1];
-        x[i] = fmaf(x1, S[i], x0 * C[i]);
-        x[i + 1] = fmaf(x0, S[i + 1], x1 * C[i + 1]);
+        x[i] = sfma(x1, S[i], x0 * C[i]);
+        x[i + 1] = sfma(x0, S[i + 1], x1 * C[i + 1]);
     }
 }
 

@@ -244,8 +244,8 @@ void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, co
                                                               simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i))));
         }
         for (; i < span; i += 2) { /* as the vector lanes compute it */
-            y[i] = fmaf(x[i + 1], S[i], x[i] * C[i]);
-            y[i + 1] = fmaf(x[i], S[i + 1], x[i + 1] * C[i + 1]);
+            y[i] = sfma(x[i + 1], S[i], x[i] * C[i]);
+            y[i + 1] = sfma(x[i], S[i + 1], x[i + 1] * C[i + 1]);
         }
     }
 }
@@ -268,8 +268,8 @@ void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd,
         }
         for (; i < span; i += 2) { /* as the vector lanes compute it */
             float g0 = g[i], g1 = g[i + 1];
-            dx[i] = fmaf(-g1, S[i], g0 * C[i]);
-            dx[i + 1] = fmaf(-g0, S[i + 1], g1 * C[i + 1]);
+            dx[i] = sfma(-g1, S[i], g0 * C[i]);
+            dx[i + 1] = sfma(-g0, S[i + 1], g1 * C[i + 1]);
         }
     }
 }

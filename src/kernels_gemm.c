@@ -107,7 +107,7 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const
                 int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
                 float acc = 0.f;
                 for (int r = r0; r < r1; r++)
-                    acc = fmaf(a[(size_t)r * acs], B[(size_t)r * ldb + j], acc);
+                    acc = sfma(a[(size_t)r * acs], B[(size_t)r * ldb + j], acc);
                 float base = r0 == 0 && !accumulate ? (bias ? bias[j] : 0.f) : *c;
                 *c = base + acc;
             }

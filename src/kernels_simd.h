@@ -37,6 +37,11 @@ static inline float vhsum(fs_vf v)
     q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
     return simde_mm_cvtss_f32(q);
 }
+/* a*b + c through the vector FMA (fused or not, as the vector lanes compute it) */
+static inline float sfma(float a, float b, float c)
+{
+    return simde_mm_cvtss_f32(simde_mm512_castps512_ps128(vfma(vset1(a), vset1(b), vset1(c))));
+}
 /* 2^n for float-held integers n in [-126, 127] (via the exponent bits) */
 static inline fs_vf vexp2i(fs_vf n)
 {
@@ -96,6 +101,10 @@ static inline float vhsum(fs_vf v)
     q = simde_mm_add_ps(q, simde_mm_movehl_ps(q, q));
     q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
     return simde_mm_cvtss_f32(q);
+}
+static inline float sfma(float a, float b, float c)
+{
+    return simde_mm_cvtss_f32(simde_mm256_castps256_ps128(vfma(vset1(a), vset1(b), vset1(c))));
 }
 static inline fs_vf vexp2i(fs_vf n)
 {

@@ -4,6 +4,7 @@
  * determinism and its sliced optimizer against fs_optim_update. */
 #include <criterion/criterion.h>
 
+#include <malloc.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -606,4 +607,23 @@ Test(kernels, query_logits_equal_full_forward)
         fs_acts_free(&a);
         fs_model_free(&m);
     }
+}
+
+/* After warm-up, a training step allocates nothing: heap in use and mapped blocks stay
+ * exactly the same across steps (mallinfo2; under ASan the counters do not move). */
+Test(kernels, trainer_step_does_not_allocate)
+{
+    small_run r;
+    rng_state = 5;
+    small_setup(&r, FS_OPT_ADAM, 2, 0);
+    for (int s = 0; s < 3; s++)
+        fs_trainer_step(&r.t, 12, NULL);
+    struct mallinfo2 before = mallinfo2();
+    for (int s = 0; s < 20; s++)
+        fs_trainer_step(&r.t, 12, NULL);
+    struct mallinfo2 after = mallinfo2();
+    cr_assert_eq(after.uordblks, before.uordblks, "heap in use changed: %zu -> %zu", before.uordblks, after.uordblks);
+    cr_assert_eq(after.hblkhd, before.hblkhd, "mmapped blocks changed: %zu -> %zu", before.hblkhd, after.hblkhd);
+    cr_assert_eq(after.arena, before.arena, "heap size changed: %zu -> %zu", before.arena, after.arena);
+    small_free(&r);
 }
