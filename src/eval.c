@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fewshot/forward.h"
@@ -89,11 +90,26 @@ void fs_metrics_of_sequence(const float *z, int C, const int *labels, int P, fs_
 
 void fs_eval_ws_free(fs_eval_ws *ws)
 {
+    if (ws->qws)
+        fs_query_ws_free(ws->qws);
+    free(ws->logits);
     if (ws->ic_ready)
         fs_interventions_free(&ws->ic);
     if (ws->ready)
         fs_acts_free(&ws->acts);
     memset(ws, 0, sizeof *ws);
+}
+
+enum { EVAL_QUERY_CHUNK = 1024 };
+
+static void accumulate(const float *z, int C, const int *labels, int P, double *sums, fs_metrics *one_out)
+{
+    fs_metrics one;
+    fs_metrics_of_sequence(z, C, labels, P, &one);
+    for (int k = 0; k < FS_NUM_METRICS; k++)
+        sums[k] += *fs_metric_field(&one, k);
+    if (one_out)
+        *one_out = one;
 }
 
 static int ws_prepare(fs_eval_ws *ws, const fs_model *m, int P, fs_error *err)
@@ -120,6 +136,8 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
 {
     if (ws_prepare(ws, m, P, err))
         return -1;
+    int C = m->cfg.num_classes, D = m->cfg.input_dim;
+    double sums[FS_NUM_METRICS] = {0};
     const fs_clamp_set *base = clamps && clamps->base && clamps->base->P == P ? clamps->base : NULL;
     const fs_interventions *iv = clamps && clamps->iv && fs_interventions_any(clamps->iv) ? clamps->iv : NULL;
     if (iv && !ws->ic_ready) {
@@ -127,8 +145,29 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
             return -1;
         ws->ic_ready = true;
     }
-    int C = m->cfg.num_classes, D = m->cfg.input_dim;
-    double sums[FS_NUM_METRICS] = {0};
+    if (!base && !iv) { /* nothing held on: the forward-only query path */
+        if (!ws->qws || ws->qws_P != P) {
+            if (ws->qws)
+                fs_query_ws_free(ws->qws);
+            ws->qws = fs_query_ws_create(&m->cfg, P, 0);
+            ws->qws_P = P;
+            if (!ws->qws)
+                return fs_fail(err, "evaluation: out of memory");
+        }
+        if (!ws->logits)
+            ws->logits = fs_alloc(sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C);
+        for (int first = 0; first < n; first += EVAL_QUERY_CHUNK) {
+            int count = n - first < EVAL_QUERY_CHUNK ? n - first : EVAL_QUERY_CHUNK;
+            fs_forward_query_logits(m, ws->qws, examples + (size_t)first * P * D, labels + (size_t)first * P, count,
+                                    ws->logits);
+            for (int b = 0; b < count; b++)
+                accumulate(ws->logits + (size_t)b * C, C, labels + (size_t)(first + b) * P, P, sums,
+                           per_seq ? &per_seq[first + b] : NULL);
+        }
+        for (int k = 0; k < FS_NUM_METRICS; k++)
+            *fs_metric_field(mean, k) = n ? sums[k] / n : 0;
+        return 0;
+    }
     int id_out = fs_top_after(&m->cfg, L_OUT);
     for (int first = 0; first < n; first += ws->chunk) {
         int count = n - first < ws->chunk ? n - first : ws->chunk;
@@ -139,15 +178,9 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
             held = &ws->ic.clamps;
         }
         fs_forward(m, &ws->acts, held, count);
-        for (int b = 0; b < count; b++) {
-            fs_metrics one;
-            fs_metrics_of_sequence(fs_leaf_ptr(&ws->acts, id_out, b) + (size_t)(P - 1) * C, C,
-                                   labels + (size_t)(first + b) * P, P, &one);
-            for (int k = 0; k < FS_NUM_METRICS; k++)
-                sums[k] += *fs_metric_field(&one, k);
-            if (per_seq)
-                per_seq[first + b] = one;
-        }
+        for (int b = 0; b < count; b++)
+            accumulate(fs_leaf_ptr(&ws->acts, id_out, b) + (size_t)(P - 1) * C, C, labels + (size_t)(first + b) * P,
+                       P, sums, per_seq ? &per_seq[first + b] : NULL);
     }
     for (int k = 0; k < FS_NUM_METRICS; k++)
         *fs_metric_field(mean, k) = n ? sums[k] / n : 0;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fewshot/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
 #include "fewshot/trainer.h"
@@ -230,4 +231,50 @@ Test(golden, cache_command_matches)
         remove(out);
     }
     rmdir(tmpl);
+}
+
+/* The eight eval metrics per sequence (SPEC section 4) against golden/doc/eval_metrics.json,
+ * through the forward-only query path and through the cache-writing forward. */
+Test(golden, eval_metrics_per_sequence)
+{
+    fs_model m;
+    golden_load_model("doc", &m);
+    fs_error err = {{0}};
+    const char *path = GOLDEN_DIR "/doc/eval_metrics.json";
+    cJSON *doc = fs_json_load(path, &err);
+    cr_assert_not_null(doc, "%s", err.msg);
+    fs_seq_batch batch;
+    cr_assert_eq(fs_seq_batch_from_json(doc, path, m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0, "%s", err.msg);
+    const cJSON *want = cJSON_GetObjectItem(doc, "metrics");
+    fs_acts layout;
+    cr_assert_eq(fs_acts_create(&layout, &m.cfg, batch.P, 1, &err), 0);
+    fs_clamp_set none;
+    fs_clamp_set_init(&none, &layout);
+    fs_eval_clamps via_cache = {&none, NULL};
+    for (int pass = 0; pass < 2; pass++) {
+        fs_metrics mean, *per = calloc((size_t)batch.B, sizeof *per);
+        fs_eval_ws ws = {0};
+        cr_assert_eq(fs_eval_sequences(&m, batch.examples, batch.labels, batch.B, batch.P, pass ? &via_cache : NULL,
+                                       &ws, &mean, per, &err),
+                     0, "%s", err.msg);
+        for (int k = 0; k < FS_NUM_METRICS; k++) {
+            const cJSON *arr = cJSON_GetObjectItem(want, fs_metric_names[k]);
+            cr_assert_eq(cJSON_GetArraySize(arr), batch.B, "%s", fs_metric_names[k]);
+            double sum = 0;
+            for (int b = 0; b < batch.B; b++) {
+                double g = cJSON_GetArrayItem(arr, b)->valuedouble, o = *fs_metric_field(&per[b], k);
+                cr_assert(fabs(o - g) <= 1e-4 + 1e-4 * fabs(g), "pass %d: %s of sequence %d: %.9g vs golden %.9g", pass,
+                          fs_metric_names[k], b, o, g);
+                sum += o;
+            }
+            cr_assert(fabs(*fs_metric_field(&mean, k) - sum / batch.B) < 1e-12);
+        }
+        fs_eval_ws_free(&ws);
+        free(per);
+    }
+    fs_clamp_set_free(&none);
+    fs_acts_free(&layout);
+    fs_seq_batch_free(&batch);
+    cJSON_Delete(doc);
+    fs_model_free(&m);
 }

@@ -26,6 +26,9 @@ typedef struct {
     bool ready;
     fs_intervention_clamps ic; /* named interventions, rebuilt per chunk */
     bool ic_ready;
+    struct fs_query_ws *qws;   /* forward-only query path, used when nothing is clamped */
+    int qws_P;
+    float *logits;             /* [chunk][C] */
 } fs_eval_ws;
 
 /* What is held on during evaluation: clamp files and/or named interventions (either
