@@ -134,12 +134,12 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
                       const fs_eval_clamps *clamps, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
                       fs_error *err)
 {
-    if (ws_prepare(ws, m, P, err))
-        return -1;
     int C = m->cfg.num_classes, D = m->cfg.input_dim;
     double sums[FS_NUM_METRICS] = {0};
     const fs_clamp_set *base = clamps && clamps->base && clamps->base->P == P ? clamps->base : NULL;
     const fs_interventions *iv = clamps && clamps->iv && fs_interventions_any(clamps->iv) ? clamps->iv : NULL;
+    if ((base || iv) && ws_prepare(ws, m, P, err)) /* the cache-writing forward's arena */
+        return -1;
     if (iv && !ws->ic_ready) {
         if (fs_interventions_init(&ws->ic, iv, &ws->acts, base, err))
             return -1;

@@ -8,11 +8,17 @@
 #include "fewshot/eval.h"
 #include "fewshot/sampler.h"
 
+/* Evaluator sets are not stored: the sampler is counter-based, so each evaluation
+ * re-draws the same fixed sequences chunk by chunk (the sets' examples/labels stay
+ * NULL), which keeps a run's memory small. */
 typedef struct {
     fs_dataset data;
     fs_task task;
     int num_sets;
     fs_eval_set sets[FS_MAX_EVALUATORS];
+    int64_t eval_seed;
+    float *chunk_examples;   /* [EVAL_CHUNK][max P][D] */
+    int *chunk_labels;       /* [EVAL_CHUNK][max P] */
 } fs_run_data;
 
 /* Load the data and resolve the model's input_dim/num_classes when the config left
