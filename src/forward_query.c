@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,7 @@
 #include "fewshot/kernels.h"
 #include "kernels_simd.h"
 
-enum { CHUNK = 48, MAX_TABLE_LABELS = 64 };
+enum { CHUNK = 32, MAX_TABLE_LABELS = 64 };
 
 typedef struct {
     float *ee, *x, *xn, *qkv, *vals, *tmp, *hid, *qkv_ex; /* per chunk */
@@ -432,6 +433,10 @@ void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *ex
 {
     if (nseq <= 0)
         return;
+    if (!fs_model_config_equal(&ws->cfg, &m->cfg)) { /* the scratch is sized for ws->cfg */
+        fprintf(stderr, "fs_forward_query_logits: workspace created for another model config\n");
+        abort();
+    }
     if (ws->bound != m->params) { /* first call, or another model: bind the packed weights */
         if (ws->bound)
             fs_packed_free(&ws->pk);

@@ -1,9 +1,11 @@
 /* Causal attention of one sequence, specialised for short sequences: with N <= FS_VL
  * tokens a row of scores (one query against every key) is one vector, the keys are
  * transposed once per head into [hd][FS_VL] so a row costs hd broadcast-FMAs, and the
- * softmax runs on that vector. Longer sequences or wide heads take plain loops with
- * the same results up to rounding. Layouts are the cache's: q, k, v [H][N][hd],
- * scores [H][N][N], values [N][H*hd] (heads concatenated). */
+ * softmax runs on that vector. With head width 8 and N <= 8 (the documented model) the
+ * transposes stay in registers and the softmax runs in column form (head8_attention),
+ * every row at once. Longer sequences or wide heads take plain loops. All paths give
+ * the softmax of fs_softmax_forward (the same floats). Layouts are the cache's:
+ * q, k, v [H][N][hd], scores [H][N][N], values [N][H*hd] (heads concatenated). */
 #include <stdbool.h>
 #include <string.h>
 
@@ -43,26 +45,21 @@ static inline void store_row(float *block, int i, int N, fs_vf v, size_t after)
     copy_n(block + (size_t)i * N, t, N);
 }
 
-/* The scores of head h's query rows against its keys, as vectors over keys: kt from
- * registers (hd 8, N <= 8) or from a transposed copy. */
-static inline fs_vf score_row(const fs_vf *ktv, const float (*kt)[FS_VL], const float *q, int hd)
+/* One query row's scores against every key of a head, as a vector over keys. */
+static inline fs_vf score_row(const float (*kt)[FS_VL], const float *q, int hd)
 {
     fs_vf s = vzero();
-    if (ktv)
-        for (int t = 0; t < 8; t++)
-            s = vfma(vset1(q[t]), ktv[t], s);
-    else
-        for (int t = 0; t < hd; t++)
-            s = vfma(vset1(q[t]), vload(kt[t]), s);
+    for (int t = 0; t < hd; t++)
+        s = vfma(vset1(q[t]), vload(kt[t]), s);
     return s;
 }
 
+/* Head width 8 and at most 8 tokens: 8 x 8 blocks transposed in registers. */
 static inline bool in_registers(int N, int hd) { return hd == 8 && N <= 8; }
 
 void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, int H, int N, int hd, float scale)
 {
     float kt[MAX_HD][FS_VL];
-    fs_vf ktv[8];
     if (fast(N, hd) && !in_registers(N, hd))
         memset(kt, 0, sizeof(float) * FS_VL * (size_t)hd);
     for (int h = 0; h < H; h++) {
@@ -99,10 +96,9 @@ void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, in
             }
             continue;
         }
-        bool reg = false;
         transpose_keys(kt, kh, N, hd);
         for (int i = 0; i < N; i++) {
-            fs_vf s = score_row(reg ? ktv : NULL, kt, qh + i * hd, hd);
+            fs_vf s = score_row(kt, qh + i * hd, hd);
             s = vfill_after(vmul(s, vset1(scale)), i, MASKED);
             store_row(ph, i, N, s, after);
             if (sh)
@@ -153,7 +149,12 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
             else
                 transpose_keys(vt, vh, N, hd);
             for (int i = 0; i < N; i++) {
-                fs_vf s = score_row(reg ? vtv : NULL, vt, gout + (size_t)i * d + h * hd, hd);
+                fs_vf s = vzero();
+                if (reg)
+                    for (int t = 0; t < 8; t++)
+                        s = vfma(vset1(gout[(size_t)i * d + h * hd + t]), vtv[t], s);
+                else
+                    s = score_row(vt, gout + (size_t)i * d + h * hd, hd);
                 store_row(gph, i, N, s, (size_t)(H - 1 - h) * N * N);
             }
         } else {

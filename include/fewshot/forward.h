@@ -51,8 +51,13 @@ void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a,
 void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int nseq);
 
 /* Forward-only query logits (no cache, no clamps): logits[nseq][C] = out[P-1] of each
- * sequence, for examples [nseq][P][D] and labels [nseq][P]. The workspace holds the
- * scratch of `threads` workers (<= 0: all cores) for sequences of P pairs. */
+ * sequence, for examples [nseq][P][D] and labels [nseq][P] (a label outside [0, C)
+ * embeds as zeros, as in the forward). Computes only what the query needs (the last
+ * layer for the query token alone) with the same floating-point operations per element
+ * as the cache-writing forward, so the logits are bit-identical to its out[P-1].
+ * The workspace (created for m->cfg and P; `threads` workers, <= 0: all cores) holds
+ * all scratch, a copy of the packed weights (refreshed on every call) and can be reused
+ * across calls and models of that config. Not reentrant on one workspace. */
 typedef struct fs_query_ws fs_query_ws;
 fs_query_ws *fs_query_ws_create(const fs_model_config *cfg, int P, int threads); /* NULL on OOM */
 void fs_query_ws_free(fs_query_ws *ws);
