@@ -35,6 +35,7 @@ typedef struct {
     float *gqkv;          /* [nb][3][H][N][hd] (only with a clamp on qkv) */
     float *graw;          /* [rows][3d] */
     float *gsmall;        /* [nb][max(P C, N C)] and [2][nb][P][d] for the head and embedding */
+    float *glabt;         /* [C][d] the label embedding's gradient, transposed */
 } bwd;
 
 static const float *act(const bwd *w, int leaf) { return fs_leaf_ptr(w->a, leaf, w->b0); }
@@ -330,14 +331,18 @@ static void embed_backward(const bwd *w)
         }
     stop(w, L_EXAMPLE_EMBEDDING, gex);
     stop(w, L_LABEL_EMBEDDING, glab);
-    fs_matmul_backward_set(NULL, w->gp->label_w, NULL, glab, act(w, L_ONEHOT_LABELS), w->m->p.label_w, nb * P,
-                           c->num_classes, d);
+    /* Wl [d][C] with C small: its transpose [C][d] = onehot^T @ glab is the vector-wide
+     * product (the same sums per element), then transposed into place */
+    int C = c->num_classes;
+    fs_gemm(w->glabt, (size_t)d, act(w, L_ONEHOT_LABELS), 1, (size_t)C, glab, (size_t)d, C, d, nb * P, 0, NULL);
+    fs_transpose(w->gp->label_w, w->glabt, C, d);
     fs_matmul_backward_set(NULL, w->gp->example_w, w->gp->example_b, gex, act(w, L_EXAMPLES), w->m->p.example_w,
                            nb * P, c->input_dim, d);
 }
 
 /* Scratch per sequence: 6 [N][d] buffers, the MLP hidden layer, two of attention weights,
- * two [N][3d], and the head's or the embedding's small buffers; plus alignment slack. */
+ * two [N][3d], the head's or the embedding's small buffers, the label embedding's
+ * gradient (needed once per range); plus alignment slack. */
 static size_t small_per_seq(const fs_acts *a)
 {
     size_t P = (size_t)a->P, N = (size_t)a->N, C = (size_t)a->cfg.num_classes, d = (size_t)a->cfg.d_model;
@@ -348,7 +353,8 @@ static size_t share_per_seq(const fs_acts *a)
 {
     const fs_model_config *c = &a->cfg;
     size_t N = (size_t)a->N, d = (size_t)c->d_model, H = (size_t)c->num_heads, F = (size_t)fs_mlp_hidden(c);
-    return N * d * 6 + N * F + 2 * H * N * N + 2 * N * 3 * d + small_per_seq(a) + 12 * 16;
+    return N * d * 6 + N * F + 2 * H * N * N + 2 * N * 3 * d + small_per_seq(a) + (size_t)c->num_classes * d +
+           13 * 16; /* the [C][d] buffer once per range: per sequence is more than enough */
 }
 
 size_t fs_backward_scratch_floats(const fs_acts *a) { return share_per_seq(a) * (size_t)a->B; }
@@ -383,6 +389,7 @@ void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *
     w.gqkv = TAKE(rows * 3 * d);
     w.graw = TAKE(rows * 3 * d);
     w.gsmall = TAKE(small_per_seq(a) * nb);
+    w.glabt = TAKE((size_t)c->num_classes * d);
 #undef TAKE
 
     head_backward(&w, denom);

@@ -332,6 +332,25 @@ void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, floa
     }
 }
 
+double fs_sum_squares_blocks(const float *x, size_t n)
+{
+    double total = 0;
+    size_t i = 0;
+    while (i < n) { /* float lanes over blocks of 1024, the blocks summed in double */
+        size_t end = n - i > 1024 ? i + 1024 : n, nv = i + (end - i) / FS_VL * FS_VL;
+        fs_vf s = vzero();
+        for (; i < nv; i += FS_VL) {
+            fs_vf v = vload(x + i);
+            s = vfma(v, v, s);
+        }
+        double t = vhsum(s);
+        for (; i < end; i++)
+            t += (double)x[i] * x[i];
+        total += t;
+    }
+    return total;
+}
+
 double fs_sum_squares(const float *x, size_t n)
 {
     /* double lanes: as exact as fs_optim_update's sequential double sum up to ~1e-16 */

@@ -155,7 +155,8 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
             for (size_t c0 = lo; c0 < hi; c0 += FUSE_BLOCK) {
                 size_t c1 = hi - c0 < FUSE_BLOCK ? hi : c0 + FUSE_BLOCK;
                 reduce_slice(t, n, c0, c1);
-                t->thread_sums[id].sumsq += fs_sum_squares(t->grads + c0, c1 - c0);
+                /* the norm is only reported here: float lanes are precise enough */
+                t->thread_sums[id].sumsq += fs_sum_squares_blocks(t->grads + c0, c1 - c0);
                 optimizer_slice(t, &up, c0, c1, 1.f);
             }
         } else {

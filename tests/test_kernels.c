@@ -463,6 +463,7 @@ Test(kernels, adam_update_is_bit_exact_scalar_formula)
     for (size_t i = 0; i < n; i++)
         ss += (double)g[i] * g[i];
     cr_assert(fabs(fs_sum_squares(g, n) - ss) <= 1e-12 * ss);
+    cr_assert(fabs(fs_sum_squares_blocks(g, n) - ss) <= 1e-6 * ss);
     free(p), free(m), free(v), free(g), free(p2), free(m2), free(v2);
 }
 
@@ -539,7 +540,9 @@ Test(kernels, trainer_step_equals_grad_then_optim_update)
                 double lb = fs_trainer_grad(&b.t, 12);
                 double gb = fs_optim_update(&b.t.optim, &b.t.state, &b.m, b.t.grads);
                 cr_assert(la == lb, "kind %d wd %d step %d: loss %.17g vs %.17g", k, wd, s, la, lb);
-                cr_assert(fabs(ga - gb) <= 1e-12 * gb, "kind %d: grad norm %.17g vs %.17g", k, ga, gb);
+                /* warmup_decay clips with it: double precision; otherwise reported only */
+                double tol = kinds[k] == FS_OPT_WARMUP_DECAY || wd ? 1e-12 : 1e-6;
+                cr_assert(fabs(ga - gb) <= tol * gb, "kind %d: grad norm %.17g vs %.17g", k, ga, gb);
                 cr_assert(memcmp(a.m.params, b.m.params, sizeof(float) * a.m.layout.total) == 0,
                           "kind %d wd %d step %d: parameters differ from fs_optim_update's", k, wd, s);
             }

@@ -71,6 +71,8 @@ void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, floa
 void fs_sum_rows(float *out, const float *const *rows, int n, size_t offset, size_t count);
 /* sum of x[i]^2 in double */
 double fs_sum_squares(const float *x, size_t n);
+/* the same to ~1e-7 relative (float lanes over blocks, blocks summed in double); faster */
+double fs_sum_squares_blocks(const float *x, size_t n);
 
 /* Causal attention of one sequence (SPEC section 1), layouts as the cache: q, k, v
  * [H][N][hd], pre/probs [H][N][N], values [N][H*hd]. Specialised for N <= vector width.
