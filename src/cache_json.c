@@ -98,41 +98,36 @@ static int dump_shape(const fs_leaf *l, int nseq, bool batched, int *shape)
     return nd;
 }
 
-void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched)
+/* One walk over the leaf table builds both views: `leaf_json` makes a leaf's value. */
+static cJSON *cache_tree(const fs_acts *a, int nseq, bool batched,
+                         cJSON *(*leaf_json)(const fs_acts *a, int leaf, const int *shape, int nd))
 {
     cJSON *root = cJSON_CreateObject();
     for (int i = 0; i < a->count; i++) {
         const fs_leaf *l = &a->leaves[i];
         if (l->hidden)
             continue;
-        if (l->is_null) {
-            tree_insert(root, l->path, cJSON_CreateNull());
-            continue;
-        }
         int shape[5];
         int nd = dump_shape(l, nseq, batched, shape);
-        tree_insert(root, l->path, float_array(fs_leaf_ptr(a, i, 0), shape, nd, l->is_int));
+        tree_insert(root, l->path, l->is_null ? cJSON_CreateNull() : leaf_json(a, i, shape, nd));
     }
     return root;
 }
 
-void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched)
+static cJSON *leaf_values(const fs_acts *a, int leaf, const int *shape, int nd)
 {
-    cJSON *root = cJSON_CreateObject();
-    for (int i = 0; i < a->count; i++) {
-        const fs_leaf *l = &a->leaves[i];
-        if (l->hidden)
-            continue;
-        if (l->is_null) {
-            tree_insert(root, l->path, cJSON_CreateNull());
-            continue;
-        }
-        int shape[5];
-        int nd = dump_shape(l, nseq, batched, shape);
-        tree_insert(root, l->path, cJSON_CreateIntArray(shape, nd));
-    }
-    return root;
+    return float_array(fs_leaf_ptr(a, leaf, 0), shape, nd, a->leaves[leaf].is_int);
 }
+
+static cJSON *leaf_shape(const fs_acts *a, int leaf, const int *shape, int nd)
+{
+    (void)a, (void)leaf;
+    return cJSON_CreateIntArray(shape, nd);
+}
+
+void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_values); }
+
+void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_shape); }
 
 /* --- printing with sorted keys (the SPEC's shape listing layout) --- */
 
