@@ -190,3 +190,22 @@ Test(train, default_config_learns, .init = make_dir, .fini = remove_dir, .timeou
     cJSON_Delete(j);
     free(text);
 }
+
+/* Interventions held on during training are recorded in the run's config. */
+Test(train, intervene_held_on_and_recorded, .init = make_dir, .fini = remove_dir, .timeout = 120)
+{
+    char cfg[128], out[128];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
+    snprintf(out, sizeof out, "%s/run", dir);
+    cr_assert_eq(run("train --config %s --out %s --set train.train_iters=320 --intervene "
+                     "'{\"ablate_heads\": [\"1:0\", \"1:1\"]}'",
+                     cfg, out),
+                 0);
+    char *text = slurp("%s/config.json", out);
+    cr_assert_not_null(strstr(text, "\"ablate_heads\""), "%s", text);
+    free(text);
+    cr_assert_eq(run("train --config %s --out %s/other --cache /nonexistent.json", cfg, out), 1,
+                 "--cache without --mask is an error");
+    cr_assert_eq(run("train --config %s --out %s/bad --intervene '{\"ablate_heads\": [\"5:0\"]}'", cfg, out), 1,
+                 "a layer out of range is an error");
+}
