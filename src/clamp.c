@@ -7,6 +7,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/model.h"
+#include "fewshot/seqio.h"
 #include "src_internal.h"
 
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a)
@@ -275,34 +276,13 @@ int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const void *cache_
     return walk(c, &ctx, mask, "", NULL, false, mask_origin);
 }
 
-static cJSON *parse_json_file(const char *path, fs_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fs_fail(err, "%s: cannot open file", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)(n > 0 ? n : 0) + 1);
-    size_t got = fread(buf, 1, (size_t)(n > 0 ? n : 0), f);
-    fclose(f);
-    buf[got] = 0;
-    cJSON *root = cJSON_Parse(buf);
-    free(buf);
-    if (!root)
-        fs_fail(err, "%s: malformed JSON", path);
-    return root;
-}
-
 int fs_clamp_set_load(fs_clamp_set *c, const fs_acts *a, const char *cache_path, const char *mask_path,
                       fs_error *err)
 {
-    cJSON *cache = parse_json_file(cache_path, err);
+    cJSON *cache = fs_json_load(cache_path, err);
     if (!cache)
         return -1;
-    cJSON *mask = parse_json_file(mask_path, err);
+    cJSON *mask = fs_json_load(mask_path, err);
     if (!mask) {
         cJSON_Delete(cache);
         return -1;

@@ -1,5 +1,6 @@
 /* Config loading: one table of keys per section (SPEC section 8). */
 #include "fewshot/config.h"
+#include "fewshot/seqio.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -439,41 +440,11 @@ int fs_run_config_apply(const cJSON *root, const char *origin, fs_run_config *c,
     return 0;
 }
 
-static char *read_text_file(const char *path, fs_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fs_fail(err, "%s: cannot open config file", path);
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        fclose(f);
-        fs_fail(err, "%s: cannot read config file", path);
-        return NULL;
-    }
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
 int fs_run_config_load(const char *path, fs_run_config *c, fs_error *err)
 {
-    char *text = read_text_file(path, err);
-    if (!text)
+    cJSON *root = fs_json_load(path, err);
+    if (!root)
         return -1;
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithOpts(text, &end, 1);
-    if (!root) {
-        long at = end ? (long)(end - text) : -1;
-        free(text);
-        return fs_fail(err, "%s: malformed JSON near byte %ld", path, at);
-    }
-    free(text);
     int rc = fs_run_config_apply(root, path, c, err);
     cJSON_Delete(root);
     return rc;
