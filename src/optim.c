@@ -1,5 +1,7 @@
 #include "fewshot/optim.h"
 
+#include "fewshot/kernels.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,16 +98,8 @@ double fs_optim_update(const fs_optim_config *c, fs_optim_state *s, fs_model *m,
     if (c->kind == FS_OPT_WARMUP_DECAY && gnorm > 5.0) /* optax.clip_by_global_norm(5) */
         clip = (float)(5.0 / gnorm);
     int64_t t = s->step + 1;
-    float b1 = (float)c->b1, b2 = (float)c->b2, eps = (float)c->eps;
     float bc1 = (float)(1.0 - pow(c->b1, (double)t)), bc2 = (float)(1.0 - pow(c->b2, (double)t));
-    float flr = (float)lr;
-    for (size_t i = 0; i < n; i++) {
-        float g = grads[i] * clip;
-        s->m[i] = b1 * s->m[i] + (1.f - b1) * g;
-        s->v[i] = b2 * s->v[i] + (1.f - b2) * g * g;
-        float mhat = s->m[i] / bc1, vhat = s->v[i] / bc2;
-        p[i] -= flr * mhat / (sqrtf(vhat) + eps);
-    }
+    fs_adam_update(p, s->m, s->v, grads, n, (float)c->b1, (float)c->b2, (float)c->eps, bc1, bc2, (float)lr, clip);
     s->step++;
     return gnorm;
 }
