@@ -6,7 +6,7 @@ loss of grad.json (1e-5 abs), gradients vs grads.safetensors and, where present,
 Adam run of adam.json vs adam_params.safetensors (1e-4 relative to the tensor's max
 magnitude). Prints PASS/FAIL per check; exits non-zero on any failure.
 
-usage: /usr/bin/python3 bench/check_torch_model.py [GOLDEN_ROOT]   (default /work/shared/golden)
+usage: /usr/bin/python3 bench/check_torch_model.py [GOLDEN_ROOT]   (default tests/golden)
 """
 import glob
 import json
@@ -106,7 +106,7 @@ def check_dir(gdir):
 
 def main():
     torch.manual_seed(0)
-    root = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/golden"
+    root = sys.argv[1] if len(sys.argv) > 1 else "tests/golden"
     dirs = [d for d in ("doc", "attn_only", "ape", "sinusoidal")
             if os.path.exists(os.path.join(root, d, "params.safetensors"))]
     if not dirs:

@@ -27,7 +27,7 @@ static const fs_opt bench_opts[] = {
     {NULL, NULL, NULL},
 };
 
-#define SHARED_SYNTH "../shared/data/synth_s0.h5"
+#define SYNTH_S0 "datasets/synth_s0.h5"
 enum { CLASSIFY_QUERIES = 4096 };
 
 static double now_s(void)
@@ -77,9 +77,9 @@ static int bench_dataset(const fs_run_config *cfg, fs_dataset *ds, char *source,
         snprintf(source, n, "%s", cfg->data.type == FS_DATA_ONEHOT ? "onehot" : cfg->data.file);
         return fs_dataset_load(ds, &cfg->data, err);
     }
-    if (access(SHARED_SYNTH, R_OK) == 0) {
-        snprintf(source, n, "%s", SHARED_SYNTH);
-        return fs_dataset_load_h5(ds, SHARED_SYNTH, cfg->data.path, err);
+    if (access(SYNTH_S0, R_OK) == 0) {
+        snprintf(source, n, "%s", SYNTH_S0);
+        return fs_dataset_load_h5(ds, SYNTH_S0, cfg->data.path, err);
     }
     snprintf(source, n, "synthetic 1623x5x512 (in memory)");
     return fs_dataset_synth(ds, 1623, 5, 512, 0.5, 0, err);
@@ -247,7 +247,7 @@ int fs_cmd_bench(int argc, char **argv)
                           "optimizer, batch train.train_bs of train_context_len+1 pairs), forward-only\n"
                           "evaluation throughput (query logits of the first evaluator's sequences),\n"
                           "classify throughput (queries against a frozen key-value cache of a\n"
-                          "train_context_len-pair context) and the peak resident memory. Data: the config's data.file, else " SHARED_SYNTH "\n"
+                          "train_context_len-pair context) and the peak resident memory. Data: the config's data.file, else " SYNTH_S0 "\n"
                           "if present, else the same synthetic clusters generated in memory.",
                           bench_opts);
     if (rc)

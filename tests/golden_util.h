@@ -1,4 +1,4 @@
-/* Helpers for comparing our outputs with ../shared/golden (SPEC section 6). */
+/* Helpers for comparing our outputs with tests/golden (SPEC section 6). */
 #ifndef FEWSHOT_TEST_GOLDEN_UTIL_H
 #define FEWSHOT_TEST_GOLDEN_UTIL_H
 
@@ -7,7 +7,7 @@
 
 #include "fewshot/model.h"
 
-#define GOLDEN_DIR "../shared/golden"
+#define GOLDEN_DIR "tests/golden"
 
 /* Compare trees: same keys, same list lengths, null where null, every number within
  * 1e-4 abs + 1e-4 rel. A missing or extra leaf fails. Returns the number of leaves

@@ -11,7 +11,7 @@
 #include "fewshot/config.h"
 #include "fewshot/model.h"
 
-#define TH_GOLDEN "../shared/golden"
+#define TH_GOLDEN "tests/golden"
 
 /* ---- files and temp dirs ---- */
 

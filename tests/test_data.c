@@ -9,7 +9,7 @@
 
 #include "fewshot/data.h"
 
-#define SHARED_SYNTH "../shared/data/synth_s0.h5"
+#define SYNTH_S0 "datasets/synth_s0.h5"
 #define SHIPPED_SYNTH "datasets/synth_small.h5"
 
 static void tmp_name(char *buf, size_t n, const char *tag)
@@ -83,11 +83,11 @@ static void expect_cluster_stats(const fs_dataset *d, double eps, double rel_tol
     cr_expect(fabs(s.class_mean / want_mean - 1) < rel_tol, "class-mean %g, expected %g", s.class_mean, want_mean);
 }
 
-Test(data, shared_synth_loads_with_spec_statistics)
+Test(data, shipped_synth_s0_loads_with_spec_statistics)
 {
     fs_dataset d;
     fs_error err = {{0}};
-    cr_assert_eq(fs_dataset_load_h5(&d, SHARED_SYNTH, NULL, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_dataset_load_h5(&d, SYNTH_S0, NULL, &err), 0, "%s", err.msg);
     cr_expect_eq(d.num_classes, 1623);
     cr_expect_eq(d.num_exemplars, 5);
     cr_expect_eq(d.dim, 512);

@@ -1,5 +1,5 @@
 /* Golden conformance (SPEC section 6): forward caches, clamps, gradients, Adam steps
- * for every model under ../shared/golden, leaf by leaf and tensor by tensor. */
+ * for every model under tests/golden, leaf by leaf and tensor by tensor. */
 #include <criterion/criterion.h>
 #include <glob.h>
 #include <math.h>

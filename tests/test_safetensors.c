@@ -12,7 +12,7 @@
 
 #include "fewshot/safetensors.h"
 
-#define GOLDEN_DIR "../shared/golden"
+#define GOLDEN_DIR "tests/golden"
 
 /* ---------------------------------------------------------------- fixture: a temp dir */
 
