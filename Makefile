@@ -2,19 +2,24 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags hdf5 2>/dev/null)
 LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
 
 BUILD   ?= build
 # -O2 keeps the SIMDe wrappers inlined; at -O1 the sanitized kernels are ~50x slower.
 ASAN_OPT = -O2 -march=native -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+# src/ is layered (README "Code map"); the CLI (src/cli) goes into the binary only.
+LAYERS  := base simd kernels model interp io train kv
+LIB_SRC := $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o)
+CLI_SRC := $(wildcard src/cli/*.c)
+CLI_OBJ := $(CLI_SRC:src/%.c=$(BUILD)/src/%.o)
+HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps test asan-test valgrind bench bench-compare clean
+.PHONY: all deps test asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -23,18 +28,18 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
 
-$(BUILD)/src/%.o: src/%.c $(wildcard include/fewshot/*.h) $(wildcard src/*.h)
+$(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/tests/%.o: tests/%.c $(wildcard include/fewshot/*.h) $(wildcard tests/*.h)
+$(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Isrc -c $< -o $@
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/fewshot: $(BUILD)/src/main.o $(BUILD)/libfewshot.a
+$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 fewshot: $(BUILD)/fewshot
@@ -43,9 +48,13 @@ fewshot: $(BUILD)/fewshot
 $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 
-# Tests run from the repository root; golden files are read from ../shared/golden.
+# Tests run from the repository root; golden files are read from tests/golden.
 test: $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
+
+# Includes point only downward through the layers (tests/check_layers.sh).
+check-layers:
+	tests/check_layers.sh
 
 asan-test:
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_OPT)" \

@@ -19,11 +19,12 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
-#include "fewshot/kernels.h"
+#include "kernels/kernels.h"
 #include "fewshot/optim.h"
 #include "fewshot/seqio.h"
-#include "fewshot/trainer.h"
+#include "train/trainer.h"
 #include "helpers.h"
+#include "base/fileio.h"
 
 /* ================================================================ kernel checks */
 

@@ -11,8 +11,9 @@
 #include "fewshot/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
-#include "fewshot/trainer.h"
+#include "train/trainer.h"
 #include "golden_util.h"
+#include "base/fileio.h"
 
 static const char *const models[] = {"doc", "attn_only", "ape", "sinusoidal"};
 

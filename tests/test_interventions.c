@@ -9,10 +9,11 @@
 
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
-#include "fewshot/rng.h"
+#include "base/rng.h"
 #include "fewshot/seqio.h"
-#include "fewshot/trainer.h"
+#include "train/trainer.h"
 #include "golden_util.h"
+#include "base/fileio.h"
 
 enum { D_IN = 6, C = 3, DM = 16, H = 4, HD = DM / H, DEPTH = 2 };
 

@@ -12,11 +12,11 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
-#include "fewshot/kernels.h"
+#include "kernels/kernels.h"
 #include "fewshot/model.h"
 #include "fewshot/optim.h"
 #include "fewshot/seqio.h"
-#include "fewshot/trainer.h"
+#include "train/trainer.h"
 
 /* ---------------------------------------------------------------- helpers */
 

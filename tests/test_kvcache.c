@@ -13,9 +13,10 @@
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/kvcache.h"
-#include "fewshot/rng.h"
+#include "base/rng.h"
 #include "fewshot/seqio.h"
 #include "golden_util.h"
+#include "base/fileio.h"
 
 #define KV_TOL 1e-5
 

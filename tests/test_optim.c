@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "fewshot/optim.h"
+#include "base/fileio.h"
 
 static fs_optim_config cfg(fs_optimizer_kind kind)
 {

@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 
-#include "fewshot/rng.h"
+#include "base/rng.h"
 
 Test(rng, philox_known_answers)
 {

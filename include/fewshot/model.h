@@ -76,6 +76,5 @@ int fs_buffer_save(const fs_model *m, const float *buffer, const char *path, fs_
 /* Load tensors with the model's layout into `buffer` (every tensor required). */
 int fs_buffer_load(const fs_model *m, float *buffer, const char *path, fs_error *err);
 
-void *fs_alloc(size_t bytes); /* 64-byte aligned, zeroed; aborts on failure */
 
 #endif

@@ -26,10 +26,4 @@ void fs_seq_batch_free(fs_seq_batch *s);
 /* Copy sequences [0, nseq) of examples/labels into the arena's input leaves at b0. */
 void fs_acts_set_inputs(fs_acts *a, const float *examples, const int *labels, int b0, int nseq);
 
-/* Read a whole file / parse JSON from a file with errors naming the file. */
-char *fs_read_file(const char *path, size_t *len, fs_error *err);
-void *fs_json_load(const char *path, fs_error *err); /* cJSON* */
-/* Write text atomically (temp file + rename). */
-int fs_write_file_atomic(const char *path, const char *text, fs_error *err);
-
 #endif

@@ -1,0 +1,140 @@
+/* fewshot train: an in-context classification training run. */
+#include <cjson/cJSON.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/progress.h"
+#include "base/fileio.h"
+#include "fewshot/seqio.h"
+#include "fewshot/train.h"
+
+static const fs_opt opts[] = {
+    {"--config", "FILE", "run config JSON (sections model, data, train, eval, clamps)"},
+    {"--set", "S.K=V", "override a config value, e.g. --set train.lr=1e-4 (repeatable)"},
+    {"--out", "DIR", "run directory (default: runs/<config name>)"},
+    {"--resume", NULL, "continue the run in --out from its latest checkpoint"},
+    {"--threads", "T", "worker threads (default: train.threads, 0 = all cores)"},
+    {"--no-progress", NULL, "no progress bar (it is also off when stderr is not a terminal)"},
+    {"--stop-after", "N", "stop after N sequences with a checkpoint (resume later with --resume)"},
+    {"--cache", "FILE", "clamp values held on during training and evaluation (= clamps.cache)"},
+    {"--mask", "FILE", "clamp mask (= clamps.mask)"},
+    {"--intervene", "JSON", "named interventions held on, inline JSON or a file (= the clamps section)"},
+    {NULL, NULL, NULL},
+};
+
+/* --cache/--mask/--intervene fill the config's clamps section (saved with the run). */
+static int held_on(const fs_args *args, fs_run_config *cfg, fs_error *err)
+{
+    const char *cache = fs_arg(args, "--cache"), *mask = fs_arg(args, "--mask"), *iv = fs_arg(args, "--intervene");
+    if ((cache != NULL) != (mask != NULL))
+        return fs_fail(err, "--cache and --mask go together");
+    if (!cache && !iv)
+        return 0;
+    cJSON *section = NULL;
+    if (iv) {
+        fs_error ignored;
+        section = iv[0] == '{' ? cJSON_Parse(iv) : fs_json_load(iv, &ignored);
+        if (!cJSON_IsObject(section)) {
+            cJSON_Delete(section);
+            return fs_fail(err, "--intervene: expected a JSON object or a JSON file holding one: %s", iv);
+        }
+    } else {
+        section = cfg->clamps.named ? cJSON_Duplicate(cfg->clamps.named, 1) : cJSON_CreateObject();
+    }
+    if (cache) {
+        cJSON_DeleteItemFromObject(section, "cache");
+        cJSON_DeleteItemFromObject(section, "mask");
+        cJSON_AddStringToObject(section, "cache", cache);
+        cJSON_AddStringToObject(section, "mask", mask);
+    }
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "clamps", section);
+    int rc = fs_run_config_apply(root, "--cache/--mask/--intervene", cfg, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static volatile sig_atomic_t stop_signal; /* the signal that asked the run to stop, 0 if none */
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static void show_progress(void *ctx, const fs_train_progress *p)
+{
+    fs_progress *bar = ctx;
+    if (p->step == p->first_step + 1 && p->first_step > 0)
+        fprintf(stderr, "resumed at step %lld\n", (long long)p->first_step);
+    fs_progress_update(bar, p->step, p->total_steps, p->first_step, p->seqs_per_s, p->loss, p->eval_name,
+                       p->eval_acc);
+}
+
+int fs_cmd_train(int argc, char **argv)
+{
+    fs_args args;
+    int rc = fs_cli_parse(&args, argc, argv, "train", "--config RUN.json [--set k=v ...] [--out DIR] [--resume]",
+                          "Train on in-context classification sequences sampled from the config's dataset. Writes\n"
+                          "DIR/config.json (fully resolved), DIR/metrics.jsonl (train lines every log_every sequences,\n"
+                          "eval lines with every evaluator's eight metrics every eval_every sequences) and\n"
+                          "DIR/checkpoints/step_N.safetensors. Ctrl-C writes a checkpoint and exits; --resume\n"
+                          "continues exactly as an uninterrupted run would.",
+                          opts);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+    fs_run_config cfg;
+    if (fs_cli_run_config(&args, &cfg, true))
+        return 1;
+    long long threads, stop_after;
+    if (fs_arg_int(&args, "--threads", cfg.train.threads, 0, 1024, &threads) ||
+        fs_arg_int(&args, "--stop-after", 0, 0, (1LL << 62), &stop_after)) {
+        fs_run_config_free(&cfg);
+        return 1;
+    }
+    cfg.train.threads = (int)threads;
+    fs_error err = {{0}};
+    if (held_on(&args, &cfg, &err)) {
+        fs_run_config_free(&cfg);
+        return fs_cli_error(err.msg);
+    }
+    char out[1024];
+    const char *config_path = fs_arg(&args, "--config");
+    if (fs_arg(&args, "--out")) {
+        snprintf(out, sizeof out, "%s", fs_arg(&args, "--out"));
+    } else {
+        char name[512];
+        snprintf(name, sizeof name, "%s", config_path);
+        char *base = basename(name);
+        char *dot = strrchr(base, '.');
+        if (dot)
+            *dot = 0;
+        snprintf(out, sizeof out, "runs/%s", base);
+    }
+    fs_progress bar;
+    fs_progress_start(&bar, !fs_flag(&args, "--no-progress"));
+    /* Ctrl-C, and SIGTERM (SLURM, systemd, timeout, preemption): checkpoint, then exit 128+signal. */
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    stop_signal = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    fs_train_options opt = {.out_dir = out, .resume = fs_flag(&args, "--resume"), .stop_after = stop_after,
+                            .stop_flag = &stop_signal, .on_progress = show_progress, .progress_ctx = &bar};
+    rc = fs_train_run(&cfg, config_path, &opt, &err);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    fs_progress_finish(&bar);
+    fs_run_config_free(&cfg);
+    if (rc < 0)
+        return fs_cli_error(err.msg);
+    if (rc == 1) {
+        fprintf(stderr, "stopped%s; checkpoint written in %s/checkpoints. Continue with --resume.\n",
+                stop_signal == SIGINT ? " by Ctrl-C" : stop_signal == SIGTERM ? " by SIGTERM" : " (--stop-after)", out);
+        if (stop_signal)
+            return 128 + stop_signal;
+        return 0;
+    }
+    fprintf(stderr, "done: %s/metrics.jsonl\n", out);
+    return 0;
+}

@@ -1,0 +1,44 @@
+/* fewshot: one binary, subcommands (SPEC section 7). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"init", fs_cmd_init, "initialise a model and write it as safetensors"},
+    {"cache", fs_cmd_cache, "run the forward pass and dump the activation cache (or its shapes) as JSON"},
+    {"grad", fs_cmd_grad, "loss and parameter gradients of a batch"},
+    {"steps", fs_cmd_steps, "run N optimizer steps on one batch"},
+    {"train", fs_cmd_train, "in-context classification training run"},
+    {"eval", fs_cmd_eval, "evaluate a model (evaluators, or given sequences)"},
+    {"classify", fs_cmd_classify, "classify many queries against one context (frozen KV cache)"},
+    {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
+    {"bench", fs_cmd_bench, "measure training and evaluation throughput"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fewshot <command> [options]   (fewshot <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 2, argv + 2);
+    fprintf(stderr, "fewshot: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

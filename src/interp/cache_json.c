@@ -1,0 +1,226 @@
+/* JSON views of the cache tree: full dumps, shape dumps, and path navigation shared
+ * with clamp loading. All walk the leaf table (SPEC section 3). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fewshot/cache.h"
+#include "interp/path.h"
+
+/* Split "a.b[2].c" into components; an index component has key NULL. */
+int fs_path_split(const char *path, fs_path_part *parts, int max)
+{
+    int n = 0;
+    const char *s = path;
+    while (*s && n < max) {
+        if (*s == '.') {
+            s++;
+            continue;
+        }
+        if (*s == '[') {
+            parts[n].key[0] = 0;
+            parts[n].index = atoi(s + 1);
+            n++;
+            s = strchr(s, ']');
+            if (!s)
+                break;
+            s++;
+            continue;
+        }
+        size_t len = strcspn(s, ".[");
+        snprintf(parts[n].key, sizeof parts[n].key, "%.*s", (int)len, s);
+        parts[n].index = -1;
+        n++;
+        s += len;
+    }
+    return n;
+}
+
+/* Walk/create the container for a leaf path and attach `item` as its last component. */
+static void tree_insert(cJSON *root, const char *path, cJSON *item)
+{
+    fs_path_part parts[8];
+    int n = fs_path_split(path, parts, 8);
+    cJSON *node = root;
+    for (int i = 0; i < n - 1; i++) {
+        bool next_is_index = parts[i + 1].key[0] == 0;
+        if (parts[i].key[0]) {
+            cJSON *child = cJSON_GetObjectItemCaseSensitive(node, parts[i].key);
+            if (!child) {
+                child = next_is_index ? cJSON_CreateArray() : cJSON_CreateObject();
+                cJSON_AddItemToObject(node, parts[i].key, child);
+            }
+            node = child;
+        } else {
+            while (cJSON_GetArraySize(node) <= parts[i].index)
+                cJSON_AddItemToArray(node, cJSON_CreateObject());
+            node = cJSON_GetArrayItem(node, parts[i].index);
+        }
+    }
+    cJSON_AddItemToObject(node, parts[n - 1].key, item);
+}
+
+static cJSON *float_array(const float *x, const int *shape, int ndim, bool is_int)
+{
+    cJSON *arr = cJSON_CreateArray();
+    if (ndim == 0)
+        return arr;
+    size_t stride = 1;
+    for (int i = 1; i < ndim; i++)
+        stride *= (size_t)shape[i];
+    for (int i = 0; i < shape[0]; i++) {
+        if (ndim > 1) {
+            cJSON_AddItemToArray(arr, float_array(x + (size_t)i * stride, shape + 1, ndim - 1, is_int));
+        } else {
+            char buf[32];
+            if (is_int)
+                snprintf(buf, sizeof buf, "%d", (int)x[i]);
+            else if (isfinite(x[i]))
+                snprintf(buf, sizeof buf, "%.9g", (double)x[i]);
+            else
+                snprintf(buf, sizeof buf, "%s", isnan(x[i]) ? "NaN" : x[i] > 0 ? "Infinity" : "-Infinity");
+            cJSON_AddItemToArray(arr, cJSON_CreateRaw(buf));
+        }
+    }
+    return arr;
+}
+
+/* Full shape of leaf l as dumped: [nseq] + per-sequence shape when batched. */
+static int dump_shape(const fs_leaf *l, int nseq, bool batched, int *shape)
+{
+    int nd = 0;
+    if (batched)
+        shape[nd++] = nseq;
+    for (int i = 0; i < l->ndim; i++)
+        shape[nd++] = l->shape[i];
+    return nd;
+}
+
+/* One walk over the leaf table builds both views: `leaf_json` makes a leaf's value. */
+static cJSON *cache_tree(const fs_acts *a, int nseq, bool batched,
+                         cJSON *(*leaf_json)(const fs_acts *a, int leaf, const int *shape, int nd))
+{
+    cJSON *root = cJSON_CreateObject();
+    for (int i = 0; i < a->count; i++) {
+        const fs_leaf *l = &a->leaves[i];
+        if (l->hidden)
+            continue;
+        int shape[5];
+        int nd = dump_shape(l, nseq, batched, shape);
+        tree_insert(root, l->path, l->is_null ? cJSON_CreateNull() : leaf_json(a, i, shape, nd));
+    }
+    return root;
+}
+
+static cJSON *leaf_values(const fs_acts *a, int leaf, const int *shape, int nd)
+{
+    return float_array(fs_leaf_ptr(a, leaf, 0), shape, nd, a->leaves[leaf].is_int);
+}
+
+static cJSON *leaf_shape(const fs_acts *a, int leaf, const int *shape, int nd)
+{
+    (void)a, (void)leaf;
+    return cJSON_CreateIntArray(shape, nd);
+}
+
+void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_values); }
+
+void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_shape); }
+
+/* --- printing with sorted keys (the SPEC's shape listing layout) --- */
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} strbuf;
+
+static void sb_put(strbuf *s, const char *text)
+{
+    size_t n = strlen(text);
+    if (s->len + n + 1 > s->cap) {
+        s->cap = (s->len + n + 1) * 2;
+        s->buf = realloc(s->buf, s->cap);
+    }
+    memcpy(s->buf + s->len, text, n + 1);
+    s->len += n;
+}
+
+static void sb_indent(strbuf *s, int depth)
+{
+    for (int i = 0; i < depth; i++)
+        sb_put(s, "\t");
+}
+
+static int cmp_keys(const void *x, const void *y)
+{
+    return strcmp((*(cJSON *const *)x)->string, (*(cJSON *const *)y)->string);
+}
+
+static bool is_flat_array(const cJSON *v)
+{
+    for (const cJSON *c = v->child; c; c = c->next)
+        if (cJSON_IsObject(c) || cJSON_IsArray(c))
+            return false;
+    return true;
+}
+
+static void print_sorted(strbuf *s, const cJSON *v, int depth)
+{
+    if (cJSON_IsObject(v)) {
+        int n = cJSON_GetArraySize(v);
+        if (n == 0) {
+            sb_put(s, "{}");
+            return;
+        }
+        cJSON **kids = malloc(sizeof *kids * (size_t)n);
+        int i = 0;
+        for (cJSON *c = v->child; c; c = c->next)
+            kids[i++] = c;
+        qsort(kids, (size_t)n, sizeof *kids, cmp_keys);
+        sb_put(s, "{\n");
+        for (i = 0; i < n; i++) {
+            sb_indent(s, depth + 1);
+            sb_put(s, "\"");
+            sb_put(s, kids[i]->string);
+            sb_put(s, "\": ");
+            print_sorted(s, kids[i], depth + 1);
+            sb_put(s, i + 1 < n ? ", \n" : "\n"); /* the seed listing separates items with ", " */
+        }
+        sb_indent(s, depth);
+        sb_put(s, "}");
+        free(kids);
+    } else if (cJSON_IsArray(v) && !is_flat_array(v)) {
+        sb_put(s, "[\n");
+        for (const cJSON *c = v->child; c; c = c->next) {
+            sb_indent(s, depth + 1);
+            print_sorted(s, c, depth + 1);
+            sb_put(s, c->next ? ", \n" : "\n");
+        }
+        sb_indent(s, depth);
+        sb_put(s, "]");
+    } else if (cJSON_IsArray(v)) {
+        sb_put(s, "[");
+        for (const cJSON *c = v->child; c; c = c->next) {
+            char *t = cJSON_PrintUnformatted(c);
+            sb_put(s, t);
+            free(t);
+            if (c->next)
+                sb_put(s, ", ");
+        }
+        sb_put(s, "]");
+    } else {
+        char *t = cJSON_PrintUnformatted(v);
+        sb_put(s, t);
+        free(t);
+    }
+}
+
+char *fs_json_print_sorted(const void *json)
+{
+    strbuf s = {0};
+    print_sorted(&s, json, 0);
+    sb_put(&s, "\n");
+    return s.buf;
+}

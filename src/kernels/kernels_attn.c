@@ -1,0 +1,219 @@
+/* Causal attention of one sequence, specialised for short sequences: with N <= FS_VL
+ * tokens a row of scores (one query against every key) is one vector, the keys are
+ * transposed once per head into [hd][FS_VL] so a row costs hd broadcast-FMAs, and the
+ * softmax runs on that vector. With head width 8 and N <= 8 (the documented model) the
+ * transposes stay in registers and the softmax runs in column form (head8_attention),
+ * every row at once. Longer sequences or wide heads take plain loops. All paths give
+ * the softmax of fs_softmax_forward (the same floats). Layouts are the cache's:
+ * q, k, v [H][N][hd], scores [H][N][N], values [N][H*hd] (heads concatenated). */
+#include <stdbool.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "simd/simd.h"
+
+#define MASKED -1e20f
+#define MAX_HD 64
+
+static inline int fast(int N, int hd) { return N <= FS_VL && hd <= MAX_HD; }
+
+/* kt[t][j] = x[j][t] for j < N (lanes N.. are left as they are: zeroed once by the caller) */
+static inline void transpose_keys(float kt[][FS_VL], const float *x, int N, int hd)
+{
+    for (int j = 0; j < N; j++)
+        for (int t = 0; t < hd; t++)
+            kt[t][j] = x[(size_t)j * hd + t];
+}
+
+static inline void copy_n(float *dst, const float *src, int n)
+{
+    for (int j = 0; j < n; j++)
+        dst[j] = src[j];
+}
+
+/* Store row i of an [N][N] block that is followed by `after` more floats of the output
+ * (the next heads' blocks, written later): whole when the vector fits (its spill is
+ * overwritten by the rows that follow), else through a buffer. */
+static inline void store_row(float *block, int i, int N, fs_vf v, size_t after)
+{
+    if ((size_t)(N - i) * N + after >= FS_VL) {
+        vstore(block + (size_t)i * N, v);
+        return;
+    }
+    float t[FS_VL];
+    vstore(t, v);
+    copy_n(block + (size_t)i * N, t, N);
+}
+
+/* One query row's scores against every key of a head, as a vector over keys. */
+static inline fs_vf score_row(const float (*kt)[FS_VL], const float *q, int hd)
+{
+    fs_vf s = vzero();
+    for (int t = 0; t < hd; t++)
+        s = vfma(vset1(q[t]), vload(kt[t]), s);
+    return s;
+}
+
+/* Head width 8 and at most 8 tokens: 8 x 8 blocks transposed in registers. */
+static inline bool in_registers(int N, int hd) { return hd == 8 && N <= 8; }
+
+void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, int H, int N, int hd, float scale)
+{
+    float kt[MAX_HD][FS_VL];
+    if (fast(N, hd) && !in_registers(N, hd))
+        memset(kt, 0, sizeof(float) * FS_VL * (size_t)hd);
+    for (int h = 0; h < H; h++) {
+        const float *qh = q + (size_t)h * N * hd, *kh = k + (size_t)h * N * hd;
+        float *ph = pre + (size_t)h * N * N, *sh = probs ? probs + (size_t)h * N * N : NULL;
+        if (!fast(N, hd)) {
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    float s = MASKED;
+                    if (j <= i) {
+                        s = 0.f;
+                        for (int t = 0; t < hd; t++)
+                            s += qh[i * hd + t] * kh[j * hd + t];
+                        s *= scale;
+                    }
+                    ph[i * N + j] = s;
+                }
+            if (sh)
+                fs_softmax_forward(sh, ph, N, N);
+            continue;
+        }
+        size_t after = (size_t)(H - 1 - h) * N * N;
+        if (in_registers(N, hd)) { /* column form, then back to rows */
+            fs_vf qt[8], st[8], pt[8], rows[8];
+            vtranspose8_rows(qt, qh, 8, N);
+            head8_attention(N, st, sh ? pt : NULL, qt, kh, 8, scale);
+            vtranspose8(rows, st);
+            for (int i = 0; i < N; i++)
+                store_row(ph, i, N, rows[i], after);
+            if (sh) {
+                vtranspose8(rows, pt);
+                for (int i = 0; i < N; i++)
+                    store_row(sh, i, N, rows[i], after);
+            }
+            continue;
+        }
+        transpose_keys(kt, kh, N, hd);
+        for (int i = 0; i < N; i++) {
+            fs_vf s = score_row(kt, qh + i * hd, hd);
+            s = vfill_after(vmul(s, vset1(scale)), i, MASKED);
+            store_row(ph, i, N, s, after);
+            if (sh)
+                store_row(sh, i, N, vsoftmax_row(s, N), after);
+        }
+    }
+}
+
+void fs_attn_values(float *out, const float *probs, const float *v, int H, int N, int hd)
+{
+    int d = H * hd;
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++) {
+            float *o = out + (size_t)i * d + h * hd;
+            const float *p = probs + ((size_t)h * N + i) * N, *vh = v + (size_t)h * N * hd;
+            int t = 0;
+            for (; t + 8 <= hd; t += 8) {
+                simde__m256 acc = simde_mm256_setzero_ps();
+                for (int j = 0; j < N; j++)
+                    acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(p[j]), simde_mm256_loadu_ps(vh + j * hd + t), acc);
+                simde_mm256_storeu_ps(o + t, acc);
+            }
+            for (; t < hd; t++) {
+                float s = 0.f;
+                for (int j = 0; j < N; j++)
+                    s += p[j] * vh[j * hd + t];
+                o[t] = s;
+            }
+        }
+}
+
+void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const float *probs, const float *v, int H,
+                             int N, int hd)
+{
+    int d = H * hd;
+    float vt[MAX_HD][FS_VL];
+    fs_vf vtv[8];
+    if (fast(N, hd) && !in_registers(N, hd))
+        memset(vt, 0, sizeof(float) * FS_VL * (size_t)hd);
+    for (int h = 0; h < H; h++) {
+        const float *vh = v + (size_t)h * N * hd, *ph = probs + (size_t)h * N * N;
+        float *gph = gprobs + (size_t)h * N * N, *gvh = gv + (size_t)h * N * hd;
+        /* gprobs[i][j] = gout_i . v_j */
+        if (fast(N, hd)) {
+            bool reg = in_registers(N, hd);
+            if (reg)
+                vtranspose8_rows(vtv, vh, (size_t)hd, N);
+            else
+                transpose_keys(vt, vh, N, hd);
+            for (int i = 0; i < N; i++) {
+                fs_vf s = vzero();
+                if (reg)
+                    for (int t = 0; t < 8; t++)
+                        s = vfma(vset1(gout[(size_t)i * d + h * hd + t]), vtv[t], s);
+                else
+                    s = score_row(vt, gout + (size_t)i * d + h * hd, hd);
+                store_row(gph, i, N, s, (size_t)(H - 1 - h) * N * N);
+            }
+        } else {
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++) {
+                    const float *go = gout + (size_t)i * d + h * hd;
+                    float s = 0.f;
+                    for (int t = 0; t < hd; t++)
+                        s += go[t] * vh[j * hd + t];
+                    gph[i * N + j] = s;
+                }
+        }
+        /* gv_j = sum_i p[i][j] gout_i */
+        for (int j = 0; j < N; j++) {
+            float *g = gvh + (size_t)j * hd;
+            int t = 0;
+            for (; t + 8 <= hd; t += 8) {
+                simde__m256 acc = simde_mm256_setzero_ps();
+                for (int i = 0; i < N; i++)
+                    acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(ph[i * N + j]),
+                                               simde_mm256_loadu_ps(gout + (size_t)i * d + h * hd + t), acc);
+                simde_mm256_storeu_ps(g + t, acc);
+            }
+            for (; t < hd; t++) {
+                float acc = 0.f;
+                for (int i = 0; i < N; i++)
+                    acc += ph[i * N + j] * gout[(size_t)i * d + h * hd + t];
+                g[t] = acc;
+            }
+        }
+    }
+}
+
+void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const float *q, const float *k, int H, int N,
+                             int hd, float scale)
+{
+    for (int h = 0; h < H; h++) {
+        size_t off = (size_t)h * N * hd;
+        const float *qh = q + off, *kh = k + off, *gp = gpre + (size_t)h * N * N;
+        float *gqh = gq + off, *gkh = gk + off;
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j <= i; j++) { /* masked entries are constants */
+                float g = gp[i * N + j] * scale;
+                if (g == 0.f)
+                    continue;
+                const float *qi = qh + i * hd, *kj = kh + j * hd;
+                float *gqi = gqh + i * hd, *gkj = gkh + j * hd;
+                int t = 0;
+                simde__m256 vg = simde_mm256_set1_ps(g);
+                for (; t + 8 <= hd; t += 8) {
+                    simde_mm256_storeu_ps(gqi + t, simde_mm256_fmadd_ps(vg, simde_mm256_loadu_ps(kj + t),
+                                                                        simde_mm256_loadu_ps(gqi + t)));
+                    simde_mm256_storeu_ps(gkj + t, simde_mm256_fmadd_ps(vg, simde_mm256_loadu_ps(qi + t),
+                                                                        simde_mm256_loadu_ps(gkj + t)));
+                }
+                for (; t < hd; t++) {
+                    gqi[t] += g * kj[t];
+                    gkj[t] += g * qi[t];
+                }
+            }
+    }
+}

@@ -1,0 +1,232 @@
+/* Matrix products, register-blocked on SIMDe vectors.
+ *
+ * One micro-kernel does all of them: C[i][j] (+)= sum_r A(i, r) * B[r][j], with B's rows
+ * contiguous in j. A tile of FS_MR rows x FS_NV vectors of C lives in registers while r
+ * runs: each step loads FS_NV vectors of B's row r, broadcasts FS_MR elements of A and
+ * issues FS_MR * FS_NV fused multiply-adds. A is addressed by two strides, so the same
+ * kernel computes
+ *   forward      out = in @ W^T      A = in,      B = W^T (packed [K][N]),  r over K
+ *   input grad   din += dout @ W     A = dout,    B = W ([N][K] as stored), r over N
+ *   weight grad  dW += dout^T @ in   A = dout^T,  B = in,                  r over rows
+ * Columns past the last whole vector are done by a scalar loop. */
+#include <math.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "simd/simd.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* The r loop runs in chunks of FS_CHUNK: each chunk's sum starts in fresh registers and
+ * is then added to C, so rounding errors grow with sqrt(chunk) + sqrt(R / chunk) rather
+ * than sqrt(R) -- about as accurate as dot products with lane-parallel partial sums. */
+#define FS_CHUNK 16
+
+ALWAYS_INLINE void tile(const int mr, const int nv, float *C, size_t ldc, const float *A, size_t ars, size_t acs,
+                        const float *B, size_t ldb, int R, int accumulate, const float *bias)
+{
+    fs_vf acc[FS_MR][FS_NV];
+    for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_CHUNK) {
+        int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++)
+                acc[i][v] = vzero();
+        for (int r = r0; r < r1; r++) {
+            const float *b = B + (size_t)r * ldb, *a = A + (size_t)r * acs;
+            fs_vf bv[FS_NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++)
+                bv[v] = vload(b + v * FS_VL);
+#pragma GCC unroll 8
+            for (int i = 0; i < mr; i++) {
+                fs_vf av = vset1(a[i * ars]);
+#pragma GCC unroll 8
+                for (int v = 0; v < nv; v++)
+                    acc[i][v] = vfma(av, bv[v], acc[i][v]);
+            }
+        }
+        bool first = r0 == 0 && !accumulate;
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) {
+                float *c = C + i * ldc + v * FS_VL;
+                fs_vf base = first ? (bias ? vload(bias + v * FS_VL) : vzero()) : vload(c);
+                vstore(c, vadd(base, acc[i][v]));
+            }
+    }
+}
+
+typedef void (*tile_fn)(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb,
+                        int R, int accumulate, const float *bias);
+
+#define TILE(mr, nv)                                                                                              \
+    static void tile_##mr##_##nv(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B,   \
+                                 size_t ldb, int R, int accumulate, const float *bias)                            \
+    {                                                                                                             \
+        tile(mr, nv, C, ldc, A, ars, acs, B, ldb, R, accumulate, bias);                                           \
+    }
+#define TILE_ROW(mr) TILE(mr, 1) TILE(mr, 2)
+TILE_ROW(1) TILE_ROW(2) TILE_ROW(3) TILE_ROW(4) TILE_ROW(5) TILE_ROW(6)
+#if FS_NV == 4
+#define TILE_ROW34(mr) TILE(mr, 3) TILE(mr, 4)
+TILE_ROW34(1) TILE_ROW34(2) TILE_ROW34(3) TILE_ROW34(4) TILE_ROW34(5) TILE_ROW34(6)
+#define ROW(mr) {tile_##mr##_1, tile_##mr##_2, tile_##mr##_3, tile_##mr##_4}
+#else
+#define ROW(mr) {tile_##mr##_1, tile_##mr##_2}
+#endif
+static const tile_fn tiles[FS_MR][FS_NV] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(5), ROW(6)};
+
+void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb, int M, int N,
+             int R, int accumulate, const float *bias)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    int nvec = N / FS_VL;
+    /* rows split into ceil(M / FS_MR) tiles of nearly equal height (no thin last tile) */
+    int ntiles = (M + FS_MR - 1) / FS_MR, base = M / ntiles, extra = M % ntiles;
+    for (int j0 = 0; j0 < nvec; j0 += FS_NV) {
+        int nv = nvec - j0 < FS_NV ? nvec - j0 : FS_NV;
+        for (int t = 0, i0 = 0; t < ntiles; t++) {
+            int mr = base + (t < extra);
+            tiles[mr - 1][nv - 1](C + (size_t)i0 * ldc + (size_t)j0 * FS_VL, ldc, A + (size_t)i0 * ars, ars, acs,
+                                  B + (size_t)j0 * FS_VL, ldb, R, accumulate, bias ? bias + (size_t)j0 * FS_VL : NULL);
+            i0 += mr;
+        }
+    }
+    /* columns past the last vector: the tile's arithmetic lane by lane, so an element's
+     * value does not depend on whether it fell in a vector */
+    for (int j = nvec * FS_VL; j < N; j++)
+        for (int i = 0; i < M; i++) {
+            const float *a = A + (size_t)i * ars;
+            float *c = C + (size_t)i * ldc + j;
+            for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_CHUNK) {
+                int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
+                float acc = 0.f;
+                for (int r = r0; r < r1; r++)
+                    acc = sfma(a[(size_t)r * acs], B[(size_t)r * ldb + j], acc);
+                float base = r0 == 0 && !accumulate ? (bias ? bias[j] : 0.f) : *c;
+                *c = base + acc;
+            }
+        }
+}
+
+void fs_matmul_forward_packed(float *out, const float *in, const float *wt, const float *bias, int M, int K, int N)
+{
+    fs_gemm(out, (size_t)N, in, (size_t)K, 1, wt, (size_t)N, M, N, K, 0, bias);
+}
+
+/* Unpacked weights: dot products along K, a 2 x 4 block of outputs at a time. */
+void fs_matmul_forward(float *out, const float *in, const float *w, const float *bias, int M, int K, int N)
+{
+    int kv = K / FS_VL * FS_VL;
+    for (int m = 0; m < M; m += 2) {
+        int rows = M - m < 2 ? M - m : 2;
+        const float *x0 = in + (size_t)m * K, *x1 = rows > 1 ? x0 + K : x0;
+        for (int n = 0; n < N; n += 4) {
+            int cols = N - n < 4 ? N - n : 4;
+            const float *wr[4];
+            for (int c = 0; c < 4; c++)
+                wr[c] = w + (size_t)(n + (c < cols ? c : 0)) * K;
+            fs_vf a0[4] = {vzero(), vzero(), vzero(), vzero()}, a1[4] = {vzero(), vzero(), vzero(), vzero()};
+            for (int k = 0; k < kv; k += FS_VL) {
+                fs_vf u = vload(x0 + k), v = vload(x1 + k);
+                for (int c = 0; c < 4; c++) {
+                    fs_vf wv = vload(wr[c] + k);
+                    a0[c] = vfma(u, wv, a0[c]);
+                    a1[c] = vfma(v, wv, a1[c]);
+                }
+            }
+            for (int c = 0; c < cols; c++) {
+                float s0 = vhsum(a0[c]), s1 = vhsum(a1[c]);
+                for (int k = kv; k < K; k++) {
+                    s0 += x0[k] * wr[c][k];
+                    s1 += x1[k] * wr[c][k];
+                }
+                float bb = bias ? bias[n + c] : 0.f;
+                out[(size_t)m * N + n + c] = s0 + bb;
+                if (rows > 1)
+                    out[(size_t)(m + 1) * N + n + c] = s1 + bb;
+            }
+        }
+    }
+}
+
+void fs_matmul_backward(float *din, float *dw, float *dbias, const float *dout, const float *in, const float *w,
+                        int M, int K, int N)
+{
+    if (din) /* din[M][K] += dout[M][N] @ w[N][K] */
+        fs_gemm(din, (size_t)K, dout, (size_t)N, 1, w, (size_t)K, M, K, N, 1, NULL);
+    if (dw) /* dw[N][K] += dout^T @ in[M][K] */
+        fs_gemm(dw, (size_t)K, dout, 1, (size_t)N, in, (size_t)K, N, K, M, 1, NULL);
+    if (dbias)
+        fs_colsum_add(dbias, dout, M, N);
+}
+
+void fs_matmul_backward_set(float *din, float *dw, float *dbias, const float *dout, const float *in, const float *w,
+                            int M, int K, int N)
+{
+    if (din)
+        fs_gemm(din, (size_t)K, dout, (size_t)N, 1, w, (size_t)K, M, K, N, 0, NULL);
+    if (dw)
+        fs_gemm(dw, (size_t)K, dout, 1, (size_t)N, in, (size_t)K, N, K, M, 0, NULL);
+    if (dbias) {
+        memset(dbias, 0, sizeof(float) * (size_t)N);
+        fs_colsum_add(dbias, dout, M, N);
+    }
+}
+
+void fs_colsum_add(float *sum, const float *x, int M, int N)
+{
+    int nv = N / FS_VL * FS_VL;
+    for (int j = 0; j < nv; j += FS_VL) {
+        fs_vf s = vload(sum + j);
+        for (int i = 0; i < M; i++)
+            s = vadd(s, vload(x + (size_t)i * N + j));
+        vstore(sum + j, s);
+    }
+    for (int j = nv; j < N; j++) {
+        float s = sum[j];
+        for (int i = 0; i < M; i++)
+            s += x[(size_t)i * N + j];
+        sum[j] = s;
+    }
+}
+
+/* dst[c][r] = src[r][c] for src [rows][cols], in 8 x 8 blocks of AVX shuffles. */
+static inline void transpose8(float *dst, size_t ldd, const float *src, size_t lds)
+{
+    simde__m256 r[8], t[8], s[8];
+    for (int i = 0; i < 8; i++)
+        r[i] = simde_mm256_loadu_ps(src + i * lds);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = simde_mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = simde_mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = simde_mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = simde_mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        s[i + 2] = simde_mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = simde_mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        simde_mm256_storeu_ps(dst + i * ldd, simde_mm256_permute2f128_ps(s[i], s[i + 4], 0x20));
+        simde_mm256_storeu_ps(dst + (i + 4) * ldd, simde_mm256_permute2f128_ps(s[i], s[i + 4], 0x31));
+    }
+}
+
+void fs_transpose_rows(float *dst, const float *src, int rows, int cols, int r0, int r1)
+{
+    int r8 = r0 + (r1 - r0) / 8 * 8, c8 = cols / 8 * 8;
+    for (int r = r0; r < r8; r += 8)
+        for (int c = 0; c < c8; c += 8)
+            transpose8(dst + (size_t)c * rows + r, (size_t)rows, src + (size_t)r * cols + c, (size_t)cols);
+    for (int r = r0; r < r1; r++)
+        for (int c = (r < r8 ? c8 : 0); c < cols; c++)
+            dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+}
+
+void fs_transpose(float *dst, const float *src, int rows, int cols) { fs_transpose_rows(dst, src, rows, cols, 0, rows); }

@@ -1,0 +1,266 @@
+/* The frozen key-value cache (include/fewshot/kvcache.h): entries per layer, build from
+ * a whole context via the full forward, append pair by pair, freeze, classify. */
+#include "kv/kv_internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fewshot/cache.h"
+#include "fewshot/forward.h"
+#include "fewshot/seqio.h"
+#include "base/fileio.h"
+
+/* Contexts up to this many pairs are built by one full forward (its attention leaves
+ * grow as tokens^2); longer ones append the remaining pairs. */
+enum { KV_BUILD_FORWARD_PAIRS = 256 };
+
+int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err)
+{
+    memset(c, 0, sizeof *c);
+    const fs_model_config *cfg = &m->cfg;
+    if (cfg->num_heads < 1 || cfg->d_model % cfg->num_heads != 0 || cfg->depth < 1 || cfg->depth > FS_MAX_DEPTH)
+        return fs_fail(err, "kv cache: invalid model config (d_model %d, num_heads %d, depth %d)", cfg->d_model,
+                       cfg->num_heads, cfg->depth);
+    c->model = m;
+    c->heads = cfg->num_heads;
+    c->head_dim = cfg->d_model / cfg->num_heads;
+    c->depth = cfg->depth;
+    c->layer = calloc((size_t)c->depth, sizeof *c->layer);
+    c->weights = kv_weights_create(m);
+    return 0;
+}
+
+void fs_kv_free(fs_kv_cache *c)
+{
+    if (c->layer)
+        for (int l = 0; l < c->depth; l++) {
+            free(c->layer[l].keys);
+            free(c->layer[l].values);
+        }
+    free(c->layer);
+    kv_weights_free(c->weights, c->depth);
+    memset(c, 0, sizeof *c);
+}
+
+/* [H][capacity][hd] with rows [0, seq) of each head kept. */
+static float *relayout(float *old, int heads, int seq, int old_cap, int new_cap, int hd)
+{
+    float *fresh = new_cap > 0 ? fs_alloc(sizeof(float) * (size_t)heads * new_cap * hd) : NULL;
+    for (int h = 0; h < heads && seq > 0; h++)
+        memcpy(fresh + (size_t)h * new_cap * hd, old + (size_t)h * old_cap * hd, sizeof(float) * (size_t)seq * hd);
+    free(old);
+    return fresh;
+}
+
+static void set_capacity(fs_kv_cache *c, int cap)
+{
+    for (int l = 0; l < c->depth; l++) {
+        c->layer[l].keys = relayout(c->layer[l].keys, c->heads, c->seq, c->capacity, cap, c->head_dim);
+        c->layer[l].values = relayout(c->layer[l].values, c->heads, c->seq, c->capacity, cap, c->head_dim);
+    }
+    c->capacity = cap;
+}
+
+static void reserve(fs_kv_cache *c, int tokens)
+{
+    if (tokens <= c->capacity)
+        return;
+    int cap = c->capacity * 2 > tokens ? c->capacity * 2 : tokens;
+    set_capacity(c, cap < 8 ? 8 : cap);
+}
+
+/* A context of `pairs` pairs puts the query at token 2*pairs: APE has 32 positions. */
+static int check_context_length(const fs_kv_cache *c, long pairs, fs_error *err)
+{
+    int max_pairs = (FS_APE_MAX_TOKENS - 1) / 2;
+    if (c->model->cfg.pos_embedding == FS_POS_APE && pairs > max_pairs)
+        return fs_fail(err, "kv cache: learned absolute position embeddings (ape) have %d positions, so a context "
+                            "holds at most %d pairs (the query is token 2k); got %ld pairs",
+                       FS_APE_MAX_TOKENS, max_pairs, pairs);
+    if (pairs > (1L << 28))
+        return fs_fail(err, "kv cache: context of %ld pairs is too long", pairs);
+    return 0;
+}
+
+static int check_label(const fs_kv_cache *c, int label, long pair, fs_error *err)
+{
+    int C = c->model->cfg.num_classes;
+    if (label < 0 || label >= C)
+        return fs_fail(err, "kv cache: context label %d (pair %ld) is out of range [0, %d)", label, pair, C);
+    return 0;
+}
+
+static int check_mutable(const fs_kv_cache *c, const char *what, fs_error *err)
+{
+    if (c->frozen)
+        return fs_fail(err, "kv cache: cannot %s: the cache is frozen (fs_kv_unfreeze first)", what);
+    return 0;
+}
+
+/* The full forward over `pairs` context pairs plus a dummy query pair; keys (leaf k,
+ * after RoPE) and values (leaf v) of the first 2*pairs tokens become the entries. */
+static int build_by_forward(fs_kv_cache *c, const float *examples, const int *labels, int pairs, fs_error *err)
+{
+    const fs_model *m = c->model;
+    int D = m->cfg.input_dim, hd = c->head_dim, tokens = 2 * pairs;
+    fs_acts a;
+    if (fs_acts_create(&a, &m->cfg, pairs + 1, 1, err))
+        return -1;
+    float *ex = calloc((size_t)(pairs + 1) * D, sizeof(float));
+    int *lab = calloc((size_t)(pairs + 1), sizeof(int));
+    memcpy(ex, examples, sizeof(float) * (size_t)pairs * D);
+    memcpy(lab, labels, sizeof(int) * (size_t)pairs);
+    fs_acts_set_inputs(&a, ex, lab, 0, 1);
+    fs_forward_range(m, &a, NULL, 0, 1);
+    reserve(c, tokens);
+    for (int l = 0; l < c->depth; l++) {
+        const float *K = fs_leaf_ptr(&a, fs_block_leaf_id(l, B_K), 0), *V = fs_leaf_ptr(&a, fs_block_leaf_id(l, B_V), 0);
+        for (int h = 0; h < c->heads; h++) {
+            size_t dst = (size_t)h * c->capacity * hd, src = (size_t)h * a.N * hd;
+            memcpy(c->layer[l].keys + dst, K + src, sizeof(float) * (size_t)tokens * hd);
+            memcpy(c->layer[l].values + dst, V + src, sizeof(float) * (size_t)tokens * hd);
+        }
+    }
+    c->seq = tokens;
+    free(ex);
+    free(lab);
+    fs_acts_free(&a);
+    return 0;
+}
+
+int fs_kv_build(fs_kv_cache *c, const float *examples, const int *labels, int pairs, fs_error *err)
+{
+    if (check_mutable(c, "build", err))
+        return -1;
+    if (c->seq != 0)
+        return fs_fail(err, "kv cache: build needs an empty cache (it holds %d pairs); append adds pairs",
+                       fs_kv_pairs(c));
+    if (pairs < 1)
+        return fs_fail(err, "kv cache: empty context: need at least one exemplar-label pair");
+    if (check_context_length(c, pairs, err))
+        return -1;
+    for (int i = 0; i < pairs; i++)
+        if (check_label(c, labels[i], i, err))
+            return -1;
+    int first = pairs < KV_BUILD_FORWARD_PAIRS ? pairs : KV_BUILD_FORWARD_PAIRS;
+    if (build_by_forward(c, examples, labels, first, err))
+        return -1;
+    for (int i = first; i < pairs; i++)
+        if (fs_kv_append(c, examples + (size_t)i * c->model->cfg.input_dim, labels[i], err))
+            return -1;
+    return 0;
+}
+
+/* Write one token's keys/values ([depth][H*hd] each) at position seq. */
+static void store_token(fs_kv_cache *c, const float *new_k, const float *new_v)
+{
+    int d = c->heads * c->head_dim, hd = c->head_dim;
+    for (int l = 0; l < c->depth; l++)
+        for (int h = 0; h < c->heads; h++) {
+            size_t dst = ((size_t)h * c->capacity + c->seq) * hd, src = (size_t)l * d + (size_t)h * hd;
+            memcpy(c->layer[l].keys + dst, new_k + src, sizeof(float) * hd);
+            memcpy(c->layer[l].values + dst, new_v + src, sizeof(float) * hd);
+        }
+    c->seq++;
+}
+
+/* Run one token (exemplar or label) at position seq and append its keys/values. */
+static void append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
+{
+    kv_position p;
+    kv_position_init(&p, c->model, c->seq);
+    if (example)
+        kv_embed_examples(c, &p, s, example, 1);
+    else
+        kv_embed_label(c, &p, s, label);
+    kv_step(c, &p, s, new_k, new_v, 0, 0);
+    store_token(c, new_k, new_v);
+    kv_position_free(&p);
+}
+
+int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
+{
+    if (check_mutable(c, "append", err) || check_context_length(c, fs_kv_pairs(c) + 1L, err) ||
+        check_label(c, label, fs_kv_pairs(c), err))
+        return -1;
+    reserve(c, c->seq + 2);
+    size_t per_token = (size_t)c->depth * c->heads * c->head_dim;
+    float *new_k = malloc(sizeof(float) * per_token), *new_v = malloc(sizeof(float) * per_token);
+    kv_scratch s;
+    kv_scratch_init(&s, &c->model->cfg, c->seq + 2);
+    append_token(c, &s, example, 0, new_k, new_v);
+    append_token(c, &s, NULL, label, new_k, new_v);
+    kv_scratch_free(&s);
+    free(new_k);
+    free(new_v);
+    return 0;
+}
+
+void fs_kv_freeze(fs_kv_cache *c)
+{
+    if (c->capacity != c->seq)
+        set_capacity(c, c->seq);
+    c->frozen = true;
+}
+
+void fs_kv_unfreeze(fs_kv_cache *c) { c->frozen = false; }
+
+/* One chunk of up to KV_LANES queries -> logits rows. */
+static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *queries,
+                           int rows, float *logits)
+{
+    int C = c->model->cfg.num_classes;
+    kv_embed_examples(c, p, s, queries, rows);
+    kv_step(c, p, s, NULL, NULL, 0, 1);
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < C; k++)
+            logits[(size_t)r * C + k] = s->logits[(size_t)k * KV_LANES + r];
+}
+
+int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float *logits, int threads,
+                   fs_error *err)
+{
+    if (!c->frozen)
+        return fs_fail(err, "kv cache: classify needs a frozen cache (fs_kv_freeze)");
+    if (c->seq == 0)
+        return fs_fail(err, "kv cache: empty context: need at least one exemplar-label pair");
+    const fs_model_config *cfg = &c->model->cfg;
+    size_t chunks = (nq + KV_LANES - 1) / KV_LANES;
+    int nt = threads > 0 ? threads : omp_get_max_threads();
+    if ((size_t)nt > chunks)
+        nt = chunks > 0 ? (int)chunks : 1;
+    kv_position p;
+    kv_position_init(&p, c->model, c->seq);
+#pragma omp parallel num_threads(nt)
+    {
+        kv_scratch s;
+        kv_scratch_init(&s, cfg, c->seq + 1);
+#pragma omp for schedule(static)
+        for (size_t ch = 0; ch < chunks; ch++) {
+            size_t q0 = ch * KV_LANES;
+            int rows = nq - q0 < KV_LANES ? (int)(nq - q0) : KV_LANES;
+            classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
+        }
+        kv_scratch_free(&s);
+    }
+    kv_position_free(&p);
+    return 0;
+}
+
+int fs_kv_probs(const float *logits, int C, float *probs)
+{
+    int best = 0;
+    for (int k = 1; k < C; k++)
+        if (logits[k] > logits[best])
+            best = k;
+    float sum = 0.f;
+    for (int k = 0; k < C; k++) {
+        probs[k] = expf(logits[k] - logits[best]);
+        sum += probs[k];
+    }
+    for (int k = 0; k < C; k++)
+        probs[k] /= sum;
+    return best;
+}

@@ -1,0 +1,399 @@
+/* The backward pass of the mean query cross-entropy (SPEC section 5), layer by layer
+ * in reverse. A leaf's gradient is complete before it flows upstream, and clamped
+ * elements are zeroed there first: a clamped value is a constant (SPEC section 3).
+ *
+ * Gradients live in a few compact buffers (the thread's share of `grad_acts`), not one
+ * per leaf: a leaf that the forward copies from another (attn_x = norm_inp, q = pre_rope_q
+ * without RoPE, ...) shares its source's gradient buffer, with the stop applied in place,
+ * unless a clamp on one branch of a fan-out needs a separate copy. The residual stream's
+ * gradient stays in one buffer from the head down to the embedding, the LayerNorms adding
+ * into it. Products write (=) their results, so nothing is zeroed first; every parameter
+ * gradient is written. */
+#include <math.h>
+#include <string.h>
+
+#include "fewshot/forward.h"
+#include "kernels/kernels.h"
+
+/* Space for the RoPE table (tokens x head_dim) on the stack. */
+enum { ROPE_TABLE_MAX = 4096 };
+
+typedef struct {
+    const fs_model *m;
+    const fs_acts *a;
+    const fs_clamp_set *clamps;
+    const fs_param_ptrs *gp;
+    int b0, b1, nb, rows; /* sequences [b0, b1), rows = tokens */
+    const float *rope;    /* fs_rope_table for N tokens, or NULL */
+    /* scratch buffers, [rows][d] unless noted */
+    float *gx;            /* the residual stream */
+    float *gy;            /* a layer input's gradient: nrpa, values_pre_proj, attn_x, pre_unembed */
+    float *gcopy;         /* copies for clamped branches */
+    float *gf;            /* [rows][F] the MLP hidden layer */
+    float *ga1, *ga2;     /* [nb][H][N][N] attention weights */
+    float *gq, *gk, *gv;  /* [nb][H][N][hd] */
+    float *gqkv;          /* [nb][3][H][N][hd] (only with a clamp on qkv) */
+    float *graw;          /* [rows][3d] */
+    float *gsmall;        /* [nb][max(P C, N C)] and [2][nb][P][d] for the head and embedding */
+    float *glabt;         /* [C][d] the label embedding's gradient, transposed */
+} bwd;
+
+static const float *act(const bwd *w, int leaf) { return fs_leaf_ptr(w->a, leaf, w->b0); }
+static int blk(int layer, int which) { return fs_block_leaf_id(layer, which); }
+static bool clamped(const bwd *w, int leaf) { return w->clamps && w->clamps->leaf && w->clamps->leaf[leaf].mask; }
+
+/* Zero the clamped elements of leaf's gradient g ([nb][numel]). */
+static void stop(const bwd *w, int leaf, float *g)
+{
+    if (!clamped(w, leaf))
+        return;
+    const fs_clamp *k = &w->clamps->leaf[leaf];
+    size_t n = w->a->leaves[leaf].numel;
+    for (int b = 0; b < w->nb; b++) {
+        const uint8_t *mask = k->mask + (k->batch ? (size_t)(w->b0 + b) * n : 0);
+        float *gb = g + (size_t)b * n;
+        for (size_t i = 0; i < n; i++)
+            if (mask[i])
+                gb[i] = 0;
+    }
+}
+
+/* The gradient of a branch `leaf` that receives g: g itself, or a copy in `spare` when
+ * the leaf is clamped (the stop must not reach the other branches). */
+static float *branch(const bwd *w, int leaf, float *g, float *spare, size_t n)
+{
+    if (!clamped(w, leaf))
+        return g;
+    memcpy(spare, g, sizeof(float) * n);
+    stop(w, leaf, spare);
+    return spare;
+}
+
+/* LayerNorm backward (or identity under no_norm): din += ... */
+static void norm_backward(const bwd *w, float *din, const float *dout, int in, int mean, int rstd,
+                          const float *weight, float *dweight, float *dbias)
+{
+    int d = w->m->cfg.d_model;
+    if (w->m->cfg.no_norm) {
+        for (size_t i = 0, n = (size_t)w->rows * d; i < n; i++)
+            din[i] += dout[i];
+        return;
+    }
+    memset(dweight, 0, sizeof(float) * d);
+    memset(dbias, 0, sizeof(float) * d);
+    fs_layernorm_backward(din, dweight, dbias, dout, act(w, in), weight, act(w, mean), act(w, rstd), w->rows, d);
+}
+
+double fs_query_loss_range(const fs_acts *a, int b0, int b1, double denom)
+{
+    int P = a->P, C = a->cfg.num_classes;
+    int id_out = fs_top_after(&a->cfg, L_OUT);
+    double total = 0;
+    for (int b = b0; b < b1; b++) {
+        const float *z = fs_leaf_ptr(a, id_out, b) + (size_t)(P - 1) * C;
+        int y = (int)fs_leaf_ptr(a, L_LABELS, b)[P - 1];
+        if (y < 0 || y >= C)
+            continue; /* all-zero one-hot: no loss (SPEC section 4) */
+        double mx = z[0];
+        for (int c = 1; c < C; c++)
+            mx = z[c] > mx ? z[c] : mx;
+        double s = 0;
+        for (int c = 0; c < C; c++)
+            s += exp((double)z[c] - mx);
+        total += log(s) + mx - z[y];
+    }
+    return total / denom;
+}
+
+/* dL/dout: only the query row, softmax(z) - onehot(y), divided by the batch size;
+ * then out = unembedding[0::2], unembedding = pre_unembed @ Wu^T + bu, the final norm.
+ * Leaves the last block's output gradient in w->gx. */
+static void head_backward(const bwd *w, double denom)
+{
+    const fs_model_config *c = &w->m->cfg;
+    const fs_acts *a = w->a;
+    int P = a->P, C = c->num_classes, d = c->d_model, nb = w->nb;
+    int id_out = fs_top_after(c, L_OUT), id_unemb = fs_top_after(c, L_UNEMBEDDING);
+    float *gout = w->gsmall, *gunemb = w->gsmall + (size_t)nb * P * C;
+    memset(gout, 0, sizeof(float) * (size_t)nb * P * C);
+    for (int b = 0; b < nb; b++) {
+        const float *z = act(w, id_out) + ((size_t)b * P + P - 1) * C;
+        float *g = gout + ((size_t)b * P + P - 1) * C;
+        int y = (int)fs_leaf_ptr(a, L_LABELS, w->b0 + b)[P - 1];
+        if (y < 0 || y >= C)
+            continue;
+        float mx = z[0];
+        for (int k = 1; k < C; k++)
+            mx = z[k] > mx ? z[k] : mx;
+        float s = 0;
+        for (int k = 0; k < C; k++)
+            s += expf(z[k] - mx);
+        for (int k = 0; k < C; k++)
+            g[k] = (float)((expf(z[k] - mx) / s - (k == y ? 1.f : 0.f)) / denom);
+    }
+    stop(w, id_out, gout);
+
+    memset(gunemb, 0, sizeof(float) * (size_t)w->rows * C);
+    for (int b = 0; b < nb; b++)
+        for (int p = 0; p < P; p++)
+            memcpy(gunemb + ((size_t)b * a->N + 2 * p) * C, gout + ((size_t)b * P + p) * C, sizeof(float) * C);
+    stop(w, id_unemb, gunemb);
+    /* transformer_output.out and pre_unembed: the same gradient */
+    fs_matmul_backward_set(w->gy, w->gp->unembed_w, w->gp->unembed_b, gunemb, act(w, fs_top_after(c, L_TRANSFORMER_OUT)),
+                           w->m->p.unembed_w, w->rows, d, C);
+    stop(w, fs_top_after(c, L_TRANSFORMER_OUT), w->gy);
+    stop(w, fs_top_after(c, L_PRE_UNEMBED), w->gy);
+    memset(w->gx, 0, sizeof(float) * (size_t)w->rows * d);
+    norm_backward(w, w->gx, w->gy, blk(c->depth - 1, B_OUT), fs_top_after(c, L_FINAL_MEAN),
+                  fs_top_after(c, L_FINAL_RSTD), w->m->p.norm_w, w->gp->norm_w, w->gp->norm_b);
+}
+
+/* softmax backward: din = p * (g - sum p g), with p the softmax of the logits when the
+ * scores were clamped (their Jacobian is the computed softmax's) */
+static void softmax_backward(float *din, const float *p_or_logits, const float *g, int rows, int n, bool from_logits)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *x = p_or_logits + (size_t)r * n, *gr = g + (size_t)r * n;
+        float *dx = din + (size_t)r * n;
+        float p[64], mx = x[0], z = 0.f, s = 0.f;
+        if (from_logits && n <= 64) {
+            for (int i = 1; i < n; i++)
+                mx = x[i] > mx ? x[i] : mx;
+            for (int i = 0; i < n; i++)
+                z += (p[i] = expf(x[i] - mx));
+            for (int i = 0; i < n; i++)
+                p[i] /= z;
+        } else if (from_logits) { /* long rows: recompute per element */
+            for (int i = 1; i < n; i++)
+                mx = x[i] > mx ? x[i] : mx;
+            for (int i = 0; i < n; i++)
+                z += expf(x[i] - mx);
+            for (int i = 0; i < n; i++)
+                s += expf(x[i] - mx) / z * gr[i];
+            for (int i = 0; i < n; i++)
+                dx[i] = expf(x[i] - mx) / z * (gr[i] - s);
+            continue;
+        }
+        const float *pp = from_logits ? p : x;
+        for (int i = 0; i < n; i++)
+            s += pp[i] * gr[i];
+        for (int i = 0; i < n; i++)
+            dx[i] = pp[i] * (gr[i] - s);
+    }
+}
+
+/* From the gradient of attn_output.out (already stopped) to that of attn_output.x,
+ * left in w->gy. */
+static void attention_backward(const bwd *w, int layer, float *gao)
+{
+    const fs_model_config *c = &w->m->cfg;
+    const fs_acts *a = w->a;
+    const fs_block_params *bp = &w->m->p.blocks[layer];
+    const fs_block_params *gbp = &w->gp->blocks[layer];
+    int N = a->N, d = c->d_model, H = c->num_heads, hd = d / H, nb = w->nb, rows = w->rows;
+    size_t head_block = (size_t)H * N * hd, att_block = (size_t)H * N * N;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    /* values_post_proj = out; values_pre_proj @ Wo^T = values_post_proj */
+    stop(w, blk(layer, B_VALUES_POST_PROJ), gao);
+    float *gvpre = w->gy;
+    fs_matmul_backward_set(gvpre, gbp->proj_w, NULL, gao, act(w, blk(layer, B_VALUES_PRE_PROJ)), bp->proj_w, rows, d, d);
+    stop(w, blk(layer, B_VALUES_PRE_PROJ), gvpre);
+
+    /* values_pre_proj[i, h*hd+t] = sum_j attn[h,i,j] v[h,j,t] */
+    int id_drop = blk(layer, B_ATTN_POST_DROP), id_v = blk(layer, B_V);
+    for (int b = 0; b < nb; b++)
+        fs_attn_values_backward(w->ga1 + b * att_block, w->gv + b * head_block, gvpre + (size_t)b * N * d,
+                                act(w, id_drop) + b * att_block, act(w, id_v) + b * head_block, H, N, hd);
+    stop(w, id_drop, w->ga1);
+    int id_scores = blk(layer, B_ATTN_SCORES), id_pre = blk(layer, B_ATTN_PRE_SOFTMAX);
+    stop(w, id_scores, w->ga1); /* post_drop = scores */
+    bool from_logits = clamped(w, id_scores);
+    softmax_backward(w->ga2, act(w, from_logits ? id_pre : id_scores), w->ga1, nb * H * N, N, from_logits);
+    stop(w, id_pre, w->ga2);
+
+    /* pre[h,i,j] = scale * q_i . k_j for j <= i; masked entries are constants */
+    int id_q = blk(layer, B_Q), id_k = blk(layer, B_K);
+    memset(w->gq, 0, sizeof(float) * (size_t)rows * d);
+    memset(w->gk, 0, sizeof(float) * (size_t)rows * d);
+    for (int b = 0; b < nb; b++)
+        fs_attn_scores_backward(w->gq + b * head_block, w->gk + b * head_block, w->ga2 + b * att_block,
+                                act(w, id_q) + b * head_block, act(w, id_k) + b * head_block, H, N, hd, scale);
+    stop(w, id_q, w->gq);
+    stop(w, id_k, w->gk);
+    float *gr[3] = {w->gq, w->gk, w->gv};
+    if (c->pos_embedding == FS_POS_ROPE)
+        for (int r = 0; r < 2; r++) {
+            if (w->rope)
+                fs_rope_backward_table(gr[r], gr[r], nb * H, N, hd, w->rope);
+            else
+                for (int b = 0; b < nb; b++) { /* in place through a copy of the rotated gradient */
+                    float *g = gr[r] + b * head_block;
+                    memcpy(w->graw, g, sizeof(float) * head_block);
+                    memset(g, 0, sizeof(float) * head_block);
+                    fs_rope_backward(g, w->graw, H, N, hd, c->rope_base);
+                }
+        }
+    stop(w, blk(layer, B_PRE_ROPE_Q), w->gq);
+    stop(w, blk(layer, B_PRE_ROPE_K), w->gk);
+    stop(w, id_v, w->gv);
+
+    /* qkv [3,H,N,hd] = stack(pre_rope_q, pre_rope_k, v); qkv_raw [N, 3d] */
+    int id_qkv = blk(layer, B_QKV);
+    if (clamped(w, id_qkv)) {
+        for (int b = 0; b < nb; b++)
+            for (int s = 0; s < 3; s++)
+                memcpy(w->gqkv + (size_t)b * 3 * head_block + s * head_block, gr[s] + b * head_block,
+                       sizeof(float) * head_block);
+        stop(w, id_qkv, w->gqkv);
+        for (int s = 0; s < 3; s++)
+            gr[s] = NULL;
+    }
+    for (int b = 0; b < nb; b++)
+        for (int s = 0; s < 3; s++) {
+            const float *src = gr[s] ? gr[s] + b * head_block : w->gqkv + (size_t)b * 3 * head_block + s * head_block;
+            float *raw = w->graw + (size_t)b * N * 3 * d + s * d;
+            for (int h = 0; h < H; h++)
+                for (int n = 0; n < N; n++) {
+                    float *dst = raw + (size_t)n * 3 * d + h * hd;
+                    const float *g = src + ((size_t)h * N + n) * hd;
+                    for (int t = 0; t < hd; t++)
+                        dst[t] = g[t];
+                }
+        }
+    int id_ax = blk(layer, B_ATTN_X);
+    fs_matmul_backward_set(w->gy, gbp->qkv_w, gbp->qkv_b, w->graw, act(w, id_ax), bp->qkv_w, rows, d, 3 * d);
+    stop(w, id_ax, w->gy);
+}
+
+/* w->gx: in, the gradient of the block's out; on return, that of its x. */
+static void block_backward(const bwd *w, int layer)
+{
+    const fs_model_config *c = &w->m->cfg;
+    const fs_block_params *bp = &w->m->p.blocks[layer];
+    const fs_block_params *gbp = &w->gp->blocks[layer];
+    int d = c->d_model, F = fs_mlp_hidden(c), rows = w->rows;
+    size_t n = (size_t)rows * d;
+    int id_out = blk(layer, B_OUT), id_rpa = blk(layer, B_RESIDUAL_POST_ATTN);
+
+    stop(w, id_out, w->gx);
+    /* out = residual_post_attn + mlp (attention-only: out = residual_post_attn) */
+    if (F > 0) {
+        int id_nrpa = blk(layer, B_NORM_RESIDUAL_POST_ATTN), id_fc1 = blk(layer, B_MLP_FC1);
+        float *gmlp = branch(w, blk(layer, B_MLP), w->gx, w->gcopy, n);
+        fs_matmul_backward_set(w->gf, gbp->fc2_w, gbp->fc2_b, gmlp, act(w, blk(layer, B_MLP_GELU)), bp->fc2_w, rows, F,
+                               d);
+        fs_gelu_backward_inplace(w->gf, act(w, id_fc1), (size_t)rows * F);
+        fs_matmul_backward_set(w->gy, gbp->fc1_w, gbp->fc1_b, w->gf, act(w, id_nrpa), bp->fc1_w, rows, d, F);
+        stop(w, id_nrpa, w->gy);
+        norm_backward(w, w->gx, w->gy, id_rpa, blk(layer, B_LN2_MEAN), blk(layer, B_LN2_RSTD), bp->norm2_w,
+                      gbp->norm2_w, gbp->norm2_b);
+    }
+    stop(w, id_rpa, w->gx);
+    /* residual_post_attn = x + attn_output.out */
+    float *gao = branch(w, blk(layer, B_ATTN_OUT), w->gx, w->gcopy, n);
+    if (gao == w->gx && clamped(w, blk(layer, B_VALUES_POST_PROJ))) {
+        memcpy(w->gcopy, w->gx, sizeof(float) * n);
+        gao = w->gcopy;
+    }
+    attention_backward(w, layer, gao);
+    stop(w, blk(layer, B_NORM_INP), w->gy); /* attn_output.x = norm_inp */
+    norm_backward(w, w->gx, w->gy, blk(layer, B_X), blk(layer, B_LN1_MEAN), blk(layer, B_LN1_RSTD), bp->norm1_w,
+                  gbp->norm1_w, gbp->norm1_b);
+    stop(w, blk(layer, B_X), w->gx);
+}
+
+static void embed_backward(const bwd *w)
+{
+    const fs_model_config *c = &w->m->cfg;
+    const fs_acts *a = w->a;
+    int P = a->P, N = a->N, d = c->d_model, nb = w->nb;
+    float *g = w->gx; /* transformer_output.x = embedding */
+    stop(w, L_TRANSFORMER_X, g);
+    stop(w, L_EMBEDDING, g);
+    if (c->pos_embedding == FS_POS_APE) { /* embedding = tok_embedding + pos_embedding */
+        const float *gpos = branch(w, L_POS_EMBEDDING, g, w->gcopy, (size_t)w->rows * d);
+        memset(w->gp->pos_w, 0, sizeof(float) * (size_t)d * FS_APE_MAX_TOKENS);
+        for (int b = 0; b < nb; b++)
+            for (int p = 0; p < N; p++)
+                for (int i = 0; i < d; i++)
+                    w->gp->pos_w[(size_t)i * FS_APE_MAX_TOKENS + p] += gpos[((size_t)b * N + p) * d + i];
+    }
+    stop(w, L_TOK_EMBEDDING, g);
+    float *gex = w->gsmall, *glab = w->gsmall + (size_t)nb * P * d;
+    for (int b = 0; b < nb; b++)
+        for (int p = 0; p < P; p++) {
+            memcpy(gex + ((size_t)b * P + p) * d, g + ((size_t)b * N + 2 * p) * d, sizeof(float) * d);
+            if (p + 1 < P)
+                memcpy(glab + ((size_t)b * P + p) * d, g + ((size_t)b * N + 2 * p + 1) * d, sizeof(float) * d);
+            else
+                memset(glab + ((size_t)b * P + p) * d, 0, sizeof(float) * d);
+        }
+    stop(w, L_EXAMPLE_EMBEDDING, gex);
+    stop(w, L_LABEL_EMBEDDING, glab);
+    /* Wl [d][C] with C small: its transpose [C][d] = onehot^T @ glab is the vector-wide
+     * product (the same sums per element), then transposed into place */
+    int C = c->num_classes;
+    fs_gemm(w->glabt, (size_t)d, act(w, L_ONEHOT_LABELS), 1, (size_t)C, glab, (size_t)d, C, d, nb * P, 0, NULL);
+    fs_transpose(w->gp->label_w, w->glabt, C, d);
+    fs_matmul_backward_set(NULL, w->gp->example_w, w->gp->example_b, gex, act(w, L_EXAMPLES), w->m->p.example_w,
+                           nb * P, c->input_dim, d);
+}
+
+/* Scratch per sequence: 6 [N][d] buffers, the MLP hidden layer, two of attention weights,
+ * two [N][3d], the head's or the embedding's small buffers, the label embedding's
+ * gradient (needed once per range); plus alignment slack. */
+static size_t small_per_seq(const fs_acts *a)
+{
+    size_t P = (size_t)a->P, N = (size_t)a->N, C = (size_t)a->cfg.num_classes, d = (size_t)a->cfg.d_model;
+    return P * C + N * C > 2 * P * d ? P * C + N * C : 2 * P * d;
+}
+
+static size_t share_per_seq(const fs_acts *a)
+{
+    const fs_model_config *c = &a->cfg;
+    size_t N = (size_t)a->N, d = (size_t)c->d_model, H = (size_t)c->num_heads, F = (size_t)fs_mlp_hidden(c);
+    return N * d * 6 + N * F + 2 * H * N * N + 2 * N * 3 * d + small_per_seq(a) + (size_t)c->num_classes * d +
+           13 * 16; /* the [C][d] buffer once per range: per sequence is more than enough */
+}
+
+size_t fs_backward_scratch_floats(const fs_acts *a) { return share_per_seq(a) * (size_t)a->B; }
+
+void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps, float *scratch,
+                       const fs_param_ptrs *grads, int b0, int b1, double denom)
+{
+    if (b1 <= b0)
+        return;
+    const fs_model_config *c = &m->cfg;
+    int nb = b1 - b0, N = a->N, d = c->d_model, H = c->num_heads, hd = d / H;
+    float rope[2 * ROPE_TABLE_MAX];
+    bool table = c->pos_embedding == FS_POS_ROPE && hd % 2 == 0 && (size_t)N * hd <= ROPE_TABLE_MAX;
+    if (table)
+        fs_rope_table(rope, N, hd, c->rope_base);
+
+    /* this range's share of the scratch, carved into 64-byte aligned buffers */
+    float *pool = scratch + (size_t)b0 * share_per_seq(a);
+    size_t used = 0, rows = (size_t)nb * N;
+#define TAKE(count) (used = (used + 15) / 16 * 16, used += (count), pool + used - (count))
+    bwd w = {.m = m, .a = a, .clamps = clamps, .gp = grads, .b0 = b0, .b1 = b1, .nb = nb, .rows = (int)rows,
+             .rope = table ? rope : NULL};
+    w.gx = TAKE(rows * d);
+    w.gy = TAKE(rows * d);
+    w.gcopy = TAKE(rows * d);
+    w.gq = TAKE(rows * d);
+    w.gk = TAKE(rows * d);
+    w.gv = TAKE(rows * d);
+    w.gf = TAKE(rows * (size_t)fs_mlp_hidden(c));
+    w.ga1 = TAKE((size_t)nb * H * N * N);
+    w.ga2 = TAKE((size_t)nb * H * N * N);
+    w.gqkv = TAKE(rows * 3 * d);
+    w.graw = TAKE(rows * 3 * d);
+    w.gsmall = TAKE(small_per_seq(a) * nb);
+    w.glabt = TAKE((size_t)c->num_classes * d);
+#undef TAKE
+
+    head_backward(&w, denom);
+    for (int layer = c->depth - 1; layer >= 0; layer--)
+        block_backward(&w, layer); /* block l's x gradient is block l-1's out gradient */
+    embed_backward(&w);
+}

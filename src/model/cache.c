@@ -1,0 +1,211 @@
+/* The leaf table of the activation cache (SPEC section 3) and the arena it lays out. */
+#include "fewshot/cache.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fewshot/model.h"
+#include "base/fileio.h"
+
+typedef struct {
+    const char *key;
+    fs_scope scope;
+    bool hidden;
+} leaf_name;
+
+static const leaf_name top_before[L_TOP_BEFORE_BLOCKS_COUNT] = {
+    [L_EXAMPLES] = {"examples", FS_SCOPE_TOP, false},
+    [L_LABELS] = {"labels", FS_SCOPE_TOP, false},
+    [L_EXAMPLE_EMBEDDING] = {"example_embedding", FS_SCOPE_TOP, false},
+    [L_ONEHOT_LABELS] = {"onehot_labels", FS_SCOPE_TOP, false},
+    [L_LABEL_EMBEDDING] = {"label_embedding", FS_SCOPE_TOP, false},
+    [L_TOK_EMBEDDING] = {"tok_embedding", FS_SCOPE_TOP, false},
+    [L_POS_EMBEDDING] = {"pos_embedding", FS_SCOPE_TOP, false},
+    [L_EMBEDDING] = {"embedding", FS_SCOPE_TOP, false},
+    [L_TRANSFORMER_X] = {"x", FS_SCOPE_TRANSFORMER, false},
+};
+
+static const leaf_name block_names[B_COUNT] = {
+    [B_X] = {"x", FS_SCOPE_BLOCK, false},
+    [B_NORM_INP] = {"norm_inp", FS_SCOPE_BLOCK, false},
+    [B_LN1_MEAN] = {"ln1_mean", FS_SCOPE_BLOCK, true},
+    [B_LN1_RSTD] = {"ln1_rstd", FS_SCOPE_BLOCK, true},
+    [B_ATTN_X] = {"x", FS_SCOPE_ATTN, false},
+    [B_QKV_RAW] = {"qkv_raw", FS_SCOPE_ATTN, true},
+    [B_QKV] = {"qkv", FS_SCOPE_ATTN, false},
+    [B_PRE_ROPE_Q] = {"pre_rope_q", FS_SCOPE_ATTN, false},
+    [B_PRE_ROPE_K] = {"pre_rope_k", FS_SCOPE_ATTN, false},
+    [B_V] = {"v", FS_SCOPE_ATTN, false},
+    [B_Q] = {"q", FS_SCOPE_ATTN, false},
+    [B_K] = {"k", FS_SCOPE_ATTN, false},
+    [B_ATTN_PRE_SOFTMAX] = {"attn_pre_softmax", FS_SCOPE_ATTN, false},
+    [B_ATTN_SCORES] = {"attn_scores", FS_SCOPE_ATTN, false},
+    [B_ATTN_POST_DROP] = {"attn_post_drop", FS_SCOPE_ATTN, false},
+    [B_VALUES_PRE_PROJ] = {"values_pre_proj", FS_SCOPE_ATTN, false},
+    [B_VALUES_POST_PROJ] = {"values_post_proj", FS_SCOPE_ATTN, false},
+    [B_ATTN_OUT] = {"out", FS_SCOPE_ATTN, false},
+    [B_RESIDUAL_POST_ATTN] = {"residual_post_attn", FS_SCOPE_BLOCK, false},
+    [B_NORM_RESIDUAL_POST_ATTN] = {"norm_residual_post_attn", FS_SCOPE_BLOCK, false},
+    [B_LN2_MEAN] = {"ln2_mean", FS_SCOPE_BLOCK, true},
+    [B_LN2_RSTD] = {"ln2_rstd", FS_SCOPE_BLOCK, true},
+    [B_MLP_FC1] = {"mlp_fc1", FS_SCOPE_BLOCK, true},
+    [B_MLP_GELU] = {"mlp_gelu", FS_SCOPE_BLOCK, true},
+    [B_MLP] = {"mlp", FS_SCOPE_BLOCK, false},
+    [B_OUT] = {"out", FS_SCOPE_BLOCK, false},
+};
+
+static const leaf_name top_after[L_TOP_AFTER_BLOCKS_COUNT] = {
+    [L_PRE_UNEMBED] = {"pre_unembed", FS_SCOPE_TRANSFORMER, false},
+    [L_FINAL_MEAN] = {"final_mean", FS_SCOPE_TRANSFORMER, true},
+    [L_FINAL_RSTD] = {"final_rstd", FS_SCOPE_TRANSFORMER, true},
+    [L_TRANSFORMER_OUT] = {"out", FS_SCOPE_TRANSFORMER, false},
+    [L_UNEMBEDDING] = {"unembedding", FS_SCOPE_TOP, false},
+    [L_OUT] = {"out", FS_SCOPE_TOP, false},
+    [L_LOGPROBS] = {"query_probs", FS_SCOPE_TOP, true},
+};
+
+static void set_shape(fs_leaf *l, int ndim, int d0, int d1, int d2, int d3)
+{
+    int dims[4] = {d0, d1, d2, d3};
+    l->ndim = ndim;
+    l->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        l->shape[i] = dims[i];
+        l->numel *= (size_t)dims[i];
+    }
+}
+
+/* Per-sequence shape of each leaf, SPEC sections 1 and 3. */
+static void top_before_shape(fs_leaf *l, int which, const fs_model_config *c, int P, int N)
+{
+    int d = c->d_model;
+    switch (which) {
+    case L_EXAMPLES: set_shape(l, 2, P, c->input_dim, 0, 0); break;
+    case L_LABELS: set_shape(l, 1, P, 0, 0, 0); l->is_int = true; break;
+    case L_EXAMPLE_EMBEDDING: set_shape(l, 2, P, d, 0, 0); break;
+    case L_ONEHOT_LABELS: set_shape(l, 2, P, c->num_classes, 0, 0); break;
+    case L_LABEL_EMBEDDING: set_shape(l, 2, P, d, 0, 0); break;
+    case L_POS_EMBEDDING:
+        set_shape(l, 2, N, d, 0, 0);
+        if (c->pos_embedding == FS_POS_ROPE) {
+            l->is_null = true;
+            l->ndim = 0;
+            l->numel = 0;
+        }
+        break;
+    default: set_shape(l, 2, N, d, 0, 0); break;
+    }
+}
+
+static void block_shape(fs_leaf *l, int which, const fs_model_config *c, int N)
+{
+    int d = c->d_model, H = c->num_heads, hd = d / H, F = fs_mlp_hidden(c);
+    switch (which) {
+    case B_LN1_MEAN:
+    case B_LN1_RSTD:
+    case B_LN2_MEAN:
+    case B_LN2_RSTD: set_shape(l, 1, N, 0, 0, 0); break;
+    case B_QKV_RAW: set_shape(l, 2, N, 3 * d, 0, 0); break;
+    case B_QKV: set_shape(l, 4, 3, H, N, hd); break;
+    case B_PRE_ROPE_Q:
+    case B_PRE_ROPE_K:
+    case B_V:
+    case B_Q:
+    case B_K: set_shape(l, 4, 1, H, N, hd); break;
+    case B_ATTN_PRE_SOFTMAX:
+    case B_ATTN_SCORES:
+    case B_ATTN_POST_DROP: set_shape(l, 4, 1, H, N, N); break;
+    case B_MLP_FC1:
+    case B_MLP_GELU: set_shape(l, 2, N, F, 0, 0); break;
+    default: set_shape(l, 2, N, d, 0, 0); break;
+    }
+}
+
+static void top_after_shape(fs_leaf *l, int which, const fs_model_config *c, int P, int N)
+{
+    switch (which) {
+    case L_FINAL_MEAN:
+    case L_FINAL_RSTD: set_shape(l, 1, N, 0, 0, 0); break;
+    case L_UNEMBEDDING: set_shape(l, 2, N, c->num_classes, 0, 0); break;
+    case L_OUT: set_shape(l, 2, P, c->num_classes, 0, 0); break;
+    case L_LOGPROBS: set_shape(l, 1, c->num_classes, 0, 0, 0); break;
+    default: set_shape(l, 2, N, c->d_model, 0, 0); break;
+    }
+}
+
+static void set_path(fs_leaf *l, const leaf_name *name, int layer)
+{
+    l->key = name->key;
+    l->scope = name->scope;
+    l->hidden = name->hidden;
+    l->layer = layer;
+    switch (name->scope) {
+    case FS_SCOPE_TOP: snprintf(l->path, sizeof l->path, "%s", name->key); break;
+    case FS_SCOPE_TRANSFORMER: snprintf(l->path, sizeof l->path, "transformer_output.%s", name->key); break;
+    case FS_SCOPE_BLOCK:
+        snprintf(l->path, sizeof l->path, "transformer_output.block_outputs[%d].%s", layer, name->key);
+        break;
+    case FS_SCOPE_ATTN:
+        snprintf(l->path, sizeof l->path, "transformer_output.block_outputs[%d].attn_output.%s", layer, name->key);
+        break;
+    }
+}
+
+int fs_acts_create(fs_acts *a, const fs_model_config *cfg, int P, int B, fs_error *err)
+{
+    memset(a, 0, sizeof *a);
+    if (P < 1)
+        return fs_fail(err, "a sequence needs at least 1 pair (got %d)", P);
+    if (B < 1)
+        return fs_fail(err, "a batch needs at least 1 sequence (got %d)", B);
+    int N = 2 * P - 1;
+    if (cfg->pos_embedding == FS_POS_APE && N > FS_APE_MAX_TOKENS)
+        return fs_fail(err, "learned absolute position embeddings (ape) allow at most %d tokens (%d pairs); "
+                            "this input has %d pairs",
+                       FS_APE_MAX_TOKENS, (FS_APE_MAX_TOKENS + 1) / 2, P);
+    a->cfg = *cfg;
+    a->P = P;
+    a->N = N;
+    a->B = B;
+    a->count = L_TOP_BEFORE_BLOCKS_COUNT + cfg->depth * B_COUNT + L_TOP_AFTER_BLOCKS_COUNT;
+    a->leaves = calloc((size_t)a->count, sizeof *a->leaves);
+    int i = 0;
+    for (int w = 0; w < L_TOP_BEFORE_BLOCKS_COUNT; w++, i++) {
+        set_path(&a->leaves[i], &top_before[w], -1);
+        top_before_shape(&a->leaves[i], w, cfg, P, N);
+    }
+    for (int layer = 0; layer < cfg->depth; layer++)
+        for (int w = 0; w < B_COUNT; w++, i++) {
+            set_path(&a->leaves[i], &block_names[w], layer);
+            block_shape(&a->leaves[i], w, cfg, N);
+        }
+    for (int w = 0; w < L_TOP_AFTER_BLOCKS_COUNT; w++, i++) {
+        set_path(&a->leaves[i], &top_after[w], -1);
+        top_after_shape(&a->leaves[i], w, cfg, P, N);
+    }
+    size_t offset = 0;
+    for (i = 0; i < a->count; i++) {
+        a->leaves[i].offset = offset;
+        /* keep every leaf 64-byte aligned: pad each [B][numel] block to 16 floats */
+        offset += ((size_t)B * a->leaves[i].numel + 15) & ~(size_t)15;
+    }
+    a->arena_floats = offset;
+    a->arena = fs_alloc(offset * sizeof(float) + 64);
+    return 0;
+}
+
+void fs_acts_free(fs_acts *a)
+{
+    free(a->leaves);
+    free(a->arena);
+    memset(a, 0, sizeof *a);
+}
+
+int fs_leaf_find(const fs_acts *a, const char *path)
+{
+    for (int i = 0; i < a->count; i++)
+        if (!a->leaves[i].hidden && strcmp(a->leaves[i].path, path) == 0)
+            return i;
+    return -1;
+}

@@ -1,0 +1,465 @@
+/* Forward-only query logits (no cache, no clamps): only what out[P-1] needs.
+ *  - every layer but the last runs on all tokens; in the first one (RoPE, so a label
+ *    token's input is its label's embedding alone) the label tokens' LayerNorm and qkv
+ *    rows are looked up from a per-call table of the C labels (plus an all-zero row for
+ *    out-of-range labels) and only the exemplar tokens go through the qkv product;
+ *  - the last layer computes keys and values of every token but the query, the
+ *    attention, the projection, the MLP, the final norm and the unembedding only for the
+ *    query token.
+ * Work is split across threads in chunks of CHUNK sequences with per-thread scratch;
+ * every product is the same micro-kernel as the cache-writing forward, so the logits
+ * equal its out[P-1] (the same floating-point operations per element). */
+#include <math.h>
+#include <stdbool.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fewshot/forward.h"
+#include "kernels/kernels.h"
+#include "simd/simd.h"
+
+enum { CHUNK = 32, MAX_TABLE_LABELS = 64 };
+
+typedef struct {
+    float *ee, *x, *xn, *qkv, *vals, *tmp, *hid, *qkv_ex; /* per chunk */
+    float *q, *vq, *xq, *hq;                              /* query rows */
+    float *lab_emb, *lab_xn, *lab_qkv;                    /* [C+1][d], [C+1][d], [C+1][3d] */
+    float *rope_c, *rope_s;                               /* [N][d]: the RoPE table tiled over heads */
+    float *pos;                                           /* [N][d] APE / sinusoidal */
+} qbuf;
+
+struct fs_query_ws {
+    fs_model_config cfg;
+    int P, N, threads;
+    fs_packed pk;
+    const float *bound; /* params the packed weights are bound to */
+    float **mem;
+    qbuf *buf;
+};
+
+static float *carve(float **p, size_t n)
+{
+    float *r = *p;
+    *p += (n + 15) / 16 * 16;
+    return r;
+}
+
+static size_t layout(qbuf *b, float *base, const fs_model_config *c, int P, int N)
+{
+    size_t d = (size_t)c->d_model, F = (size_t)fs_mlp_hidden(c), R = (size_t)CHUNK * N, E = (size_t)CHUNK * P;
+    size_t C1 = (size_t)c->num_classes + 1;
+    float *p = base;
+    b->ee = carve(&p, E * d);
+    b->x = carve(&p, R * d);
+    b->xn = carve(&p, R * d);
+    b->qkv = carve(&p, R * 3 * d);
+    b->vals = carve(&p, R * d);
+    b->tmp = carve(&p, R * d);
+    b->hid = carve(&p, R * (F ? F : 1));
+    b->qkv_ex = carve(&p, E * 3 * d);
+    b->q = carve(&p, CHUNK * d);
+    b->vq = carve(&p, CHUNK * d);
+    b->xq = carve(&p, CHUNK * d);
+    b->hq = carve(&p, CHUNK * (F ? F : 1));
+    b->lab_emb = carve(&p, C1 * d);
+    b->lab_xn = carve(&p, C1 * d);
+    b->lab_qkv = carve(&p, (C1 <= MAX_TABLE_LABELS + 1 ? C1 : 1) * 3 * d);
+    b->rope_c = carve(&p, (size_t)N * d);
+    b->rope_s = carve(&p, (size_t)N * d);
+    b->pos = carve(&p, (size_t)N * d);
+    return (size_t)(p - base);
+}
+
+fs_query_ws *fs_query_ws_create(const fs_model_config *cfg, int P, int threads)
+{
+    fs_query_ws *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return NULL;
+    ws->cfg = *cfg;
+    ws->P = P;
+    ws->N = 2 * P - 1;
+    ws->threads = threads > 0 ? threads : omp_get_max_threads();
+    ws->mem = calloc((size_t)ws->threads, sizeof *ws->mem);
+    ws->buf = calloc((size_t)ws->threads, sizeof *ws->buf);
+    if (!ws->mem || !ws->buf) {
+        fs_query_ws_free(ws);
+        return NULL;
+    }
+    qbuf probe;
+    size_t floats = layout(&probe, NULL, cfg, P, ws->N);
+    for (int t = 0; t < ws->threads; t++) {
+        ws->mem[t] = aligned_alloc(64, floats * sizeof(float));
+        if (!ws->mem[t]) {
+            fs_query_ws_free(ws);
+            return NULL;
+        }
+        layout(&ws->buf[t], ws->mem[t], cfg, P, ws->N);
+    }
+    return ws;
+}
+
+void fs_query_ws_free(fs_query_ws *ws)
+{
+    if (!ws)
+        return;
+    for (int t = 0; ws->mem && t < ws->threads; t++)
+        free(ws->mem[t]);
+    free(ws->mem);
+    free(ws->buf);
+    if (ws->bound)
+        fs_packed_free(&ws->pk);
+    free(ws);
+}
+
+static void norm_rows(const fs_model *m, float *out, const float *in, const float *w, const float *b, int rows)
+{
+    int d = m->cfg.d_model;
+    if (m->cfg.no_norm) {
+        memcpy(out, in, sizeof(float) * (size_t)rows * d);
+        return;
+    }
+    float mean[CHUNK * 64], rstd[CHUNK * 64]; /* rows <= CHUNK * N; larger N in pieces */
+    for (int r0 = 0; r0 < rows; r0 += CHUNK * 64) {
+        int n = rows - r0 < CHUNK * 64 ? rows - r0 : CHUNK * 64;
+        fs_layernorm_forward(out + (size_t)r0 * d, mean, rstd, in + (size_t)r0 * d, w, b, n, d);
+    }
+}
+
+static void add_into(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+/* RoPE of one token row's H heads (a [d] slice) at position n, with the tiled table */
+static void rope_row(float *x, const qbuf *b, int n, int d)
+{
+    const float *C = b->rope_c + (size_t)n * d, *S = b->rope_s + (size_t)n * d;
+    int i = 0;
+    for (; i + 8 <= d; i += 8) {
+        simde__m256 v = simde_mm256_loadu_ps(x + i);
+        simde__m256 sw = simde_mm256_permute_ps(v, 0xB1);
+        simde_mm256_storeu_ps(x + i, simde_mm256_fmadd_ps(sw, simde_mm256_loadu_ps(S + i),
+                                                          simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i))));
+    }
+    for (; i < d; i += 2) { /* as fs_rope_forward_table's lanes */
+        float x0 = x[i], x1 = x[i + 1];
+        x[i] = sfma(x1, S[i], x0 * C[i]);
+        x[i + 1] = sfma(x0, S[i + 1], x1 * C[i + 1]);
+    }
+}
+
+/* Attention with the heads as vector lanes (head width 8, at most 8 heads, N <= 16):
+ * each token's q, k and v rows (H heads x 8) are transposed to [8 dims][lanes = heads],
+ * so a score is 8 FMAs for all heads at once and the softmax over keys is lane-wise.
+ * Every lane computes what the per-head code computes: the same FMA chain over the 8
+ * dims, exp, the sum over keys in order (masked keys add exact zeros there, so they are
+ * skipped here) and the value sum over keys in order. */
+static void attend_heads8(float *out, const float *qrows, size_t ldq, const float *kv, size_t ld, size_t kofs,
+                          size_t vofs, int i0, int N, int H, float scale)
+{
+    simde__m256 kt[16][8], vt[16][8], r[8];
+    for (int j = 0; j < N; j++) {
+        for (int h = 0; h < 8; h++)
+            r[h] = h < H ? simde_mm256_loadu_ps(kv + (size_t)j * ld + kofs + h * 8) : simde_mm256_setzero_ps();
+        v8transpose(kt[j], r);
+        for (int h = 0; h < 8; h++)
+            r[h] = h < H ? simde_mm256_loadu_ps(kv + (size_t)j * ld + vofs + h * 8) : simde_mm256_setzero_ps();
+        v8transpose(vt[j], r);
+    }
+    const simde__m256 vscale = simde_mm256_set1_ps(scale);
+    for (int i = i0; i < N; i++) {
+        simde__m256 qt[8], s[16], ot[8];
+        for (int h = 0; h < 8; h++)
+            r[h] = h < H ? simde_mm256_loadu_ps(qrows + (size_t)(i - i0) * ldq + h * 8) : simde_mm256_setzero_ps();
+        v8transpose(qt, r);
+        simde__m256 mx = simde_mm256_set1_ps(-1e20f); /* the masked entries' value */
+        for (int j = 0; j <= i; j++) {
+            simde__m256 acc = simde_mm256_setzero_ps();
+            for (int t = 0; t < 8; t++)
+                acc = simde_mm256_fmadd_ps(qt[t], kt[j][t], acc);
+            s[j] = simde_mm256_mul_ps(acc, vscale);
+            mx = simde_mm256_max_ps(mx, s[j]);
+        }
+        simde__m256 z = simde_mm256_setzero_ps();
+        for (int j = 0; j <= i; j++) {
+            s[j] = v8exp(simde_mm256_sub_ps(s[j], mx));
+            z = simde_mm256_add_ps(z, s[j]);
+        }
+        simde__m256 inv = simde_mm256_div_ps(simde_mm256_set1_ps(1.f), z);
+        for (int t = 0; t < 8; t++)
+            ot[t] = simde_mm256_setzero_ps();
+        for (int j = 0; j <= i; j++) {
+            simde__m256 p = simde_mm256_mul_ps(s[j], inv);
+            for (int t = 0; t < 8; t++)
+                ot[t] = simde_mm256_fmadd_ps(p, vt[j][t], ot[t]);
+        }
+        v8transpose(r, ot);
+        for (int h = 0; h < H; h++)
+            simde_mm256_storeu_ps(out + (size_t)(i - i0) * H * 8 + h * 8, r[h]);
+    }
+}
+
+/* Attention of query rows i in [i0, N) of one sequence, on rows [N][ld] holding q at
+ * column 0, k at kofs, v at vofs (heads inside): out rows [N - i0][d]. */
+static void attend(float *out, const float *qrows, size_t ldq, const float *kv, size_t ld, size_t kofs, size_t vofs,
+                   int i0, int N, int H, int hd, float scale)
+{
+    int d = H * hd;
+    if (hd == 8 && H <= 8 && N <= 16) {
+        attend_heads8(out, qrows, ldq, kv, ld, kofs, vofs, i0, N, H, scale);
+        return;
+    }
+    if (N <= FS_VL && hd <= 64) {
+        float kt[64][FS_VL];
+        fs_vf ktv[8];
+        bool reg = hd == 8 && N <= 8; /* keys transposed in registers */
+        if (!reg)
+            memset(kt, 0, sizeof(float) * FS_VL * (size_t)hd);
+        for (int h = 0; h < H; h++) {
+            float p[FS_VL][FS_VL]; /* p[i - i0][j] */
+            if (reg && i0 == 0) { /* all rows: column form */
+                fs_vf qt[8], st[8], pt[8];
+                vtranspose8_rows(qt, qrows + h * hd, ldq, N);
+                head8_attention(N, st, pt, qt, kv + kofs + h * hd, ld, scale);
+                float pc[8][FS_VL];
+                for (int j = 0; j < N; j++)
+                    vstore(pc[j], pt[j]);
+                for (int i = 0; i < N; i++)
+                    for (int j = 0; j < N; j++)
+                        p[i][j] = pc[j][i];
+            } else {
+                if (reg)
+                    vtranspose8_rows(ktv, kv + kofs + h * hd, ld, N);
+                else
+                    for (int j = 0; j < N; j++)
+                        for (int t = 0; t < hd; t++)
+                            kt[t][j] = kv[(size_t)j * ld + kofs + h * hd + t];
+                for (int i = i0; i < N; i++) {
+                    const float *q = qrows + (size_t)(i - i0) * ldq + h * hd;
+                    fs_vf s = vzero();
+                    for (int t = 0; t < hd; t++)
+                        s = vfma(vset1(q[t]), reg ? ktv[t] : vload(kt[t]), s);
+                    vstore(p[i - i0], vsoftmax_row(vfill_after(vmul(s, vset1(scale)), i, -1e20f), N));
+                }
+            }
+            for (int i = i0; i < N; i++) {
+                const float *pi = p[i - i0];
+                float *o = out + (size_t)(i - i0) * d + h * hd;
+                int t = 0;
+                for (; t + 8 <= hd; t += 8) {
+                    simde__m256 acc = simde_mm256_setzero_ps();
+                    for (int j = 0; j < N; j++)
+                        acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(pi[j]),
+                                                   simde_mm256_loadu_ps(kv + (size_t)j * ld + vofs + h * hd + t), acc);
+                    simde_mm256_storeu_ps(o + t, acc);
+                }
+                for (; t < hd; t++) {
+                    float acc = 0.f;
+                    for (int j = 0; j < N; j++)
+                        acc += pi[j] * kv[(size_t)j * ld + vofs + h * hd + t];
+                    o[t] = acc;
+                }
+            }
+        }
+        return;
+    }
+    /* long sequences: the cache forward's kernels on head-major copies */
+    size_t hb = (size_t)H * N * hd;
+    float *q = malloc(sizeof(float) * (3 * hb + 2 * (size_t)H * N * N + (size_t)N * d));
+    float *k = q + hb, *v = k + hb, *pre = v + hb, *probs = pre + (size_t)H * N * N, *vals = probs + (size_t)H * N * N;
+    memset(q, 0, sizeof(float) * hb);
+    for (int h = 0; h < H; h++)
+        for (int j = 0; j < N; j++)
+            for (int t = 0; t < hd; t++) {
+                if (j >= i0)
+                    q[((size_t)h * N + j) * hd + t] = qrows[(size_t)(j - i0) * ldq + h * hd + t];
+                k[((size_t)h * N + j) * hd + t] = kv[(size_t)j * ld + kofs + h * hd + t];
+                v[((size_t)h * N + j) * hd + t] = kv[(size_t)j * ld + vofs + h * hd + t];
+            }
+    fs_attn_scores(pre, probs, q, k, H, N, hd, scale);
+    fs_attn_values(vals, probs, v, H, N, hd);
+    memcpy(out, vals + (size_t)i0 * d, sizeof(float) * (size_t)(N - i0) * d);
+    free(q);
+}
+
+/* The MLP half of a block on rows x (residual_post_attn in, block out out). */
+static void mlp_rows(const fs_model *m, const fs_packed *pk, int layer, float *x, float *xn, float *hid, float *tmp,
+                     int rows)
+{
+    const fs_block_params *bp = &m->p.blocks[layer];
+    int d = m->cfg.d_model, F = fs_mlp_hidden(&m->cfg);
+    if (F <= 0)
+        return;
+    norm_rows(m, xn, x, bp->norm2_w, bp->norm2_b, rows);
+    fs_matmul_forward_packed(hid, xn, pk->fc1_wt[layer], bp->fc1_b, rows, d, F);
+    fs_gelu_forward(hid, hid, (size_t)rows * F);
+    fs_matmul_forward_packed(tmp, hid, pk->fc2_wt[layer], bp->fc2_b, rows, F, d);
+    add_into(x, tmp, (size_t)rows * d);
+}
+
+/* Whether the first layer's label-token rows come from the table. */
+static bool label_table(const fs_model_config *c)
+{
+    return c->pos_embedding == FS_POS_ROPE && c->num_classes <= MAX_TABLE_LABELS && c->depth > 1;
+}
+
+/* Per-thread tables: label embeddings and their first-layer qkv rows, RoPE, positions. */
+static void thread_tables(const fs_model *m, const fs_packed *pk, qbuf *b, int N)
+{
+    const fs_model_config *c = &m->cfg;
+    int d = c->d_model, C = c->num_classes, H = c->num_heads, hd = d / H;
+    memset(b->lab_emb, 0, sizeof(float) * (size_t)(C + 1) * d);
+    for (int k = 0; k < C; k++) /* one_hot(k) @ Wl^T = column k of Wl, exactly */
+        for (int i = 0; i < d; i++)
+            b->lab_emb[(size_t)k * d + i] = m->p.label_w[(size_t)i * C + k];
+    if (label_table(c)) {
+        norm_rows(m, b->lab_xn, b->lab_emb, m->p.blocks[0].norm1_w, m->p.blocks[0].norm1_b, C + 1);
+        fs_matmul_forward_packed(b->lab_qkv, b->lab_xn, pk->qkv_wt[0], m->p.blocks[0].qkv_b, C + 1, d, 3 * d);
+    }
+    if (c->pos_embedding == FS_POS_ROPE) {
+        float *cs = malloc(sizeof(float) * 2 * (size_t)N * hd);
+        fs_rope_table(cs, N, hd, c->rope_base);
+        for (int n = 0; n < N; n++)
+            for (int h = 0; h < H; h++) {
+                memcpy(b->rope_c + (size_t)n * d + h * hd, cs + (size_t)n * hd, sizeof(float) * hd);
+                memcpy(b->rope_s + (size_t)n * d + h * hd, cs + (size_t)N * hd + (size_t)n * hd, sizeof(float) * hd);
+            }
+        free(cs);
+    } else {
+        for (int p = 0; p < N; p++)
+            for (int i = 0; i < d; i++) {
+                if (c->pos_embedding == FS_POS_APE) {
+                    b->pos[(size_t)p * d + i] = m->p.pos_w[(size_t)i * FS_APE_MAX_TOKENS + p];
+                } else {
+                    float inv = (float)(1.0 / pow(c->rope_base, (double)(2 * (i / 2)) / d));
+                    float angle = (float)p * inv;
+                    b->pos[(size_t)p * d + i] = (i % 2 == 0) ? sinf(angle) : cosf(angle);
+                }
+            }
+    }
+}
+
+static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, const float *examples, const int *labels,
+                         int S, int P, float *logits)
+{
+    const fs_model_config *c = &m->cfg;
+    int N = 2 * P - 1, d = c->d_model, H = c->num_heads, hd = d / H, C = c->num_classes, D = c->input_dim;
+    int R = S * N, E = S * P;
+    float scale = 1.0f / sqrtf((float)hd);
+    bool rope = c->pos_embedding == FS_POS_ROPE;
+
+    fs_matmul_forward_packed(b->ee, examples, pk->example_wt, m->p.example_b, E, D, d);
+    for (int s = 0; s < S; s++)
+        for (int p = 0; p < P; p++) {
+            memcpy(b->x + ((size_t)s * N + 2 * p) * d, b->ee + ((size_t)s * P + p) * d, sizeof(float) * d);
+            if (p + 1 < P) {
+                int y = labels[s * P + p];
+                memcpy(b->x + ((size_t)s * N + 2 * p + 1) * d, b->lab_emb + (size_t)(y >= 0 && y < C ? y : C) * d,
+                       sizeof(float) * d);
+            }
+        }
+    if (!rope)
+        for (int s = 0; s < S; s++)
+            add_into(b->x + (size_t)s * N * d, b->pos, (size_t)N * d);
+
+    for (int layer = 0; layer < c->depth; layer++) {
+        const fs_block_params *bp = &m->p.blocks[layer];
+        bool last = layer == c->depth - 1, table = layer == 0 && label_table(c);
+        if (!table)
+            norm_rows(m, b->xn, b->x, bp->norm1_w, bp->norm1_b, R);
+        if (!last) {
+            if (table) { /* exemplar rows through the product, label rows from the table */
+                norm_rows(m, b->vals, b->ee, bp->norm1_w, bp->norm1_b, E);
+                fs_matmul_forward_packed(b->qkv_ex, b->vals, pk->qkv_wt[0], bp->qkv_b, E, d, 3 * d);
+                for (int s = 0; s < S; s++)
+                    for (int p = 0; p < P; p++) {
+                        memcpy(b->qkv + ((size_t)s * N + 2 * p) * 3 * d, b->qkv_ex + ((size_t)s * P + p) * 3 * d,
+                               sizeof(float) * 3 * d);
+                        if (p + 1 < P) {
+                            int y = labels[s * P + p];
+                            memcpy(b->qkv + ((size_t)s * N + 2 * p + 1) * 3 * d,
+                                   b->lab_qkv + (size_t)(y >= 0 && y < C ? y : C) * 3 * d, sizeof(float) * 3 * d);
+                        }
+                    }
+            } else {
+                fs_matmul_forward_packed(b->qkv, b->xn, pk->qkv_wt[layer], bp->qkv_b, R, d, 3 * d);
+            }
+            for (int s = 0; s < S; s++) {
+                float *rows = b->qkv + (size_t)s * N * 3 * d;
+                if (rope)
+                    for (int n = 0; n < N; n++) {
+                        rope_row(rows + (size_t)n * 3 * d, b, n, d);
+                        rope_row(rows + (size_t)n * 3 * d + d, b, n, d);
+                    }
+                attend(b->vals + (size_t)s * N * d, rows, 3 * (size_t)d, rows, 3 * (size_t)d, (size_t)d,
+                       2 * (size_t)d, 0, N, H, hd, scale);
+            }
+            fs_matmul_forward_packed(b->tmp, b->vals, pk->proj_wt[layer], NULL, R, d, d);
+            add_into(b->x, b->tmp, (size_t)R * d);
+            mlp_rows(m, pk, layer, b->x, b->xn, b->hid, b->tmp, R);
+            continue;
+        }
+        /* last layer: keys and values of every token, everything else for the query only */
+        size_t ld = 2 * (size_t)d;
+        fs_gemm(b->qkv, ld, b->xn, (size_t)d, 1, pk->qkv_wt[layer] + d, 3 * (size_t)d, R, 2 * d, d, 0,
+                bp->qkv_b ? bp->qkv_b + d : NULL);
+        fs_gemm(b->q, (size_t)d, b->xn + (size_t)(N - 1) * d, (size_t)N * d, 1, pk->qkv_wt[layer], 3 * (size_t)d, S, d,
+                d, 0, bp->qkv_b);
+        for (int s = 0; s < S; s++) {
+            float *rows = b->qkv + (size_t)s * N * ld;
+            if (rope) {
+                rope_row(b->q + (size_t)s * d, b, N - 1, d);
+                for (int n = 0; n < N; n++)
+                    rope_row(rows + (size_t)n * ld, b, n, d);
+            }
+            attend(b->vq + (size_t)s * d, b->q + (size_t)s * d, (size_t)d, rows, ld, 0, (size_t)d, N - 1, N, H, hd,
+                   scale);
+        }
+        fs_matmul_forward_packed(b->tmp, b->vq, pk->proj_wt[layer], NULL, S, d, d);
+        for (int s = 0; s < S; s++)
+            for (int i = 0; i < d; i++)
+                b->xq[(size_t)s * d + i] = b->x[((size_t)s * N + N - 1) * d + i] + b->tmp[(size_t)s * d + i];
+        mlp_rows(m, pk, layer, b->xq, b->xn, b->hq, b->tmp, S);
+    }
+    norm_rows(m, b->xn, b->xq, m->p.norm_w, m->p.norm_b, S);
+    fs_matmul_forward(logits, b->xn, m->p.unembed_w, m->p.unembed_b, S, d, C);
+}
+
+void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
+                             float *logits)
+{
+    if (nseq <= 0)
+        return;
+    if (!fs_model_config_equal(&ws->cfg, &m->cfg)) { /* the scratch is sized for ws->cfg */
+        fprintf(stderr, "fs_forward_query_logits: workspace created for another model config\n");
+        abort();
+    }
+    if (ws->bound != m->params) { /* first call, or another model: bind the packed weights */
+        if (ws->bound)
+            fs_packed_free(&ws->pk);
+        ws->bound = NULL;
+        if (fs_packed_init(&ws->pk, m))
+            abort(); /* out of memory: nothing sensible to return */
+        ws->bound = m->params;
+    }
+    int P = ws->P, D = m->cfg.input_dim, C = m->cfg.num_classes;
+    int nt = ws->threads < nseq ? ws->threads : nseq;
+#pragma omp parallel num_threads(nt)
+    {
+        int id = omp_get_thread_num(), n = omp_get_num_threads();
+        fs_packed_update(&ws->pk, id, n);
+#pragma omp barrier
+        qbuf *b = &ws->buf[id];
+        thread_tables(m, &ws->pk, b, ws->N);
+        /* an even share of the sequences per thread, in chunks */
+        int first = (int)((long)nseq * id / n), last = (int)((long)nseq * (id + 1) / n);
+        for (int s0 = first; s0 < last; s0 += CHUNK) {
+            int S = last - s0 < CHUNK ? last - s0 : CHUNK;
+            chunk_logits(m, &ws->pk, b, examples + (size_t)s0 * P * D, labels + (size_t)s0 * P, S, P,
+                         logits + (size_t)s0 * C);
+        }
+    }
+}

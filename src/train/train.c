@@ -1,0 +1,340 @@
+/* The training loop (SPEC sections 5 and 8). The batch at step t is sequences
+ * t*B .. t*B+B-1 of the counter-based sampler, so a resumed run sees exactly the
+ * batches an uninterrupted one would. */
+#include "fewshot/train.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "train/checkpoint.h"
+#include "fewshot/run.h"
+#include "fewshot/seqio.h"
+#include "train/trainer.h"
+#include "base/fileio.h"
+
+typedef struct {
+    fs_run_config *cfg;
+    const char *origin;
+    const fs_train_options *opt;
+    fs_run_data rd;
+    fs_seq_mix mix;
+    fs_model model;
+    fs_trainer trainer;
+    fs_clamp_set clamps;            /* clamp files of the clamps section */
+    fs_interventions iv;            /* named interventions of the clamps section */
+    fs_intervention_clamps ic;      /* clamps + interventions, rebuilt per batch */
+    bool use_iv;
+    fs_eval_ws ws[FS_MAX_EVALUATORS];
+    int *labels;            /* [B][P] sampled labels */
+    void **scratch;         /* per-thread sampler scratch */
+    int nscratch;
+    FILE *metrics;
+    char dir[1024], ckpt_dir[1100], metrics_path[1100];
+    fs_run_position pos;    /* sequences seen, current train-log window */
+    double last_eval_acc;
+    char last_eval_name[64];
+} run;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int mkdir_p(const char *path, fs_error *err)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    if (mkdir(tmp, 0755) && errno != EEXIST)
+        return fs_fail(err, "%s: cannot create directory (%s)", path, strerror(errno));
+    return 0;
+}
+
+/* Sample the batch of step `step` into the trainer's input leaves (no allocation). */
+static void sample_step(run *r, int64_t step)
+{
+    fs_acts *a = &r->trainer.acts;
+    int B = r->cfg->train.train_bs, P = a->P, D = a->cfg.input_dim;
+    float *examples = fs_leaf_ptr(a, L_EXAMPLES, 0), *labels = fs_leaf_ptr(a, L_LABELS, 0);
+    uint64_t first = (uint64_t)step * (uint64_t)B;
+#pragma omp parallel num_threads(r->nscratch)
+    {
+        void *scratch = r->scratch[omp_get_thread_num()];
+#pragma omp for schedule(static)
+        for (int b = 0; b < B; b++)
+            fs_sample_mixed(&r->rd.task, &r->mix, (uint64_t)r->cfg->train.train_seed, FS_STREAM_TRAIN, first + (uint64_t)b,
+                            examples + (size_t)b * P * D, r->labels + (size_t)b * P, NULL, scratch);
+    }
+    for (int i = 0; i < B * P; i++)
+        labels[i] = (float)r->labels[i];
+}
+
+static void metrics_line(run *r, cJSON *line)
+{
+    char *text = cJSON_PrintUnformatted(line);
+    fprintf(r->metrics, "%s\n", text);
+    free(text);
+    cJSON_Delete(line);
+}
+
+static int evaluate(run *r, int64_t step, fs_error *err)
+{
+    fs_metrics ms[FS_MAX_EVALUATORS];
+    fs_eval_clamps held = {r->clamps.active ? &r->clamps : NULL, r->use_iv ? &r->iv : NULL};
+    if (fs_run_evaluate(&r->model, &r->rd, &held, r->ws, ms, err))
+        return -1;
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddStringToObject(line, "type", "eval");
+    cJSON_AddNumberToObject(line, "iter", (double)r->pos.iter);
+    cJSON_AddNumberToObject(line, "step", (double)step);
+    cJSON_AddItemToObject(line, "evals", fs_metrics_json(&r->rd, ms));
+    metrics_line(r, line);
+    fflush(r->metrics);
+    if (r->rd.num_sets > 0) {
+        r->last_eval_acc = ms[0].acc;
+        snprintf(r->last_eval_name, sizeof r->last_eval_name, "%s", r->rd.sets[0].name);
+    }
+    return 0;
+}
+
+static int checkpoint(run *r, fs_error *err)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/step_%08lld.safetensors", r->ckpt_dir, (long long)r->trainer.state.step);
+    fflush(r->metrics);
+    fsync(fileno(r->metrics));
+    return fs_checkpoint_write(path, &r->model, &r->trainer.state, &r->pos, err);
+}
+
+/* Keep the metrics lines of sequences <= iter (those written before the checkpoint). */
+static int truncate_metrics(const char *path, int64_t iter, fs_error *err)
+{
+    size_t len;
+    char *text = fs_read_file(path, &len, err);
+    if (!text)
+        return -1;
+    size_t cap = len + 1, used = 0;
+    char *keep = malloc(cap);
+    keep[0] = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *it = j ? cJSON_GetObjectItem(j, "iter") : NULL;
+        if (cJSON_IsNumber(it) && it->valuedouble <= (double)iter)
+            used += (size_t)snprintf(keep + used, cap - used, "%s\n", line);
+        cJSON_Delete(j);
+    }
+    int rc = fs_write_file_atomic(path, keep, err);
+    free(keep);
+    free(text);
+    return rc;
+}
+
+static int save_config(run *r, bool resume, fs_error *err)
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.json", r->dir);
+    cJSON *j = fs_run_config_to_json(r->cfg);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    int rc = 0;
+    if (resume) {
+        size_t n;
+        char *old = fs_read_file(path, &n, err);
+        if (!old)
+            rc = -1;
+        else if (strcmp(old, text) != 0 && strncmp(old, text, strlen(text)) != 0)
+            rc = fs_fail(err, "%s: the run was started with a different config; resume with the same config "
+                              "(or use another --out)", path);
+        free(old);
+    } else {
+        size_t n = strlen(text);
+        text = realloc(text, n + 2);
+        text[n] = '\n', text[n + 1] = 0;
+        rc = fs_write_file_atomic(path, text, err);
+    }
+    free(text);
+    return rc;
+}
+
+static int setup(run *r, fs_error *err)
+{
+    fs_run_config *cfg = r->cfg;
+    if (fs_run_data_open(&r->rd, cfg, r->origin, true, err))
+        return -1;
+    if (fs_run_config_validate(cfg, r->origin, err))
+        return -1;
+    if (fs_seq_mix_from_train(&r->mix, &r->rd.task, &cfg->train, r->origin, err))
+        return -1;
+    if (fs_model_create(&r->model, &cfg->model, err))
+        return -1;
+    fs_model_init_params(&r->model);
+    int P = cfg->train.train_context_len + 1, B = cfg->train.train_bs;
+    fs_optim_config oc = fs_optim_config_from_train(&cfg->train);
+    if (fs_trainer_init(&r->trainer, &r->model, P, B, cfg->train.threads, &oc, err))
+        return -1;
+    fs_clamp_set_init(&r->clamps, &r->trainer.acts);
+    if (cfg->clamps.cache_file[0] || cfg->clamps.mask_file[0]) {
+        if (!cfg->clamps.cache_file[0] || !cfg->clamps.mask_file[0])
+            return fs_fail(err, "%s: clamps: \"cache\" and \"mask\" go together", r->origin);
+        if (fs_clamp_set_load(&r->clamps, &r->trainer.acts, cfg->clamps.cache_file, cfg->clamps.mask_file, err))
+            return -1;
+        for (int i = 0; i < r->clamps.count; i++)
+            if (r->clamps.leaf[i].batch)
+                return fs_fail(err, "%s: clamps: per-sequence (batched) clamps cannot be held on during training",
+                               cfg->clamps.cache_file);
+    }
+    if (r->clamps.active)
+        r->trainer.clamps = &r->clamps;
+    fs_interventions_default(&r->iv);
+    if (cfg->clamps.named &&
+        fs_interventions_from_json(&r->iv, cfg->clamps.named, &cfg->model, r->origin, err))
+        return -1;
+    r->use_iv = fs_interventions_any(&r->iv);
+    if (r->use_iv) {
+        if (fs_interventions_init(&r->ic, &r->iv, &r->trainer.acts, r->clamps.active ? &r->clamps : NULL, err))
+            return -1;
+        r->trainer.clamps = &r->ic.clamps;
+    }
+    r->labels = calloc((size_t)B * P, sizeof *r->labels);
+    r->nscratch = omp_get_max_threads();
+    r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
+    for (int i = 0; i < r->nscratch; i++)
+        r->scratch[i] = fs_alloc(fs_seq_scratch_bytes(cfg->train.train_context_len));
+    return 0;
+}
+
+static void teardown(run *r)
+{
+    if (r->metrics)
+        fclose(r->metrics);
+    for (int i = 0; i < r->nscratch; i++)
+        free(r->scratch[i]);
+    free(r->scratch);
+    free(r->labels);
+    for (int i = 0; i < FS_MAX_EVALUATORS; i++)
+        fs_eval_ws_free(&r->ws[i]);
+    if (r->use_iv)
+        fs_interventions_free(&r->ic);
+    fs_clamp_set_free(&r->clamps);
+    fs_trainer_free(&r->trainer);
+    fs_model_free(&r->model);
+    fs_run_data_close(&r->rd);
+}
+
+/* Crossing a multiple of `every` between sequences a (exclusive) and b (inclusive). */
+static bool due(int64_t every, int64_t a, int64_t b) { return every > 0 && b / every > a / every; }
+
+static int loop(run *r, fs_error *err)
+{
+    const fs_train_config *t = &r->cfg->train;
+    int B = t->train_bs;
+    int64_t total_steps = (t->train_iters + B - 1) / B;
+    int64_t step = r->trainer.state.step;
+    int64_t first_step = step;
+    double t0 = now();
+    int rc = 0;
+    while (step < total_steps) {
+        sample_step(r, step);
+        if (r->use_iv) /* per-sequence interventions follow this batch's inputs */
+            fs_interventions_update(&r->ic, &r->model, &r->trainer.acts, B);
+        double gnorm;
+        double loss = fs_trainer_step(&r->trainer, B, &gnorm);
+        int64_t before = r->pos.iter;
+        r->pos.iter += B;
+        step++;
+        r->pos.loss_sum += loss;
+        r->pos.grad_norm_sum += gnorm;
+        r->pos.window_steps++;
+        bool last = step == total_steps;
+        if (due(t->log_every, before, r->pos.iter) || last) {
+            cJSON *line = cJSON_CreateObject();
+            cJSON_AddStringToObject(line, "type", "train");
+            cJSON_AddNumberToObject(line, "iter", (double)r->pos.iter);
+            cJSON_AddNumberToObject(line, "step", (double)step);
+            /* means over the steps since the previous train line */
+            cJSON_AddNumberToObject(line, "loss", r->pos.loss_sum / (double)r->pos.window_steps);
+            cJSON_AddNumberToObject(line, "grad_norm", r->pos.grad_norm_sum / (double)r->pos.window_steps);
+            metrics_line(r, line);
+            r->pos.loss_sum = r->pos.grad_norm_sum = 0;
+            r->pos.window_steps = 0;
+        }
+        if ((due(t->eval_every, before, r->pos.iter) || last) && evaluate(r, step, err))
+            return -1;
+        bool stop = (r->opt->stop_flag && *r->opt->stop_flag) || (r->opt->stop_after > 0 && r->pos.iter >= r->opt->stop_after && !last);
+        if (due(t->ckpt_every, before, r->pos.iter) || last || stop) {
+            if (checkpoint(r, err))
+                return -1;
+        }
+        if (r->opt->on_progress) {
+            fs_train_progress p = {.step = step, .total_steps = total_steps, .first_step = first_step,
+                                   .iter = r->pos.iter, .seqs_per_s = (double)(step - first_step) * B / (now() - t0 + 1e-9),
+                                   .loss = loss, .eval_name = r->last_eval_name, .eval_acc = r->last_eval_acc};
+            r->opt->on_progress(r->opt->progress_ctx, &p);
+        }
+        if (stop) {
+            rc = 1;
+            break;
+        }
+    }
+    return rc;
+}
+
+int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options *opt, fs_error *err)
+{
+    run r;
+    memset(&r, 0, sizeof r);
+    r.cfg = cfg;
+    r.origin = origin;
+    r.opt = opt;
+    snprintf(r.dir, sizeof r.dir, "%s", opt->out_dir);
+    snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", r.dir);
+    snprintf(r.metrics_path, sizeof r.metrics_path, "%s/metrics.jsonl", r.dir);
+    int rc = -1;
+    if (setup(&r, err) || mkdir_p(r.ckpt_dir, err))
+        goto done;
+    char latest[1300];
+    bool have = fs_checkpoint_latest(r.ckpt_dir, latest, sizeof latest);
+    if (opt->resume) {
+        if (!have) {
+            fs_fail(err, "%s: no checkpoint to resume from", r.ckpt_dir);
+            goto done;
+        }
+        if (save_config(&r, true, err) || fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, err) ||
+            truncate_metrics(r.metrics_path, r.pos.iter, err))
+            goto done;
+        r.metrics = fopen(r.metrics_path, "a");
+    } else {
+        if (have) {
+            fs_fail(err, "%s already holds checkpoints; pass --resume to continue that run or choose another --out",
+                    r.dir);
+            goto done;
+        }
+        if (save_config(&r, false, err))
+            goto done;
+        r.metrics = fopen(r.metrics_path, "w");
+    }
+    if (!r.metrics) {
+        fs_fail(err, "%s: cannot open for writing (%s)", r.metrics_path, strerror(errno));
+        goto done;
+    }
+    if (!opt->resume && evaluate(&r, 0, err)) /* the curve starts at 0 sequences */
+        goto done;
+    rc = loop(&r, err);
+done:
+    teardown(&r);
+    return rc;
+}
