@@ -39,8 +39,31 @@ typedef struct {
     float *x;
     int *y;
     fs_acts clean, run;
-    fs_intervention_clamps ic;
+    fs_held held;
+    fs_held_clamps ic;
 } fx;
+
+/* Hold the interventions `json` (on top of `files`, may be NULL: moved into h) on the
+ * layout of `a` and fill them for its first nseq sequences. */
+static void hold(fs_held *h, fs_held_clamps *hc, const char *json, fs_clamp_set *files, const fs_model *m,
+                 fs_acts *a, int nseq)
+{
+    fs_error err = {{0}};
+    fs_held_source src = {.intervene = json};
+    cr_assert_eq(fs_held_load(h, &src, &m->cfg, a->P, nseq, &err), 0, "%s", err.msg);
+    if (files) {
+        h->files = *files;
+        memset(files, 0, sizeof *files);
+    }
+    cr_assert_eq(fs_held_bind(hc, h, a, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_update(hc, m, a, nseq), &hc->clamps);
+}
+
+static void unhold(fs_held *h, fs_held_clamps *hc)
+{
+    fs_held_unbind(hc);
+    fs_held_free(h);
+}
 
 static void fx_open(fx *f, int B, int P, const int *labels, double mlp_ratio)
 {
@@ -67,14 +90,13 @@ static void fx_open(fx *f, int B, int P, const int *labels, double mlp_ratio)
 
 static void fx_intervene(fx *f, const char *json)
 {
-    fs_error err = {{0}};
-    cr_assert_eq(fs_interventions_build(&f->ic, json, NULL, &f->m, &f->run, f->B, &err), 0, "%s", err.msg);
+    hold(&f->held, &f->ic, json, NULL, &f->m, &f->run, f->B);
     fs_forward(&f->m, &f->run, &f->ic.clamps, f->B);
 }
 
 static void fx_close(fx *f)
 {
-    fs_interventions_free(&f->ic);
+    unhold(&f->held, &f->ic);
     fs_acts_free(&f->clean);
     fs_acts_free(&f->run);
     fs_model_free(&f->m);
@@ -289,7 +311,7 @@ Test(interventions, match_heads)
     for (int h = 1; h <= 2; h++)
         for (int j = 0; j < f.N; j++)
             NEAR(att(&f, &f.run, 1, B_ATTN_SCORES, 0, h, 6, j), j == 3, 0);
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fx_intervene(&f, "{\"match_heads\": [\"1:1\"], \"match_temperature\": 0.5}");
     double cs[3], sum = 0;
     const float *xq = f.x + 3 * D_IN;
@@ -381,7 +403,7 @@ Test(interventions, update_per_batch_reuses_buffers)
     /* next batch: 2 sequences with other labels */
     int next[] = {1, 0, 0, 0, 1, 1};
     fs_acts_set_inputs(&f.run, f.x, next, 0, 2);
-    fs_interventions_update(&f.ic, &f.m, &f.run, 2);
+    fs_held_update(&f.ic, &f.m, &f.run, 2);
     fs_forward(&f.m, &f.run, &f.ic.clamps, 2);
     cr_assert_eq(f.ic.clamps.leaf[id].value, buf);
     NEAR(att(&f, &f.run, 1, B_ATTN_SCORES, 0, 0, 4, 1), 0.f, 0);
@@ -400,9 +422,7 @@ Test(interventions, on_top_of_clamp_files)
     uint8_t mask[DM * 5] = {0};
     memset(mask + 4 * DM, 1, DM); /* zero the query's token embedding */
     fs_clamp_set_leaf(&base, &f.run, L_TOK_EMBEDDING, zeros, mask, 0);
-    fs_error err = {{0}};
-    cr_assert_eq(fs_interventions_build(&f.ic, "{\"ablate_heads\": [\"1:0\"]}", &base, &f.m, &f.run, 2, &err), 0, "%s",
-                 err.msg);
+    hold(&f.held, &f.ic, "{\"ablate_heads\": [\"1:0\"]}", &base, &f.m, &f.run, 2);
     fs_forward(&f.m, &f.run, &f.ic.clamps, 2);
     for (int b = 0; b < 2; b++) {
         for (int c = 0; c < DM; c++)
@@ -424,7 +444,7 @@ static void trainer_open(fs_trainer *t, fx *f, const char *json)
     oc.weight_decay = 0;
     cr_assert_eq(fs_trainer_init(t, &f->m, f->P, f->B, 1, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&t->acts, f->x, f->y, 0, f->B);
-    cr_assert_eq(fs_interventions_build(&f->ic, json, NULL, &f->m, &t->acts, f->B, &err), 0, "%s", err.msg);
+    hold(&f->held, &f->ic, json, NULL, &f->m, &t->acts, f->B);
     t->clamps = &f->ic.clamps;
 }
 
@@ -444,7 +464,7 @@ Test(interventions, clamped_elements_get_no_gradient)
                 s += fabsf(g.blocks[1].qkv_w[r * DM + c]);
         cr_assert(h == 2 ? s == 0 : s > 0, "head %d value weights: |grad| %g", h, s);
     }
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
     /* preserved patterns are constants: no gradient reaches any query or key */
@@ -454,7 +474,7 @@ Test(interventions, clamped_elements_get_no_gradient)
     for (int l = 0; l < DEPTH; l++)
         for (int i = 0; i < 2 * DM * DM; i++)
             cr_assert_eq(g.blocks[l].qkv_w[i], 0.f);
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
     /* temperature: the head's scores are clamped, the other heads' queries still learn */
@@ -468,7 +488,7 @@ Test(interventions, clamped_elements_get_no_gradient)
                 s += fabsf(g.blocks[1].qkv_w[r * DM + c]);
         cr_assert(h == 2 ? s == 0 : s > 0, "head %d query weights: |grad| %g", h, s);
     }
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
     fx_close(&f);
 }
@@ -511,7 +531,7 @@ Test(interventions, gradient_matches_finite_differences)
         checked++;
     }
     cr_assert_geq(checked, 8);
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
     fx_close(&f);
 }
@@ -532,15 +552,16 @@ static void golden_forward(const char *clamp_file, const char *json)
     fs_acts acts;
     cr_assert_eq(fs_acts_create(&acts, &m.cfg, batch.P, batch.B, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&acts, batch.examples, batch.labels, 0, batch.B);
-    fs_intervention_clamps ic;
-    cr_assert_eq(fs_interventions_build(&ic, json, NULL, &m, &acts, batch.B, &err), 0, "%s", err.msg);
+    fs_held held;
+    fs_held_clamps ic;
+    hold(&held, &ic, json, NULL, &m, &acts, batch.B);
     fs_forward(&m, &acts, &ic.clamps, batch.B);
     cJSON *ours = fs_cache_to_json(&acts, batch.B, batch.batched);
     char why[512] = "";
     cr_assert_geq(golden_compare_tree(ours, cJSON_GetObjectItem(doc, "result"), "", why, sizeof why), 0, "%s: %s",
                   clamp_file, why);
     cJSON_Delete(ours);
-    fs_interventions_free(&ic);
+    unhold(&held, &ic);
     fs_acts_free(&acts);
     fs_seq_batch_free(&batch);
     cJSON_Delete(doc);
@@ -573,9 +594,9 @@ Test(interventions, golden_ablate_value_head_gradients)
     fs_trainer t;
     cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 2, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
-    fs_intervention_clamps ic;
-    cr_assert_eq(fs_interventions_build(&ic, "{\"ablate_heads\": [\"1:7\"]}", NULL, &m, &t.acts, batch.B, &err), 0,
-                 "%s", err.msg);
+    fs_held held;
+    fs_held_clamps ic;
+    hold(&held, &ic, "{\"ablate_heads\": [\"1:7\"]}", NULL, &m, &t.acts, batch.B);
     t.clamps = &ic.clamps;
     double loss = fs_trainer_grad(&t, batch.B);
     cJSON *want = fs_json_load(GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.json", &err);
@@ -587,7 +608,7 @@ Test(interventions, golden_ablate_value_head_gradients)
                                        sizeof why),
                  0, "%s", why);
     cJSON_Delete(want);
-    fs_interventions_free(&ic);
+    unhold(&held, &ic);
     fs_trainer_free(&t);
     fs_seq_batch_free(&batch);
     fs_model_free(&m);

@@ -28,7 +28,7 @@ void fs_run_data_close(fs_run_data *rd);
 
 /* Evaluate every evaluator set; out[i] gets set i's mean metrics. A workspace per
  * set (ws[FS_MAX_EVALUATORS]) keeps the intervention clamps of each set's length. */
-int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clamps *clamps, fs_eval_ws *ws,
+int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_held *held, fs_eval_ws *ws,
                     fs_metrics *out, fs_error *err);
 
 /* {"<evaluator>": {"loss": .., "acc": .., ...}, ...} */

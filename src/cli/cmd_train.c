@@ -1,5 +1,4 @@
 /* fewshot train: an in-context classification training run. */
-#include <cjson/cJSON.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,7 +7,7 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "base/fileio.h"
-#include "fewshot/seqio.h"
+#include "fewshot/interventions.h"
 #include "fewshot/train.h"
 
 static const fs_opt opts[] = {
@@ -24,38 +23,6 @@ static const fs_opt opts[] = {
     {"--intervene", "JSON", "named interventions held on, inline JSON or a file (= the clamps section)"},
     {NULL, NULL, NULL},
 };
-
-/* --cache/--mask/--intervene fill the config's clamps section (saved with the run). */
-static int held_on(const fs_args *args, fs_run_config *cfg, fs_error *err)
-{
-    const char *cache = fs_arg(args, "--cache"), *mask = fs_arg(args, "--mask"), *iv = fs_arg(args, "--intervene");
-    if ((cache != NULL) != (mask != NULL))
-        return fs_fail(err, "--cache and --mask go together");
-    if (!cache && !iv)
-        return 0;
-    cJSON *section = NULL;
-    if (iv) {
-        fs_error ignored;
-        section = iv[0] == '{' ? cJSON_Parse(iv) : fs_json_load(iv, &ignored);
-        if (!cJSON_IsObject(section)) {
-            cJSON_Delete(section);
-            return fs_fail(err, "--intervene: expected a JSON object or a JSON file holding one: %s", iv);
-        }
-    } else {
-        section = cfg->clamps.named ? cJSON_Duplicate(cfg->clamps.named, 1) : cJSON_CreateObject();
-    }
-    if (cache) {
-        cJSON_DeleteItemFromObject(section, "cache");
-        cJSON_DeleteItemFromObject(section, "mask");
-        cJSON_AddStringToObject(section, "cache", cache);
-        cJSON_AddStringToObject(section, "mask", mask);
-    }
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "clamps", section);
-    int rc = fs_run_config_apply(root, "--cache/--mask/--intervene", cfg, err);
-    cJSON_Delete(root);
-    return rc;
-}
 
 static volatile sig_atomic_t stop_signal; /* the signal that asked the run to stop, 0 if none */
 
@@ -93,7 +60,10 @@ int fs_cmd_train(int argc, char **argv)
     }
     cfg.train.threads = (int)threads;
     fs_error err = {{0}};
-    if (held_on(&args, &cfg, &err)) {
+    /* --cache/--mask/--intervene go into the clamps section, saved with the run */
+    fs_held_source held = {.cache = fs_arg(&args, "--cache"), .mask = fs_arg(&args, "--mask"),
+                           .intervene = fs_arg(&args, "--intervene")};
+    if (fs_held_record(&cfg, &held, &err)) {
         fs_run_config_free(&cfg);
         return fs_cli_error(err.msg);
     }
