@@ -112,13 +112,17 @@ int fs_held_record(fs_run_config *cfg, const fs_held_source *src, fs_error *err)
  * per-sequence buffers for the interventions (allocated once, refilled per batch).
  * Clamp files built for another sequence length are not applied. */
 typedef struct {
-    const fs_held *held;        /* borrowed: must outlive the binding */
-    const fs_clamp_set *files;  /* held->files when they apply to this layout, else NULL */
-    fs_clamp_set clamps;        /* files + interventions, per sequence (when held->has_iv) */
+    fs_interventions iv;        /* copied from the fs_held */
+    bool has_iv;
+    int P, count;               /* the layout: pairs per sequence, leaves */
+    const fs_clamp_set *files;  /* its clamp files when they apply to this layout (borrowed), else NULL */
+    fs_clamp_set clamps;        /* files + interventions, per sequence (when has_iv) */
     uint8_t *touched;           /* [leaf count]: leaves the interventions write */
 } fs_held_clamps;
 
 int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err);
+/* Whether hc was bound to what h holds now (same interventions, same clamp files). */
+bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h);
 /* The clamp set for the forward of sequences [0, nseq) whose inputs are in `a` (NULL when
  * nothing is held on). Recomputes the interventions from the inputs; when they need a
  * clean pass, runs it in `a` first, so run the clamped forward afterwards. Call per batch

@@ -50,14 +50,30 @@ void fs_held_unbind(fs_held_clamps *hc)
     memset(hc, 0, sizeof *hc);
 }
 
+/* The held clamp files if they were built for this layout (clamp files are per length). */
+static const fs_clamp_set *files_for(const fs_held *h, int P, int count)
+{
+    return h->files.leaf && h->files.P == P && h->files.count == count ? &h->files : NULL;
+}
+
+bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h)
+{
+    if (hc->has_iv != h->has_iv || (h->has_iv && memcmp(&hc->iv, &h->iv, sizeof h->iv) != 0))
+        return false;
+    return hc->files == files_for(h, hc->P, hc->count);
+}
+
 int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err)
 {
     memset(hc, 0, sizeof *hc);
-    hc->held = h;
-    hc->files = h->files.leaf && h->files.P == a->P && h->files.count == a->count ? &h->files : NULL;
+    hc->iv = h->iv;
+    hc->has_iv = h->has_iv;
+    hc->P = a->P;
+    hc->count = a->count;
+    hc->files = files_for(h, a->P, a->count);
     if (!h->has_iv)
         return 0;
-    const fs_interventions *iv = &h->iv;
+    const fs_interventions *iv = &hc->iv;
     const fs_model_config *c = &a->cfg;
     for (int k = 0; all_lists(iv, k); k++)
         for (int i = 0; i < all_lists(iv, k)->n; i++) {
@@ -151,7 +167,7 @@ static void reset(const fs_held_clamps *ic, const fs_acts *a, int b)
 
 static void preserve(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     const bool on[4] = {iv->preserve_patterns, iv->preserve_values, iv->preserve_queries, iv->preserve_keys};
     const int which[4] = {B_ATTN_SCORES, B_V, B_Q, B_K};
     for (int l = iv->preserve_from_layer; l < a->cfg.depth; l++)
@@ -169,8 +185,8 @@ static void preserve(const fs_held_clamps *ic, const fs_acts *a, int b)
 static void temperatures(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
     size_t NN = (size_t)a->N * a->N;
-    for (int i = 0; i < ic->held->iv.head_temperature.n; i++) {
-        const fs_head_ref *r = &ic->held->iv.head_temperature.h[i];
+    for (int i = 0; i < ic->iv.head_temperature.n; i++) {
+        const fs_head_ref *r = &ic->iv.head_temperature.h[i];
         slot s = head_slot(ic, a, r->layer, B_ATTN_PRE_SOFTMAX, r->head, b);
         const float *pre = fs_leaf_ptr(a, fs_block_leaf_id(r->layer, B_ATTN_PRE_SOFTMAX), b) + (size_t)r->head * NN;
         for (size_t j = 0; j < NN; j++)
@@ -180,7 +196,7 @@ static void temperatures(const fs_held_clamps *ic, const fs_acts *a, int b)
 
 static void ablate(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     if (iv->ablate_embedding) {
         int id = fs_top_before(L_TOK_EMBEDDING);
         slot s = leaf_slot(ic, a, id, b);
@@ -198,7 +214,7 @@ static void ablate(const fs_held_clamps *ic, const fs_acts *a, int b)
 /* s on the previous token, 1 - s on itself, token 0 on itself; label rows only if asked. */
 static void prev_token(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     int N = a->N;
     float st = (float)iv->prev_token_strength;
     for (int k = 0; k < iv->prev_token_heads.n; k++) {
@@ -212,7 +228,7 @@ static void prev_token(const fs_held_clamps *ic, const fs_acts *a, int b)
 /* Query row (token N-1) of the induction pattern from the sequence's labels. */
 static void induction(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     int P = a->P, N = a->N, n = P - 1;
     if (!iv->induction_heads.n || n == 0)
         return; /* no context: nothing to attend to */
@@ -235,7 +251,7 @@ static void induction(const fs_held_clamps *ic, const fs_acts *a, int b)
  * label tokens, through a softmax with match_temperature (0: hardmax, ties share). */
 static void match(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     int P = a->P, N = a->N, D = a->cfg.input_dim;
     if (!iv->match_heads.n || P == 1)
         return;
@@ -279,7 +295,7 @@ static void match(const fs_held_clamps *ic, const fs_acts *a, int b)
 /* Pre-softmax -1e9 on (i, i-1) (label rows only if asked): the softmax renormalises. */
 static void disallow_prev(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     int N = a->N, step = iv->disallow_prev_token_only_label ? 2 : 1;
     for (int k = 0; k < iv->disallow_prev_token_heads.n; k++) {
         const fs_head_ref *r = &iv->disallow_prev_token_heads.h[k];
@@ -292,7 +308,7 @@ static void disallow_prev(const fs_held_clamps *ic, const fs_acts *a, int b)
 /* Query row: -1e9 pre-softmax on every exemplar token (the query included). */
 static void silence_non_label(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->held->iv;
+    const fs_interventions *iv = &ic->iv;
     int N = a->N;
     for (int k = 0; k < iv->silence_non_label_heads.n; k++) {
         const fs_head_ref *r = &iv->silence_non_label_heads.h[k];
@@ -318,9 +334,9 @@ static void fill_sequence(const fs_held_clamps *ic, const fs_acts *a, int b)
 
 const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq)
 {
-    if (!hc->held || !hc->held->has_iv)
+    if (!hc->has_iv)
         return hc->files;
-    if (fs_interventions_need_clean_pass(&hc->held->iv))
+    if (fs_interventions_need_clean_pass(&hc->iv))
         fs_forward(m, a, NULL, nseq);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < nseq; b++)

@@ -141,7 +141,7 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
     bool clamped = files || (held && held->has_iv);
     if (clamped && ws_prepare(ws, m, P, err)) /* the cache-writing forward's arena */
         return -1;
-    if (clamped && ws->hc_ready && ws->hc.held != held) {
+    if (clamped && ws->hc_ready && !fs_held_bound(&ws->hc, held)) { /* held on something else: rebind */
         fs_held_unbind(&ws->hc);
         ws->hc_ready = false;
     }
