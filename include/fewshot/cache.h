@@ -24,7 +24,7 @@ typedef enum {
 } fs_top_leaf_before;
 
 typedef enum {
-    L_PRE_UNEMBED, L_FINAL_MEAN, L_FINAL_RSTD, L_TRANSFORMER_OUT, L_UNEMBEDDING, L_OUT, L_LOGPROBS,
+    L_PRE_UNEMBED, L_FINAL_MEAN, L_FINAL_RSTD, L_TRANSFORMER_OUT, L_UNEMBEDDING, L_OUT,
     L_TOP_AFTER_BLOCKS_COUNT
 } fs_top_leaf_after;
 
@@ -65,7 +65,6 @@ typedef struct {
 } fs_acts;
 
 /* Index of a leaf in the table. */
-static inline int fs_top_before(int which) { return which; }
 static inline int fs_block_leaf_id(int layer, int which) { return L_TOP_BEFORE_BLOCKS_COUNT + layer * B_COUNT + which; }
 static inline int fs_top_after(const fs_model_config *cfg, int which)
 {
@@ -111,8 +110,6 @@ void fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float 
 int fs_clamp_check_batch(const fs_clamp_set *c, const fs_acts *a, int nseq, const char *origin, fs_error *err);
 /* Apply a leaf's clamp to sequences [b0, b1) (no-op when it has none). */
 void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1);
-/* Zero the gradient at clamped elements (they are constants, SPEC section 3). */
-void fs_clamp_stop_grad(const fs_clamp_set *c, const fs_acts *a, float *grad_arena, int leaf, int b0, int b1);
 
 /* JSON dumps of sequences [0, nseq): batched = leaves get a leading B. */
 void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched);       /* returns cJSON* */

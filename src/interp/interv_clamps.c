@@ -27,7 +27,7 @@ static void mark_heads(uint8_t *touched, const fs_head_list *l, int which)
 static void mark_touched(const fs_interventions *iv, const fs_model_config *c, uint8_t *t)
 {
     if (iv->ablate_embedding)
-        t[fs_top_before(L_TOK_EMBEDDING)] = 1;
+        t[L_TOK_EMBEDDING] = 1;
     for (int l = iv->preserve_from_layer; l < c->depth; l++) {
         t[fs_block_leaf_id(l, B_ATTN_SCORES)] |= iv->preserve_patterns;
         t[fs_block_leaf_id(l, B_V)] |= iv->preserve_values;
@@ -198,7 +198,7 @@ static void ablate(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
     const fs_interventions *iv = &ic->iv;
     if (iv->ablate_embedding) {
-        int id = fs_top_before(L_TOK_EMBEDDING);
+        int id = L_TOK_EMBEDDING;
         slot s = leaf_slot(ic, a, id, b);
         for (size_t j = 0; j < a->leaves[id].numel; j++)
             set(s, j, 0.f);
