@@ -3,6 +3,7 @@
 #define FEWSHOT_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "fewshot/config.h"
 #include "fewshot/model.h"
@@ -41,6 +42,12 @@ int fs_cli_error(const char *msg); /* prints "fewshot: msg" to stderr, returns 1
 
 /* Write text to -o FILE atomically, or to stdout. */
 int fs_cli_output(const fs_args *a, const char *text);
+
+/* fewshot bench's classify phase: throughput of fs_kv_classify on random inputs, a
+ * context of `context_pairs` pairs, `nqueries` queries, `threads` (0 = all cores).
+ * Queries per second, or a negative number when the cache cannot be built (e.g. APE
+ * beyond 15 context pairs). */
+double fs_kv_bench_queries_per_s(const fs_model *m, int context_pairs, size_t nqueries, int threads);
 
 /* Subcommands. */
 int fs_cmd_init(int argc, char **argv);
