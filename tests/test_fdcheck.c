@@ -19,6 +19,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "kernels/kernels.h"
 #include "fewshot/optim.h"
 #include "fewshot/seqio.h"

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "fewshot/interventions.h"
 #include "base/rng.h"
 #include "fewshot/seqio.h"

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "kernels/kernels.h"
 #include "fewshot/model.h"
 #include "fewshot/optim.h"

@@ -6,6 +6,7 @@
 
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
+#include "model/leaves.h"
 
 #define NEG_BIG (-1e9f) /* the reference's "forbidden" pre-softmax score */
 

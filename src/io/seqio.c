@@ -1,5 +1,6 @@
 /* Reading sequence inputs and small file helpers. */
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 #include "base/fileio.h"
 
 #include <cjson/cJSON.h>

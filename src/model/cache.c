@@ -1,5 +1,6 @@
 /* The leaf table of the activation cache (SPEC section 3) and the arena it lays out. */
 #include "fewshot/cache.h"
+#include "model/leaves.h"
 
 #include <stdio.h>
 #include <stdlib.h>

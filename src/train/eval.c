@@ -8,6 +8,7 @@
 
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 #include "base/fileio.h"
 
 const char *const fs_metric_names[FS_NUM_METRICS] = {"loss", "acc", "in_context_acc", "out_context_acc",

@@ -10,6 +10,7 @@
 #include "fewshot/forward.h"
 #include "fewshot/model.h"
 #include "fewshot/optim.h"
+#include "model/leaves.h" /* the input leaves a trainer's user fills */
 
 typedef struct {
     fs_model *model;
