@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fewshot/eval.h"
+#include "train/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"

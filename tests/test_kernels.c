@@ -15,7 +15,7 @@
 #include "model/leaves.h"
 #include "kernels/kernels.h"
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 

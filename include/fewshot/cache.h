@@ -69,7 +69,7 @@ typedef struct {
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a);
 void fs_clamp_set_free(fs_clamp_set *c);
 /* Parse `cache` and `mask` trees (cJSON objects) into c; errors name the path. */
-int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const void *cache_json, const void *mask_json,
+int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache_json, const cJSON *mask_json,
                            const char *cache_origin, const char *mask_origin, fs_error *err);
 int fs_clamp_set_load(fs_clamp_set *c, const fs_acts *a, const char *cache_path, const char *mask_path,
                       fs_error *err);

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {

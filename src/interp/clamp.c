@@ -247,7 +247,7 @@ static int walk(fs_clamp_set *c, const load_ctx *ctx, const cJSON *node, const c
     return 0;
 }
 
-int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const void *cache_json, const void *mask_json,
+int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache_json, const cJSON *mask_json,
                            const char *cache_origin, const char *mask_origin, fs_error *err)
 {
     const cJSON *cache = cache_json, *mask = mask_json;

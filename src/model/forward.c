@@ -4,6 +4,7 @@
  * packed (transposed) weights when given, else the dot-product kernel. */
 #include "fewshot/forward.h"
 #include "model/leaves.h"
+#include "model/packed.h"
 
 #include <math.h>
 #include <omp.h>

@@ -1,4 +1,4 @@
-#include "fewshot/eval.h"
+#include "train/eval.h"
 
 #include <math.h>
 #include <stdbool.h>

@@ -1,4 +1,4 @@
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "base/fileio.h"
 
 #include <cjson/cJSON.h>
@@ -89,7 +89,7 @@ int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_held *hel
     return 0;
 }
 
-void *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m)
+cJSON *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m)
 {
     cJSON *root = cJSON_CreateObject();
     for (int i = 0; i < rd->num_sets; i++) {

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 #include "base/fileio.h"
