@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "base/json.h"
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
@@ -91,15 +92,11 @@ int fs_cmd_cache(int argc, char **argv)
         fs_held_unbind(&hc);
         fs_held_free(&held);
         cJSON *tree = fs_cache_to_json(&acts, batch.B, batch.batched);
-        text = cJSON_Print(tree);
+        text = fs_json_text(tree);
         cJSON_Delete(tree);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n';
-        text[n + 1] = 0;
     }
     fs_acts_free(&acts);
-    rc = fs_cli_output(&args, text);
+    rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the cache");
     free(text);
     fs_seq_batch_free(&batch);
     fs_model_free(&model);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "base/json.h"
 #include "train/run.h"
 #include "fewshot/seqio.h"
 
@@ -29,15 +30,6 @@ static int load_held(const fs_args *args, const fs_run_config *cfg, int P, int n
     return fs_held_load(held, &src, &cfg->model, P, nseq, err);
 }
 
-static cJSON *metrics_object(const fs_metrics *m)
-{
-    cJSON *o = cJSON_CreateObject();
-    fs_metrics copy = *m;
-    for (int k = 0; k < FS_NUM_METRICS; k++)
-        cJSON_AddNumberToObject(o, fs_metric_names[k], *fs_metric_field(&copy, k));
-    return o;
-}
-
 static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs_model *model, fs_error *err)
 {
     fs_seq_batch batch;
@@ -58,7 +50,7 @@ static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs
                         cJSON_AddItemToArray(arr, cJSON_CreateNumber(*fs_metric_field(&per[b], k)));
                 }
             } else {
-                out = metrics_object(&mean);
+                out = fs_metrics_object(&mean);
             }
         }
         fs_eval_ws_free(&ws);
@@ -121,11 +113,8 @@ int fs_cmd_eval(int argc, char **argv)
     if (!out) {
         rc = fs_cli_error(err.msg);
     } else {
-        char *text = cJSON_Print(out);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n', text[n + 1] = 0;
-        rc = fs_cli_output(&args, text);
+        char *text = fs_json_text(out);
+        rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the metrics");
         free(text);
         cJSON_Delete(out);
     }

@@ -1,5 +1,6 @@
 #include "train/eval.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,6 +21,15 @@ double *fs_metric_field(fs_metrics *m, int i)
     double *fields[FS_NUM_METRICS] = {&m->loss, &m->acc, &m->in_context_acc, &m->out_context_acc,
                                       &m->prob, &m->in_context_prob, &m->out_context_prob, &m->use_context_prob};
     return fields[i];
+}
+
+cJSON *fs_metrics_object(const fs_metrics *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    fs_metrics copy = *m;
+    for (int k = 0; k < FS_NUM_METRICS; k++)
+        cJSON_AddNumberToObject(o, fs_metric_names[k], *fs_metric_field(&copy, k));
+    return o;
 }
 
 enum { LOGITS_PLAIN, LOGITS_IN_CONTEXT, LOGITS_OUT_OF_CONTEXT };

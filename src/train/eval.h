@@ -15,6 +15,8 @@ typedef struct {
 enum { FS_NUM_METRICS = 8 };
 extern const char *const fs_metric_names[FS_NUM_METRICS];
 double *fs_metric_field(fs_metrics *m, int i);
+/* {"loss": .., "acc": .., ...}: the eight metrics in fs_metric_names order. */
+cJSON *fs_metrics_object(const fs_metrics *m);
 
 /* Metrics of one sequence: z [C] query logits, labels [P] (last = query). */
 void fs_metrics_of_sequence(const float *z, int C, const int *labels, int P, fs_metrics *out);

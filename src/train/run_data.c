@@ -92,11 +92,7 @@ int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_held *hel
 cJSON *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m)
 {
     cJSON *root = cJSON_CreateObject();
-    for (int i = 0; i < rd->num_sets; i++) {
-        cJSON *e = cJSON_AddObjectToObject(root, rd->sets[i].name);
-        fs_metrics copy = m[i];
-        for (int k = 0; k < FS_NUM_METRICS; k++)
-            cJSON_AddNumberToObject(e, fs_metric_names[k], *fs_metric_field(&copy, k));
-    }
+    for (int i = 0; i < rd->num_sets; i++)
+        cJSON_AddItemToObject(root, rd->sets[i].name, fs_metrics_object(&m[i]));
     return root;
 }

@@ -18,6 +18,7 @@
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 typedef struct {
     fs_run_config *cfg;
@@ -145,8 +146,10 @@ static int save_config(run *r, bool resume, fs_error *err)
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", r->dir);
     cJSON *j = fs_run_config_to_json(r->cfg);
-    char *text = cJSON_Print(j);
+    char *text = fs_json_text(j);
     cJSON_Delete(j);
+    if (!text)
+        return fs_fail(err, "%s: out of memory", path);
     int rc = 0;
     if (resume) {
         size_t n;
@@ -158,9 +161,6 @@ static int save_config(run *r, bool resume, fs_error *err)
                               "(or use another --out)", path);
         free(old);
     } else {
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n', text[n + 1] = 0;
         rc = fs_write_file_atomic(path, text, err);
     }
     free(text);
