@@ -769,3 +769,106 @@ Test(interventions, clamp_file_validation_errors)
     expect_clamp_error("{}", BLOCK1("v"), v, 4, path, "the clamp cache has no value");
     expect_clamp_error(BLOCK1("v"), "{}", v, 4, path, "the mask (mask.json) has no entry");
 }
+
+/* ---- what is held on: one loader for a config's clamps section and the command line ---- */
+
+/* dir/name = {"tok_embedding": value [batch?][5][DM]} (P = 3 pairs, 5 tokens). */
+static void write_leaf_file(const char *dir, const char *name, int batch, const char *fill)
+{
+    static char text[1 << 16];
+    int shape[3] = {batch, 5, DM};
+    text[0] = 0;
+    snprintf(text, sizeof text, "{\"tok_embedding\": ");
+    arr_text(text, sizeof text, batch ? shape : shape + 1, batch ? 3 : 2, fill);
+    snprintf(text + strlen(text), sizeof text - strlen(text), "}\n");
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(interventions, held_on_resolves_config_and_command_line)
+{
+    char dir[] = "/tmp/fewshot_held_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    write_leaf_file(dir, "c.json", 0, "0.5");
+    write_leaf_file(dir, "m.json", 0, "true");
+    write_leaf_file(dir, "cb.json", 2, "0.25");
+    write_leaf_file(dir, "mb.json", 2, "true");
+    char c[160], m[160], cb[160], mb[160];
+    snprintf(c, sizeof c, "%s/c.json", dir);
+    snprintf(m, sizeof m, "%s/m.json", dir);
+    snprintf(cb, sizeof cb, "%s/cb.json", dir);
+    snprintf(mb, sizeof mb, "%s/mb.json", dir);
+    fs_model_config cfg = small_cfg(2.0);
+    fs_clamps_config section = {0};
+    snprintf(section.cache_file, sizeof section.cache_file, "%s", c);
+    snprintf(section.mask_file, sizeof section.mask_file, "%s", m);
+    section.named = cJSON_Parse("{\"ablate_heads\": [\"1:0\"]}");
+    fs_error err = {{0}};
+    fs_held h;
+
+    /* the section alone: its files and its named interventions */
+    fs_held_source src = {.config = &section, .origin = "run.json"};
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(h.files.active, 1);
+    cr_assert(h.has_iv && h.iv.ablate_heads.n == 1);
+    cr_assert_eq(h.files.leaf[L_TOK_EMBEDDING].value[0], 0.5f);
+    fs_held_free(&h);
+
+    /* --intervene replaces the named interventions, the files stay */
+    src.intervene = "{\"induction_heads\": [\"1:1\"]}";
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(h.files.active, 1);
+    cr_assert(h.iv.ablate_heads.n == 0 && h.iv.induction_heads.n == 1);
+    fs_held_free(&h);
+
+    /* --cache/--mask replace the files; per-sequence ones must match the input's count and
+     * are refused on sampled sequences */
+    src.intervene = NULL;
+    src.cache = cb, src.mask = mb;
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), -1);
+    cr_assert(strstr(err.msg, "per-sequence") && strstr(err.msg, "tok_embedding"), "%s", err.msg);
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 4, &err), -1);
+    cr_assert(strstr(err.msg, "holds 2 sequences but the input has 4"), "%s", err.msg);
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 2, &err), 0, "%s", err.msg);
+    cr_assert_eq(h.files.leaf[L_TOK_EMBEDDING].batch, 2);
+    cr_assert_eq(h.files.leaf[L_TOK_EMBEDDING].value[0], 0.25f);
+    cr_assert(h.has_iv && h.iv.ablate_heads.n == 1, "the section's interventions stay");
+    fs_held_free(&h);
+
+    /* --cache without --mask, and a section with only one of the two */
+    src.mask = NULL;
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 2, &err), -1);
+    cr_assert(strstr(err.msg, "--cache and --mask go together"), "%s", err.msg);
+    src.cache = NULL;
+    section.mask_file[0] = 0;
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), -1);
+    cr_assert(strstr(err.msg, "run.json") && strstr(err.msg, "go together"), "%s", err.msg);
+
+    /* bound to another sequence length, clamp files do not apply; nothing else held: NULL */
+    cJSON_Delete(section.named);
+    section.named = NULL;
+    snprintf(section.mask_file, sizeof section.mask_file, "%s", m);
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), 0, "%s", err.msg);
+    cr_assert(!h.has_iv);
+    fs_model model;
+    cr_assert_eq(fs_model_create(&model, &cfg, &err), 0, "%s", err.msg);
+    for (int P = 3; P <= 4; P++) {
+        fs_acts a;
+        cr_assert_eq(fs_acts_create(&a, &cfg, P, 2, &err), 0, "%s", err.msg);
+        fs_held_clamps hc;
+        cr_assert_eq(fs_held_bind(&hc, &h, &a, &err), 0, "%s", err.msg);
+        cr_assert(fs_held_bound(&hc, &h));
+        cr_assert_eq(fs_held_update(&hc, &model, &a, 2), P == 3 ? &h.files : NULL);
+        fs_held_unbind(&hc);
+        fs_acts_free(&a);
+    }
+    fs_model_free(&model);
+    fs_held_free(&h);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

@@ -56,15 +56,12 @@ static int load_files(fs_held *h, const char *cache, const char *mask, const fs_
         return -1;
     fs_clamp_set_init(&h->files, &layout);
     int rc = fs_clamp_set_load(&h->files, &layout, cache, mask, err);
-    for (int i = 0; rc == 0 && i < h->files.count; i++) {
-        int batch = h->files.leaf[i].mask ? h->files.leaf[i].batch : 0;
-        if (batch && nseq == 0)
+    for (int i = 0; rc == 0 && nseq == 0 && i < h->files.count; i++)
+        if (h->files.leaf[i].mask && h->files.leaf[i].batch)
             rc = fs_fail(err, "%s: %s: per-sequence (batched) clamps cannot be held on sampled sequences (training, "
                               "evaluators)", cache, layout.leaves[i].path);
-        else if (batch && batch != nseq)
-            rc = fs_fail(err, "%s: %s: per-sequence clamp holds %d sequences but the input has %d", cache,
-                         layout.leaves[i].path, batch, nseq);
-    }
+    if (rc == 0 && nseq > 0)
+        rc = fs_clamp_check_batch(&h->files, &layout, nseq, cache, err);
     fs_acts_free(&layout);
     if (rc == 0 && h->files.active == 0)
         fs_clamp_set_free(&h->files); /* nothing to hold on */
