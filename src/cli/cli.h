@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "fewshot/config.h"
+#include "fewshot/interventions.h"
 #include "fewshot/model.h"
 
 enum { FS_CLI_MAX_OPTS = 40, FS_CLI_MAX_SETS = 64 };
@@ -37,6 +38,9 @@ int fs_cli_run_config(const fs_args *a, fs_run_config *cfg, bool require_config)
 /* Resolve the model config from --config and/or the model file's metadata, then load
  * the model (an explicit --config must agree with the file). */
 int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m);
+
+/* What --cache/--mask and --intervene ask to hold on (on top of `config`, may be NULL). */
+fs_held_source fs_cli_held(const fs_args *a, const fs_clamps_config *config, const char *origin);
 
 int fs_cli_error(const char *msg); /* prints "fewshot: msg" to stderr, returns 1 */
 

@@ -74,8 +74,7 @@ int fs_cmd_cache(int argc, char **argv)
         text = fs_json_print_sorted(tree);
         cJSON_Delete(tree);
     } else {
-        fs_held_source src = {.cache = fs_arg(&args, "--cache"), .mask = fs_arg(&args, "--mask"),
-                              .intervene = fs_arg(&args, "--intervene")};
+        fs_held_source src = fs_cli_held(&args, NULL, NULL);
         fs_held held;
         fs_held_clamps hc;
         if (fs_held_load(&held, &src, &cfg.model, batch.P, batch.B, &err)) {

@@ -25,8 +25,7 @@ static const fs_opt opts[] = {
 /* What is held on: --cache/--mask and --intervene, else the config's clamps section. */
 static int load_held(const fs_args *args, const fs_run_config *cfg, int P, int nseq, fs_held *held, fs_error *err)
 {
-    fs_held_source src = {.config = &cfg->clamps, .origin = "config clamps", .cache = fs_arg(args, "--cache"),
-                          .mask = fs_arg(args, "--mask"), .intervene = fs_arg(args, "--intervene")};
+    fs_held_source src = fs_cli_held(args, &cfg->clamps, "config clamps");
     return fs_held_load(held, &src, &cfg->model, P, nseq, err);
 }
 

@@ -75,8 +75,7 @@ static int session_open(session *s, const fs_args *args)
     if (fs_trainer_init(&s->trainer, &s->model, s->batch.P, s->batch.B, (int)threads, &oc, &err))
         return fs_cli_error(err.msg);
     fs_acts_set_inputs(&s->trainer.acts, s->batch.examples, s->batch.labels, 0, s->batch.B);
-    fs_held_source src = {.cache = fs_arg(args, "--cache"), .mask = fs_arg(args, "--mask"),
-                          .intervene = fs_arg(args, "--intervene")};
+    fs_held_source src = fs_cli_held(args, NULL, NULL);
     if (fs_held_load(&s->held, &src, &s->cfg.model, s->batch.P, s->batch.B, &err) ||
         fs_held_bind(&s->hc, &s->held, &s->trainer.acts, &err))
         return fs_cli_error(err.msg);

@@ -7,7 +7,6 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "base/fileio.h"
-#include "fewshot/interventions.h"
 #include "fewshot/train.h"
 
 static const fs_opt opts[] = {
@@ -61,8 +60,7 @@ int fs_cmd_train(int argc, char **argv)
     cfg.train.threads = (int)threads;
     fs_error err = {{0}};
     /* --cache/--mask/--intervene go into the clamps section, saved with the run */
-    fs_held_source held = {.cache = fs_arg(&args, "--cache"), .mask = fs_arg(&args, "--mask"),
-                           .intervene = fs_arg(&args, "--intervene")};
+    fs_held_source held = fs_cli_held(&args, NULL, NULL);
     if (fs_held_record(&cfg, &held, &err)) {
         fs_run_config_free(&cfg);
         return fs_cli_error(err.msg);
