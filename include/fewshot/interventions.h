@@ -24,7 +24,7 @@
  *
  * Clamps are composed in the reference's order (preserve, temperature, embedding,
  * ablation, previous-token, induction, match, disallow, silence: later ones win where
- * they overlap), on top of any clamp files given as `base`. Clamped elements are
+ * they overlap), on top of the clamp files held on with them (fs_held). Clamped elements are
  * constants for the backward (SPEC 3), including the clean-pass values. */
 #ifndef FEWSHOT_INTERVENTIONS_H
 #define FEWSHOT_INTERVENTIONS_H
