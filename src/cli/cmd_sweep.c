@@ -902,6 +902,8 @@ static int cmd_summarize(int argc, char **argv)
                 char *e = sp + strcspn(sp, "_");
                 memmove(sp > label && sp[-1] == '_' ? sp - 1 : sp, *e ? e + (sp == label) : e, strlen(e) + 1);
             }
+            if (!label[0])
+                snprintf(label, sizeof label, "run");
             int members = 0;
             for (int i = 0; i < n; i++)
                 members += group[i] == g;

@@ -80,7 +80,7 @@ void fs_progress_update(fs_progress *p, int64_t step, int64_t total, int64_t fir
         fs_progress_line(p, step >= p->total, "[%s] step %lld/%lld  %.0f seq/s  loss %.4f  %s acc %.3f  ETA %s", bar,
                          (long long)step, (long long)p->total, seqs_per_s, loss, ev, eval_acc, eta);
     } else {
-        fs_progress_line(p, false, "step %lld/%lld (%.0f%%)  %.0f seq/s  loss %.4f  %s acc %.3f  ETA %s",
+        fs_progress_line(p, step >= p->total, "step %lld/%lld (%.0f%%)  %.0f seq/s  loss %.4f  %s acc %.3f  ETA %s",
                          (long long)step, (long long)p->total, p->total ? 100.0 * (double)step / (double)p->total : 100.0,
                          seqs_per_s, loss, ev, eval_acc, eta);
     }
