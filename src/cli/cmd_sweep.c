@@ -174,16 +174,27 @@ static const char *outcome(int status, const char *log, char *msg, size_t n)
     return "failed";
 }
 
-static int parse_positional(int argc, char **argv, int count, const char **pos, const char *usage)
+/* `fewshot sweep SUB POS... [options]`: the positional arguments, then the options.
+ * Returns 0 when parsed, else 1 with *code the exit status (0 after --help, 2 on misuse). */
+static int parse_sub(int argc, char **argv, int npos, const char **pos, fs_args *args, const char *sub,
+                     const char *synopsis, const char *about, const fs_opt *opts, int *code)
 {
-    for (int i = 0; i < count; i++) {
-        if (i >= argc || argv[i][0] == '-') {
-            if (i < argc && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")))
-                return 1;
-            fprintf(stderr, "fewshot sweep: usage: fewshot sweep %s (see --help)\n", usage);
-            return -1;
-        }
-        pos[i] = argv[i];
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "sweep %s", sub);
+    int have = 0;
+    while (have < npos && have < argc && argv[have][0] != '-') {
+        pos[have] = argv[have];
+        have++;
+    }
+    int rc = fs_cli_parse(args, argc - have, argv + have, cmd, synopsis, about, opts);
+    if (rc) {
+        *code = rc > 0 ? 0 : 2;
+        return 1;
+    }
+    if (have < npos) {
+        fprintf(stderr, "fewshot %s: usage: fewshot %s %s (see --help)\n", cmd, cmd, synopsis);
+        *code = 2;
+        return 1;
     }
     return 0;
 }
@@ -204,16 +215,13 @@ static const fs_opt plan_opts[] = {{NULL, NULL, NULL}};
 static int cmd_plan(int argc, char **argv)
 {
     const char *pos[1];
-    int prc = parse_positional(argc, argv, 1, pos, "plan FILE");
     fs_args args;
-    int rc = fs_cli_parse(&args, prc == 0 ? argc - 1 : argc, prc == 0 ? argv + 1 : argv, "sweep plan", "FILE",
-                          "Expand and validate a sweep file (README \"Sweeps\"); print each run's index, name and\n"
-                          "overrides, then the count. Nothing runs.",
-                          plan_opts);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (prc)
-        return 2;
+    int code;
+    if (parse_sub(argc, argv, 1, pos, &args, "plan", "FILE",
+                  "Expand and validate a sweep file (README \"Sweeps\"); print each run's index, name and\n"
+                  "overrides, then the count. Nothing runs.",
+                  plan_opts, &code))
+        return code;
     fs_sweep s;
     fs_error err = {{0}};
     if (fs_sweep_load(&s, pos[0], &err))
@@ -258,20 +266,17 @@ enum { DEFAULT_THREADS_PER_RUN = 1 };
 static int cmd_run(int argc, char **argv)
 {
     const char *pos[1];
-    int prc = parse_positional(argc, argv, 1, pos, "run FILE --out DIR [-j N] [--threads-per-run T]");
     fs_args args;
-    int rc = fs_cli_parse(&args, prc == 0 ? argc - 1 : argc, prc == 0 ? argv + 1 : argv, "sweep run",
+    int code;
+    if (parse_sub(argc, argv, 1, pos, &args, "run",
                           "FILE --out DIR [-j N] [--threads-per-run T]",
                           "Run every point of a sweep file, N at a time, each as `fewshot train` in DIR/<run>/.\n"
                           "Re-running the same command resumes: finished runs are skipped, interrupted ones continue\n"
                           "from their checkpoint. Ctrl-C/SIGTERM stops the runs (each writes a checkpoint). A failed\n"
                           "run is recorded in DIR/sweep.json with its error (log in DIR/logs/<run>.log); the others\n"
                           "go on. Exit status: 0 if every run is done, 1 if some failed, 128+signal when stopped.",
-                          run_opts);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (prc)
-        return 2;
+                          run_opts, &code))
+        return code;
     const char *dir = fs_arg(&args, "--out");
     if (!dir)
         return fs_cli_error("sweep run: --out DIR is required");
@@ -436,19 +441,16 @@ static const fs_opt task_opts[] = {
 static int cmd_task(int argc, char **argv)
 {
     const char *pos[2];
-    int prc = parse_positional(argc, argv, 2, pos, "task DIR INDEX");
     fs_args args;
-    int rc = fs_cli_parse(&args, prc == 0 ? argc - 2 : argc, prc == 0 ? argv + 2 : argv, "sweep task",
+    int code;
+    if (parse_sub(argc, argv, 2, pos, &args, "task",
                           "DIR INDEX [--threads-per-run T]",
                           "Run point INDEX of the sweep prepared in DIR (by `sweep run` or `sweep slurm`) in the\n"
                           "foreground, as one SLURM array task does: skipped when done, resumed from its checkpoint\n"
                           "when interrupted; SIGTERM (scancel, time limit) makes the run checkpoint and stop. The\n"
                           "status goes into DIR/sweep.json. Exit status as fewshot train's.",
-                          task_opts);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (prc)
-        return 2;
+                          task_opts, &code))
+        return code;
     const char *dir = pos[0];
     char *end;
     long index = strtol(pos[1], &end, 10);
@@ -586,19 +588,16 @@ static int submit(const char *script, char *out, size_t n)
 static int cmd_slurm(int argc, char **argv)
 {
     const char *pos[1];
-    int prc = parse_positional(argc, argv, 1, pos, "slurm FILE --out DIR [...]");
     fs_args args;
-    int rc = fs_cli_parse(&args, prc == 0 ? argc - 1 : argc, prc == 0 ? argv + 1 : argv, "sweep slurm",
+    int code;
+    if (parse_sub(argc, argv, 1, pos, &args, "slurm",
                           "FILE --out DIR [--partition P --time T --cpus-per-task C --mem M --max-parallel K] [--submit]",
                           "Prepare DIR as `sweep run` does and write DIR/sweep.sbatch: a SLURM job array whose task i\n"
                           "runs `fewshot sweep task DIR i` with C threads (same run directories, same resume). Submit\n"
                           "it with `sbatch DIR/sweep.sbatch` (or --submit); re-run one task with\n"
                           "`sbatch --array=i DIR/sweep.sbatch`. Task logs: DIR/logs/slurm_<job>_<task>.out.",
-                          slurm_opts);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (prc)
-        return 2;
+                          slurm_opts, &code))
+        return code;
     const char *dir = fs_arg(&args, "--out");
     if (!dir)
         return fs_cli_error("sweep slurm: --out DIR is required");
@@ -624,7 +623,7 @@ static int cmd_slurm(int argc, char **argv)
     if (fs_sweep_load(&s, pos[0], &err))
         return fs_cli_error(err.msg);
     int n = s.n;
-    rc = fs_sweep_prepare(&s, dir, &err);
+    int rc = fs_sweep_prepare(&s, dir, &err);
     fs_sweep_free(&s);
     if (rc)
         return fs_cli_error(err.msg);
@@ -782,20 +781,17 @@ static void cell(char *out, size_t n, const row *r, int col, bool integer, bool 
 static int cmd_summarize(int argc, char **argv)
 {
     const char *pos[1];
-    int prc = parse_positional(argc, argv, 1, pos, "summarize DIR [--csv]");
     fs_args args;
-    int rc = fs_cli_parse(&args, prc == 0 ? argc - 1 : argc, prc == 0 ? argv + 1 : argv, "sweep summarize",
+    int code;
+    if (parse_sub(argc, argv, 1, pos, &args, "summarize",
                           "DIR [--csv]",
                           "One row per run of the sweep in DIR: status, overrides, the final value of each\n"
                           "evaluator's metric (acc by default), the phase-change time (the first evaluated sequence\n"
                           "count at which the fsl_train accuracy reaches 0.5 + (final - 0.5)/2; '-' when the final\n"
                           "accuracy is not above 0.5) and the sequences trained. When the sweep has a \"seed\" axis,\n"
                           "also mean +- sd (n - 1) over the seeds of every other point.",
-                          sum_opts);
-    if (rc)
-        return rc > 0 ? 0 : 2;
-    if (prc)
-        return 2;
+                          sum_opts, &code))
+        return code;
     const char *dir = pos[0], *metric = fs_arg(&args, "--metric") ? fs_arg(&args, "--metric") : "acc";
     bool csv = fs_flag(&args, "--csv");
     fs_error err = {{0}};
