@@ -31,6 +31,14 @@ T=$(mktemp -d /tmp/fewshot_slurm_XXXXXX)
 chmod 755 "$T"
 PIDS=()
 cleanup() {
+    # jobs left by a failure first (this cluster only: SLURM_CONF is ours), then the daemons
+    if [ -n "${OUR_SLURM:-}" ]; then
+        jobs=$(squeue -h -o %A 2>/dev/null | sort -u)
+        if [ -n "$jobs" ]; then
+            scancel $jobs 2>/dev/null
+            for _ in $(seq 100); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
+        fi
+    fi
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for pid in "${PIDS[@]}"; do
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -61,6 +69,7 @@ PORT=$((20000 + RANDOM % 20000))
 CPUS=$(nproc)
 mkdir -p "$T/state" "$T/spool"
 export SLURM_CONF="$T/slurm.conf"
+OUR_SLURM=1
 cat > "$SLURM_CONF" <<EOF
 ClusterName=fewshot
 SlurmctldHost=localhost(127.0.0.1)
@@ -112,9 +121,9 @@ wait_job() {
     die "job $id still queued/running after ${secs}s"
 }
 
-status_of() { # DIR INDEX
-    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/sweep.json"))["runs"][int(sys.argv[2])]["status"])' "$1" "$2"
-}
+# Run names and statuses from the manifest, one "name status" line per run (in order).
+runs_of() { "$BIN" sweep summarize "$1" --csv | awk -F, '$1 == "run" { print $2, $3 }'; }
+status_of() { runs_of "$1" | sed -n "$(($2 + 1))p" | cut -d' ' -f2; } # DIR INDEX
 
 # ---- 1. the smoke sweep as a job array ----
 JOB=$("$BIN" sweep slurm configs/sweeps/smoke.json --out "$T/smoke" --cpus-per-task 1 --max-parallel 2 --submit) ||
@@ -124,10 +133,10 @@ say "smoke sweep submitted as job $JOB"
 wait_job "$JOB" 600
 "$BIN" sweep run configs/sweeps/smoke.json --out "$T/local" -j 2 --threads-per-run 1 --no-progress ||
     die "local sweep run failed"
-N=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]+"/sweep.json"))["runs"]))' "$T/smoke")
+N=$(runs_of "$T/smoke" | wc -l)
 [ "$N" -ge 2 ] || die "expected several runs in $T/smoke/sweep.json, got $N"
 for i in $(seq 0 $((N - 1))); do
-    name=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]+"/sweep.json"))["runs"][int(sys.argv[2])]["name"])' "$T/smoke" "$i")
+    name=$(runs_of "$T/smoke" | sed -n "$((i + 1))p" | cut -d' ' -f1)
     [ "$(status_of "$T/smoke" "$i")" = done ] || die "run $i ($name) is $(status_of "$T/smoke" "$i"), not done"
     for f in config.json metrics.jsonl; do
         [ -s "$T/smoke/$name/$f" ] || die "$T/smoke/$name/$f missing"
