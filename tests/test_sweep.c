@@ -101,6 +101,8 @@ Test(sweep, plan_rejects_bad_files)
          "removes nothing"},
         {"\"variants\": [{\"name\": \"a\"}, {\"name\": \"a\"}]", "both named \"a\""},
         {"\"variants\": [{\"name\": \"a\", \"set\": {\"train.train_seed\": 1}}]", "must differ"},
+        {"\"axes\": {\"seed\": [1]}, \"variants\": [{\"name\": \"a\", \"set\": {\"seed\": 2}}]", "also an axis"},
+        {"\"variants\": [{\"name\": \"a\", \"set\": {\"clamps.ablate_heads\": [\"1:{0..x}\"]}}]", "unknown variable"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *f = sweep_file("bad.json", cases[i].rest);

@@ -281,6 +281,9 @@ static int add_point(fs_sweep *s, const cJSON *base, const cJSON *common, const 
         scalar_text(v, text, sizeof text);
         size_t used = strlen(name);
         snprintf(name + used, sizeof name - used, "%s%s=%s", used ? "_" : "", dot ? dot + 1 : ax->string, text);
+        if (cJSON_HasObjectItem(overrides, ax->string))
+            return fs_fail(err, "%s: variant %s sets \"%s\", which is also an axis; keep it in one place", s->path,
+                           variant ? variant : "(none)", ax->string);
         cJSON_AddItemToObject(overrides, ax->string, cJSON_Duplicate(v, 1));
     }
     if (!name[0])
