@@ -72,6 +72,7 @@ static void metrics_line(run *r, cJSON *line)
 {
     char *text = cJSON_PrintUnformatted(line);
     fprintf(r->metrics, "%s\n", text);
+    fflush(r->metrics); /* whole lines for readers (sweep progress, tail -f) */
     free(text);
     cJSON_Delete(line);
 }
