@@ -63,5 +63,6 @@ int fs_cmd_eval(int argc, char **argv);
 int fs_cmd_classify(int argc, char **argv);
 int fs_cmd_dataset(int argc, char **argv);
 int fs_cmd_bench(int argc, char **argv);
+int fs_cmd_sweep(int argc, char **argv);
 
 #endif

@@ -15,7 +15,8 @@ static const fs_opt opts[] = {
     {"--out", "DIR", "run directory (default: runs/<config name>)"},
     {"--resume", NULL, "continue the run in --out from its latest checkpoint"},
     {"--threads", "T", "worker threads (default: train.threads, 0 = all cores)"},
-    {"--no-progress", NULL, "no progress bar (it is also off when stderr is not a terminal)"},
+    {"--no-progress", NULL, "no progress output (bar on a terminal, plain lines otherwise)"},
+    {"--log-every", "SECONDS", "when stderr is not a terminal: a plain progress line every SECONDS (default 30, 0 = none)"},
     {"--stop-after", "N", "stop after N sequences with a checkpoint (resume later with --resume)"},
     {"--cache", "FILE", "clamp values held on during training and evaluation (= clamps.cache)"},
     {"--mask", "FILE", "clamp mask (= clamps.mask)"},
@@ -51,8 +52,9 @@ int fs_cmd_train(int argc, char **argv)
     fs_run_config cfg;
     if (fs_cli_run_config(&args, &cfg, true))
         return 1;
-    long long threads, stop_after;
+    long long threads, stop_after, log_every;
     if (fs_arg_int(&args, "--threads", cfg.train.threads, 0, 1024, &threads) ||
+        fs_arg_int(&args, "--log-every", 30, 0, 86400, &log_every) ||
         fs_arg_int(&args, "--stop-after", 0, 0, (1LL << 62), &stop_after)) {
         fs_run_config_free(&cfg);
         return 1;
@@ -79,7 +81,7 @@ int fs_cmd_train(int argc, char **argv)
         snprintf(out, sizeof out, "runs/%s", base);
     }
     fs_progress bar;
-    fs_progress_start(&bar, !fs_flag(&args, "--no-progress"));
+    fs_progress_start(&bar, !fs_flag(&args, "--no-progress"), (double)log_every);
     /* Ctrl-C, and SIGTERM (SLURM, systemd, timeout, preemption): checkpoint, then exit 128+signal. */
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);

@@ -48,21 +48,6 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int mkdir_p(const char *path, fs_error *err)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) && errno != EEXIST)
-        return fs_fail(err, "%s: cannot create directory (%s)", path, strerror(errno));
-    return 0;
-}
-
 /* Sample the batch of step `step` into the trainer's input leaves (no allocation). */
 static void sample_step(run *r, int64_t step)
 {
@@ -86,6 +71,7 @@ static void metrics_line(run *r, cJSON *line)
 {
     char *text = cJSON_PrintUnformatted(line);
     fprintf(r->metrics, "%s\n", text);
+    fflush(r->metrics); /* whole lines for readers (sweep progress, tail -f) */
     free(text);
     cJSON_Delete(line);
 }
@@ -280,7 +266,7 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
     snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", r.dir);
     snprintf(r.metrics_path, sizeof r.metrics_path, "%s/metrics.jsonl", r.dir);
     int rc = -1;
-    if (setup(&r, err) || mkdir_p(r.ckpt_dir, err))
+    if (setup(&r, err) || fs_mkdir_p(r.ckpt_dir, err))
         goto done;
     char latest[1300];
     bool have = fs_checkpoint_latest(r.ckpt_dir, latest, sizeof latest);
