@@ -610,7 +610,9 @@ int fs_sweep_prepare(const fs_sweep *s, const char *dir, fs_error *err)
         return -1;
     for (int i = 0; i < s->n; i++) {
         snprintf(path, sizeof path, "%s/configs/%s.json", dir, s->points[i].name);
-        char *text = cJSON_Print(s->points[i].config);
+        char *text = fs_json_text(s->points[i].config);
+        if (!text)
+            return fs_fail(err, "%s: out of memory", path);
         int rc = fs_write_file_atomic(path, text, err);
         free(text);
         if (rc)
