@@ -141,6 +141,10 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
     const fs_interventions *iv = clamps && clamps->iv && fs_interventions_any(clamps->iv) ? clamps->iv : NULL;
     if ((base || iv) && ws_prepare(ws, m, P, err)) /* the cache-writing forward's arena */
         return -1;
+    if (iv && ws->ic_ready && (ws->ic.base != base || memcmp(&ws->ic.spec, iv, sizeof *iv) != 0)) { /* others: rebuild */
+        fs_interventions_free(&ws->ic);
+        ws->ic_ready = false;
+    }
     if (iv && !ws->ic_ready) {
         if (fs_interventions_init(&ws->ic, iv, &ws->acts, base, err))
             return -1;
