@@ -1,5 +1,7 @@
 #include "cli/cli.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,4 +173,20 @@ int fs_cli_output(const fs_args *a, const char *text)
     if (fs_write_file_atomic(out, text, &err))
         return fs_cli_error(err.msg);
     return 0;
+}
+
+int fs_cli_output_json(const fs_args *a, void *json, bool indent)
+{
+    char *text = indent ? cJSON_Print(json) : cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    size_t n = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, n + 2) : NULL;
+    if (!line) {
+        free(text);
+        return fs_cli_error("out of memory printing the result");
+    }
+    line[n] = '\n', line[n + 1] = 0;
+    int rc = fs_cli_output(a, line);
+    free(line);
+    return rc;
 }

@@ -41,6 +41,8 @@ int fs_cli_error(const char *msg); /* prints "fewshot: msg" to stderr, returns 1
 
 /* Write text to -o FILE atomically, or to stdout. */
 int fs_cli_output(const fs_args *a, const char *text);
+/* The same for a cJSON tree (indented or on one line) and a final newline; frees the tree. */
+int fs_cli_output_json(const fs_args *a, void *json, bool indent);
 
 /* Subcommands. */
 int fs_cmd_init(int argc, char **argv);

@@ -144,17 +144,7 @@ int fs_cmd_eval(int argc, char **argv)
     fs_error err = {{0}};
     cJSON *out = fs_arg(&args, "--input") ? eval_input(&args, &cfg, &model, &err)
                                           : eval_evaluators(&args, &cfg, &model, &err);
-    if (!out) {
-        rc = fs_cli_error(err.msg);
-    } else {
-        char *text = cJSON_Print(out);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n', text[n + 1] = 0;
-        rc = fs_cli_output(&args, text);
-        free(text);
-        cJSON_Delete(out);
-    }
+    rc = out ? fs_cli_output_json(&args, out, true) : fs_cli_error(err.msg);
     fs_model_free(&model);
     fs_run_config_free(&cfg);
     return rc;

@@ -102,17 +102,7 @@ int fs_cmd_measure(int argc, char **argv)
     cfg.input_dim_given = cfg.num_classes_given = true; /* the model fixes them */
     fs_error err = {{0}};
     cJSON *out = measure(&args, &cfg, fs_arg(&args, "--config") ? fs_arg(&args, "--config") : "config", &model, &err);
-    if (!out) {
-        rc = fs_cli_error(err.msg);
-    } else {
-        char *text = cJSON_PrintUnformatted(out);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n', text[n + 1] = 0;
-        rc = fs_cli_output(&args, text);
-        free(text);
-        cJSON_Delete(out);
-    }
+    rc = out ? fs_cli_output_json(&args, out, false) : fs_cli_error(err.msg);
     fs_model_free(&model);
     fs_run_config_free(&cfg);
     return rc;
