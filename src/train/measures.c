@@ -182,7 +182,7 @@ int fs_measures_compute(const fs_model *m, const float *examples, const int *lab
     if (P < 2 || n < 1)
         return fs_fail(err, "measures: need at least one sequence with a context pair (got %d sequences of %d pairs)",
                        n, P);
-    if (m->cfg.num_heads > FS_IV_MAX_HEADS)
+    if ((want(which, FS_MEASURE_ABLATE_ACC) || want(which, FS_MEASURE_ONLY_ACC)) && m->cfg.num_heads > FS_IV_MAX_HEADS)
         return fs_fail(err, "measures: head ablations support at most %d heads per layer", FS_IV_MAX_HEADS);
     const int L = m->cfg.depth, H = m->cfg.num_heads;
     out->which = which & ((1u << FS_NUM_MEASURES) - 1);

@@ -25,7 +25,7 @@ int fs_schedule_init(fs_schedule *s, int64_t every, const fs_sched *list, int lo
         s->at[s->n++] = list->at[i];
     if (first < 1)
         first = 1;
-    for (int k = 0; k < log_points; k++) {
+    for (int k = 0; k < log_points && last >= first; k++) {
         double f = log_points == 1 ? 1.0 : (double)k / (log_points - 1);
         s->at[s->n++] = llround(exp(log((double)first) + f * (log((double)last) - log((double)first))));
     }

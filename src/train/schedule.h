@@ -16,7 +16,7 @@ typedef struct {
 } fs_schedule;
 
 /* The listed counts plus `log_points` counts round(first * (last/first)^(k/(N-1))),
- * k = 0..N-1 (N = 1: last alone), merged without repeats. */
+ * k = 0..N-1 (N = 1: last alone; none when last < first), merged without repeats. */
 int fs_schedule_init(fs_schedule *s, int64_t every, const fs_sched *list, int log_points, int64_t first,
                      int64_t last, fs_error *err);
 void fs_schedule_free(fs_schedule *s);
