@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fewshot/forward.h"
 #include "fewshot/measures.h"
+#include "fewshot/seqio.h"
 #include "fewshot/run.h"
 #include "helpers.h"
 #include "train/schedule.h"
@@ -26,6 +28,7 @@ static const char *save_model(void)
     fs_model_config c;
     th_tiny_config(&c);
     c.num_classes = C, c.depth = DEPTH, c.num_heads = HEADS;
+    c.d_model = 16; /* the widths for which the query-only forward is bit-identical (test_kernels) */
     fs_model m;
     th_random_model(&m, &c, 42, 0.5);
     const char *path = th_path(g_dir, "model.safetensors");
@@ -80,6 +83,25 @@ static double at(const cJSON *measures, const char *name, int l, int h)
     return v->valuedouble;
 }
 
+/* Query accuracy from the logits (`out`) of `fewshot cache` with the interventions `iv`. */
+static double clamped_acc(const char *model, const char *input, const char *iv, const int *labels, int P)
+{
+    cJSON *cache = run_json("cache --model %s --input %s%s", model, input, iv);
+    const cJSON *out = cJSON_GetObjectItem(cache, "out");
+    cr_assert_eq(cJSON_GetArraySize(out), NSEQ);
+    int right = 0;
+    for (int b = 0; b < NSEQ; b++) {
+        const cJSON *z = cJSON_GetArrayItem(cJSON_GetArrayItem(out, b), P - 1);
+        int best = 0;
+        for (int c = 1; c < C; c++)
+            if (cJSON_GetArrayItem(z, c)->valuedouble > cJSON_GetArrayItem(z, best)->valuedouble)
+                best = c;
+        right += best == labels[b * P + P - 1];
+    }
+    cJSON_Delete(cache);
+    return (double)right / NSEQ;
+}
+
 static void check_against_cache_and_eval(int P, const int *pattern, int npatterns)
 {
     const char *model = save_model();
@@ -113,16 +135,18 @@ static void check_against_cache_and_eval(int P, const int *pattern, int npattern
             cr_assert(th_close(at(ms, "label_attention", l, h), lab / NSEQ, 1e-5, 1e-6), "label attention %d:%d", l, h);
             cr_assert(th_close(at(ms, "prev_token_strength", l, h), prev / (NSEQ * (P - 1)), 1e-5, 1e-6),
                       "prev-token %d:%d", l, h);
-            /* ablations: exactly the accuracy `fewshot eval` reports with the same heads ablated */
-            char iv[128];
-            snprintf(iv, sizeof iv, " --intervene {\"ablate_heads\":[\"%d:%d\"]}", l, h);
-            cJSON *e = run_json("eval --model %s --input %s%s", model, input, iv);
-            cr_assert_eq(at(ms, "ablate_head_acc", l, h), cJSON_GetObjectItem(e, "acc")->valuedouble, "ablate %d:%d", l, h);
-            cJSON_Delete(e);
-            snprintf(iv, sizeof iv, " --intervene {\"ablate_heads\":[\"%d:%d\"]}", l, 1 - h);
-            e = run_json("eval --model %s --input %s%s", model, input, iv);
-            cr_assert_eq(at(ms, "only_head_acc", l, h), cJSON_GetObjectItem(e, "acc")->valuedouble, "only %d:%d", l, h);
-            cJSON_Delete(e);
+            /* ablations: the accuracy of the clamped forward (`fewshot cache --intervene`) with the
+             * same heads ablated, which `fewshot eval --intervene` reports too */
+            for (int only = 0; only < 2; only++) {
+                char iv[128];
+                snprintf(iv, sizeof iv, " --intervene {\"ablate_heads\":[\"%d:%d\"]}", l, only ? 1 - h : h);
+                double want = clamped_acc(model, input, iv, labels, P);
+                double got = at(ms, only ? "only_head_acc" : "ablate_head_acc", l, h);
+                cr_assert_eq(got, want, "%s %d:%d: %g vs %g", only ? "only" : "ablate", l, h, got, want);
+                cJSON *e = run_json("eval --model %s --input %s%s", model, input, iv);
+                cr_assert_eq(cJSON_GetObjectItem(e, "acc")->valuedouble, want);
+                cJSON_Delete(e);
+            }
         }
     }
     cJSON_Delete(cache);
@@ -309,4 +333,55 @@ Test(measures, measure_command_errors, .init = setup_dir, .fini = teardown_dir)
     th_run(&r, "measure --model %s", th_path(g_dir, "missing.safetensors"));
     cr_assert(r.exited && r.code == 1 && strstr(r.err, "missing.safetensors"), "%s", th_describe(&r));
     th_run_free(&r);
+}
+
+/* fs_eval_sequences evaluates head ablations alone on a copy of the model with zeroed value
+ * weights (and biases) through the query-only forward: the same logits, bit for bit, as the
+ * forward with the ablate_heads clamps. */
+Test(measures, head_ablation_on_weights_equals_clamped_forward)
+{
+    fs_model_config c;
+    th_tiny_config(&c);
+    c.num_classes = C, c.depth = DEPTH, c.num_heads = HEADS, c.qkv_bias = true, c.d_model = 16;
+    fs_model m;
+    th_random_model(&m, &c, 3, 0.5);
+    enum { P = 3, N_SEQ = 40 };
+    float ex[N_SEQ * P * D_IN];
+    int lab[N_SEQ * P];
+    th_rng rng = {11};
+    for (int i = 0; i < N_SEQ * P * D_IN; i++)
+        ex[i] = (float)th_rng_sym(&rng, 1.0);
+    for (int i = 0; i < N_SEQ * P; i++)
+        lab[i] = th_rng_int(&rng, C);
+    fs_interventions iv;
+    fs_interventions_default(&iv);
+    iv.ablate_heads.n = 2;
+    iv.ablate_heads.h[0] = (fs_head_ref){0, 1, 1.0};
+    iv.ablate_heads.h[1] = (fs_head_ref){1, 0, 1.0};
+    cr_assert(fs_interventions_values_only(&iv));
+    fs_error err = {{0}};
+    fs_eval_ws ws = {0};
+    fs_metrics mean, clean, per[N_SEQ];
+    fs_eval_clamps held = {NULL, &iv};
+    cr_assert_eq(fs_eval_sequences(&m, ex, lab, N_SEQ, P, &held, &ws, &mean, per, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_eval_sequences(&m, ex, lab, N_SEQ, P, NULL, &ws, &clean, NULL, &err), 0, "%s", err.msg);
+    cr_assert_neq(mean.loss, clean.loss, "the ablation changes the model's output");
+    fs_acts a;
+    cr_assert_eq(fs_acts_create(&a, &c, P, N_SEQ, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&a, ex, lab, 0, N_SEQ);
+    fs_intervention_clamps ic;
+    cr_assert_eq(fs_interventions_init(&ic, &iv, &a, NULL, &err), 0, "%s", err.msg);
+    fs_interventions_update(&ic, &m, &a, N_SEQ);
+    fs_forward(&m, &a, &ic.clamps, N_SEQ);
+    for (int b = 0; b < N_SEQ; b++) {
+        fs_metrics one;
+        fs_metrics_of_sequence(fs_leaf_ptr(&a, fs_top_after(&c, L_OUT), b) + (size_t)(P - 1) * C, C, lab + b * P, P,
+                               &one);
+        cr_assert_eq(one.loss, per[b].loss, "sequence %d: %.9g vs %.9g", b, one.loss, per[b].loss);
+        cr_assert_eq(one.acc, per[b].acc);
+    }
+    fs_interventions_free(&ic);
+    fs_acts_free(&a);
+    fs_eval_ws_free(&ws);
+    fs_model_free(&m);
 }

@@ -77,6 +77,11 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
 int fs_interventions_from_arg(fs_interventions *iv, const char *json_or_file, const fs_model_config *cfg,
                               fs_error *err);
 bool fs_interventions_any(const fs_interventions *iv);
+/* ablate_heads and nothing else: zeroing those heads' value weights (and value biases) in
+ * a copy of the model gives the same forward (v = 0 exactly, for finite inputs), so a
+ * forward without clamps can evaluate them. */
+bool fs_interventions_values_only(const fs_interventions *iv);
+void fs_interventions_zero_values(const fs_interventions *iv, fs_model *m);
 /* preserve or head_temperature: the update runs a clean forward pass first. */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 

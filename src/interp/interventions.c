@@ -287,6 +287,27 @@ bool fs_interventions_need_clean_pass(const fs_interventions *iv)
            iv->head_temperature.n > 0;
 }
 
+bool fs_interventions_values_only(const fs_interventions *iv)
+{
+    return iv->ablate_heads.n && !iv->ablate_embedding && !iv->induction_heads.n && !iv->match_heads.n &&
+           !iv->prev_token_heads.n && !iv->disallow_prev_token_heads.n && !iv->silence_non_label_heads.n &&
+           !fs_interventions_need_clean_pass(iv);
+}
+
+/* qkv weight rows [2d + h*hd, 2d + (h+1)*hd) compute head h's values (row n of qkv_raw
+ * is [q | k | v], heads inside). */
+void fs_interventions_zero_values(const fs_interventions *iv, fs_model *m)
+{
+    const int d = m->cfg.d_model, hd = d / m->cfg.num_heads;
+    for (int i = 0; i < iv->ablate_heads.n; i++) {
+        const fs_block_params *bp = &m->p.blocks[iv->ablate_heads.h[i].layer];
+        int row0 = 2 * d + iv->ablate_heads.h[i].head * hd;
+        memset(bp->qkv_w + (size_t)row0 * d, 0, sizeof(float) * (size_t)hd * d);
+        if (bp->qkv_b)
+            memset(bp->qkv_b + row0, 0, sizeof(float) * (size_t)hd);
+    }
+}
+
 bool fs_interventions_any(const fs_interventions *iv)
 {
     return iv->ablate_heads.n || iv->ablate_embedding || iv->induction_heads.n || iv->match_heads.n ||
