@@ -30,7 +30,6 @@ typedef struct {
     int qws_P;
     float *logits;             /* [chunk][C] */
     fs_model ablated;          /* value ablations alone: the model with those heads' value weights zeroed */
-    bool ablated_ready;
 } fs_eval_ws;
 
 /* What is held on during evaluation: clamp files and/or named interventions (either

@@ -81,7 +81,9 @@ bool fs_interventions_any(const fs_interventions *iv);
  * a copy of the model gives the same forward (v = 0 exactly, for finite inputs), so a
  * forward without clamps can evaluate them. */
 bool fs_interventions_values_only(const fs_interventions *iv);
-void fs_interventions_zero_values(const fs_interventions *iv, fs_model *m);
+/* m = src with the value weights of iv's ablated heads zeroed. m (zero-initialise it
+ * before first use; free with fs_model_free) is created for src's config when needed. */
+int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *src, fs_model *m, fs_error *err);
 /* preserve or head_temperature: the update runs a clean forward pass first. */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 

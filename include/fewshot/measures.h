@@ -11,6 +11,10 @@
  *   ablate_head_acc      query accuracy with that head's values zeroed (ablate_heads)
  *   only_head_acc        query accuracy with every other head of its layer zeroed
  *
+ * Ablations run the query-only forward on a copy of the model whose ablated heads'
+ * value weights are zero (bit-identical to the ablate_heads clamps), from the clean
+ * pass's residual stream entering the ablated head's block.
+ *
  * The probe set is a fixed, seeded set of training-class sequences in which exactly
  * one context pair has the query's class and label and every other pair another class
  * and another label (for P = 3: the reference's two-pair construction). */
@@ -19,7 +23,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/config.h"
-#include "fewshot/eval.h"
+#include "fewshot/forward.h"
 #include "fewshot/model.h"
 #include "fewshot/sampler.h"
 
@@ -44,12 +48,20 @@ typedef struct {
     double *v[FS_NUM_MEASURES];
 } fs_measures;
 
-/* Reusable workspace: a cache arena for the attention measures, an evaluation
- * workspace for the ablations. Zero-initialise before first use. */
+/* Reusable workspace: a cache arena for the attention measures; for the ablations, the
+ * residual stream entering each block, a copy of the model with heads' value weights
+ * zeroed (the ablate_heads intervention as weights) and the query-only forward's
+ * workspace. Zero-initialise before first use. */
 typedef struct {
     fs_acts acts;
     bool ready;
-    fs_eval_ws ev;
+    float *resid;          /* [depth][n][2P-1][d_model] (layer 0 unused) */
+    size_t resid_floats;
+    fs_model ablated;
+    struct fs_query_ws *qws;
+    int qws_P;
+    float *logits;         /* [n][C] */
+    size_t logits_floats;
 } fs_measures_ws;
 
 void fs_measures_ws_free(fs_measures_ws *ws);

@@ -296,8 +296,13 @@ bool fs_interventions_values_only(const fs_interventions *iv)
 
 /* qkv weight rows [2d + h*hd, 2d + (h+1)*hd) compute head h's values (row n of qkv_raw
  * is [q | k | v], heads inside). */
-void fs_interventions_zero_values(const fs_interventions *iv, fs_model *m)
+int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *src, fs_model *m, fs_error *err)
 {
+    if (m->params && !fs_model_config_equal(&m->cfg, &src->cfg))
+        fs_model_free(m);
+    if (!m->params && fs_model_create(m, &src->cfg, err))
+        return -1;
+    memcpy(m->params, src->params, sizeof(float) * src->layout.total);
     const int d = m->cfg.d_model, hd = d / m->cfg.num_heads;
     for (int i = 0; i < iv->ablate_heads.n; i++) {
         const fs_block_params *bp = &m->p.blocks[iv->ablate_heads.h[i].layer];
@@ -306,6 +311,7 @@ void fs_interventions_zero_values(const fs_interventions *iv, fs_model *m)
         if (bp->qkv_b)
             memset(bp->qkv_b + row0, 0, sizeof(float) * (size_t)hd);
     }
+    return 0;
 }
 
 bool fs_interventions_any(const fs_interventions *iv)

@@ -98,26 +98,8 @@ void fs_eval_ws_free(fs_eval_ws *ws)
         fs_interventions_free(&ws->ic);
     if (ws->ready)
         fs_acts_free(&ws->acts);
-    if (ws->ablated_ready)
-        fs_model_free(&ws->ablated);
+    fs_model_free(&ws->ablated);
     memset(ws, 0, sizeof *ws);
-}
-
-/* ws->ablated = m with the value weights of iv's ablated heads zeroed. */
-static int ablated_copy(fs_eval_ws *ws, const fs_model *m, const fs_interventions *iv, fs_error *err)
-{
-    if (ws->ablated_ready && !fs_model_config_equal(&ws->ablated.cfg, &m->cfg)) {
-        fs_model_free(&ws->ablated);
-        ws->ablated_ready = false;
-    }
-    if (!ws->ablated_ready) {
-        if (fs_model_create(&ws->ablated, &m->cfg, err))
-            return -1;
-        ws->ablated_ready = true;
-    }
-    memcpy(ws->ablated.params, m->params, sizeof(float) * m->layout.total);
-    fs_interventions_zero_values(iv, &ws->ablated);
-    return 0;
 }
 
 enum { EVAL_QUERY_CHUNK = 1024 };
@@ -159,7 +141,7 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
     const fs_clamp_set *base = clamps && clamps->base && clamps->base->P == P ? clamps->base : NULL;
     const fs_interventions *iv = clamps && clamps->iv && fs_interventions_any(clamps->iv) ? clamps->iv : NULL;
     if (iv && !base && fs_interventions_values_only(iv)) { /* head ablations: the query path on zeroed weights */
-        if (ablated_copy(ws, m, iv, err))
+        if (fs_interventions_ablated_model(iv, m, &ws->ablated, err))
             return -1;
         m = &ws->ablated;
         iv = NULL;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fewshot/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
@@ -82,8 +83,24 @@ void fs_measures_ws_free(fs_measures_ws *ws)
 {
     if (ws->ready)
         fs_acts_free(&ws->acts);
-    fs_eval_ws_free(&ws->ev);
+    free(ws->resid);
+    fs_model_free(&ws->ablated);
+    if (ws->qws)
+        fs_query_ws_free(ws->qws);
+    free(ws->logits);
     memset(ws, 0, sizeof *ws);
+}
+
+/* Grow *buf to hold n floats. */
+static int reserve(float **buf, size_t *cap, size_t n, fs_error *err)
+{
+    if (*cap >= n)
+        return 0;
+    float *p = realloc(*buf, sizeof(float) * n);
+    if (!p)
+        return fs_fail(err, "measures: out of memory");
+    *buf = p, *cap = n;
+    return 0;
 }
 
 void fs_measures_free(fs_measures *ms)
@@ -119,10 +136,15 @@ static void attention_sums(const fs_acts *a, int b, const int *labels, double *i
     }
 }
 
-static int attention_measures(const fs_model *m, const float *examples, const int *labels, int n, int P,
-                              fs_measures_ws *ws, fs_measures *out, fs_error *err)
+/* One forward of the sequences with the cache: the attention measures, and the residual
+ * stream entering every block for the ablations. */
+static int clean_pass(const fs_model *m, const float *examples, const int *labels, int n, int P, fs_measures_ws *ws,
+                      fs_measures *out, fs_error *err)
 {
     const int D = m->cfg.input_dim, LH = m->cfg.depth * m->cfg.num_heads;
+    const size_t per_layer = (size_t)n * (2 * P - 1) * m->cfg.d_model;
+    if (reserve(&ws->resid, &ws->resid_floats, per_layer * m->cfg.depth, err))
+        return -1;
     if (!ws->ready || ws->acts.P != P || !fs_model_config_equal(&ws->acts.cfg, &m->cfg)) {
         if (ws->ready)
             fs_acts_free(&ws->acts);
@@ -145,6 +167,11 @@ static int attention_measures(const fs_model *m, const float *examples, const in
         fs_forward(m, &ws->acts, NULL, count);
         for (int b = 0; b < count; b++) /* in sequence order: the sums do not depend on threads */
             attention_sums(&ws->acts, b, labels + (size_t)(first + b) * P, sum[0], sum[1], sum[2]);
+        for (int l = 1; l < m->cfg.depth; l++) {
+            int id = fs_block_leaf_id(l, B_X);
+            memcpy(ws->resid + l * per_layer + (size_t)first * ws->acts.leaves[id].numel, fs_leaf_ptr(&ws->acts, id, 0),
+                   sizeof(float) * ws->acts.leaves[id].numel * count);
+        }
     }
     const int kinds[3] = {FS_MEASURE_INDUCTION, FS_MEASURE_PREV_TOKEN, FS_MEASURE_LABEL_ATTENTION};
     const double denom[3] = {n, (double)n * (P - 1), n};
@@ -158,20 +185,31 @@ static int attention_measures(const fs_model *m, const float *examples, const in
 }
 
 /* Query accuracy with head `head` of `layer` zeroed (only: every other head of the
- * layer zeroed instead) by the ablate_heads intervention. */
+ * layer zeroed instead): the ablate_heads intervention as zeroed value weights, through
+ * the query-only forward from the clean residual stream entering the layer. */
 static int ablated_acc(const fs_model *m, const float *examples, const int *labels, int n, int P, int layer,
-                       int head, bool only, fs_eval_ws *ev, double *acc, fs_error *err)
+                       int head, bool only, fs_measures_ws *ws, double *acc, fs_error *err)
 {
     fs_interventions iv;
     fs_interventions_default(&iv);
     for (int h = 0; h < m->cfg.num_heads; h++)
         if ((h == head) != only)
             iv.ablate_heads.h[iv.ablate_heads.n++] = (fs_head_ref){layer, h, 1.0};
-    fs_metrics mean; /* (only head of a one-head layer: nothing ablated, the plain forward) */
-    fs_eval_clamps held = {NULL, &iv};
-    if (fs_eval_sequences(m, examples, labels, n, P, &held, ev, &mean, NULL, err))
+    if (fs_interventions_ablated_model(&iv, m, &ws->ablated, err))
         return -1;
-    *acc = mean.acc;
+    const int C = m->cfg.num_classes;
+    if (layer > 0)
+        fs_forward_query_logits_from(&ws->ablated, ws->qws, layer,
+                                     ws->resid + (size_t)layer * n * (2 * P - 1) * m->cfg.d_model, n, ws->logits);
+    else
+        fs_forward_query_logits(&ws->ablated, ws->qws, examples, labels, n, ws->logits);
+    double right = 0;
+    for (int b = 0; b < n; b++) {
+        fs_metrics one;
+        fs_metrics_of_sequence(ws->logits + (size_t)b * C, C, labels + (size_t)b * P, P, &one);
+        right += one.acc;
+    }
+    *acc = right / n;
     return 0;
 }
 
@@ -192,14 +230,24 @@ int fs_measures_compute(const fs_model *m, const float *examples, const int *lab
             fs_measures_free(out);
             return fs_fail(err, "measures: out of memory");
         }
-    int rc = 0;
-    if ((out->v[FS_MEASURE_INDUCTION] || out->v[FS_MEASURE_PREV_TOKEN] || out->v[FS_MEASURE_LABEL_ATTENTION]))
-        rc = attention_measures(m, examples, labels, n, P, ws, out, err);
+    int rc = clean_pass(m, examples, labels, n, P, ws, out, err);
+    bool ablations = out->v[FS_MEASURE_ABLATE_ACC] || out->v[FS_MEASURE_ONLY_ACC];
+    if (rc == 0 && ablations) {
+        if (ws->qws && (ws->qws_P != P || !fs_model_config_equal(&ws->ablated.cfg, &m->cfg))) {
+            fs_query_ws_free(ws->qws);
+            ws->qws = NULL;
+        }
+        if (!ws->qws && !(ws->qws = fs_query_ws_create(&m->cfg, P, 0)))
+            rc = fs_fail(err, "measures: out of memory");
+        ws->qws_P = P;
+        if (rc == 0)
+            rc = reserve(&ws->logits, &ws->logits_floats, (size_t)n * m->cfg.num_classes, err);
+    }
     for (int k = FS_MEASURE_ABLATE_ACC; k <= FS_MEASURE_ONLY_ACC && rc == 0; k++)
         for (int l = 0; l < L && rc == 0 && out->v[k]; l++)
             for (int h = 0; h < H && rc == 0; h++)
-                rc = ablated_acc(m, examples, labels, n, P, l, h, k == FS_MEASURE_ONLY_ACC, &ws->ev,
-                                 &out->v[k][l * H + h], err);
+                rc = ablated_acc(m, examples, labels, n, P, l, h, k == FS_MEASURE_ONLY_ACC, ws, &out->v[k][l * H + h],
+                                 err);
     if (rc)
         fs_measures_free(out);
     return rc;
