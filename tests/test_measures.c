@@ -385,3 +385,46 @@ Test(measures, head_ablation_on_weights_equals_clamped_forward)
     fs_eval_ws_free(&ws);
     fs_model_free(&m);
 }
+
+/* fs_forward_query_logits_from, fed the cache's residual stream entering a block, gives
+ * the logits of the whole query-only path bit for bit (what the ablations rely on). */
+Test(measures, query_logits_from_a_layer_equal_whole_path)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        fs_model_config c;
+        fs_model_config_default(&c);
+        c.input_dim = 12, c.num_classes = 5, c.d_model = 32, c.num_heads = 4, c.depth = 3;
+        int P = variant == 1 ? 5 : 3;
+        if (variant == 2)
+            c.pos_embedding = FS_POS_APE, c.qkv_bias = true, c.mlp_ratio = 0;
+        fs_model m;
+        th_random_model(&m, &c, 20 + variant, 0.3);
+        enum { NS = 45 };
+        float *ex = malloc(sizeof(float) * NS * P * c.input_dim);
+        int *lab = malloc(sizeof(int) * NS * P);
+        th_rng rng = {5 + variant};
+        for (int i = 0; i < NS * P * c.input_dim; i++)
+            ex[i] = (float)th_rng_sym(&rng, 1.0);
+        for (int i = 0; i < NS * P; i++)
+            lab[i] = th_rng_int(&rng, c.num_classes);
+        fs_error err = {{0}};
+        fs_acts a;
+        cr_assert_eq(fs_acts_create(&a, &c, P, NS, &err), 0, "%s", err.msg);
+        fs_acts_set_inputs(&a, ex, lab, 0, NS);
+        fs_forward(&m, &a, NULL, NS);
+        fs_query_ws *ws = fs_query_ws_create(&c, P, 0);
+        float whole[NS * 5], from[NS * 5];
+        fs_forward_query_logits(&m, ws, ex, lab, NS, whole);
+        for (int layer = 1; layer < c.depth; layer++) {
+            fs_forward_query_logits_from(&m, ws, layer, fs_leaf_ptr(&a, fs_block_leaf_id(layer, B_X), 0), NS, from);
+            for (int i = 0; i < NS * c.num_classes; i++)
+                cr_assert(from[i] == whole[i], "variant %d layer %d logit %d: %.9g vs %.9g", variant, layer, i,
+                          from[i], whole[i]);
+        }
+        fs_query_ws_free(ws);
+        fs_acts_free(&a);
+        fs_model_free(&m);
+        free(ex);
+        free(lab);
+    }
+}
