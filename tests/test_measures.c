@@ -10,10 +10,11 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
-#include "fewshot/measures.h"
+#include "train/measures.h"
 #include "fewshot/seqio.h"
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "helpers.h"
+#include "model/leaves.h"
 #include "train/schedule.h"
 
 static char g_dir[128];
@@ -335,9 +336,8 @@ Test(measures, measure_command_errors, .init = setup_dir, .fini = teardown_dir)
     th_run_free(&r);
 }
 
-/* fs_eval_sequences evaluates head ablations alone on a copy of the model with zeroed value
- * weights (and biases) through the query-only forward: the same logits, bit for bit, as the
- * forward with the ablate_heads clamps. */
+/* ablate_heads as zeroed value weights (and biases), through the query-only forward: the
+ * same logits, bit for bit, as the forward with the ablate_heads clamps. */
 Test(measures, head_ablation_on_weights_equals_clamped_forward)
 {
     fs_model_config c;
@@ -353,36 +353,36 @@ Test(measures, head_ablation_on_weights_equals_clamped_forward)
         ex[i] = (float)th_rng_sym(&rng, 1.0);
     for (int i = 0; i < N_SEQ * P; i++)
         lab[i] = th_rng_int(&rng, C);
-    fs_interventions iv;
-    fs_interventions_default(&iv);
-    iv.ablate_heads.n = 2;
-    iv.ablate_heads.h[0] = (fs_head_ref){0, 1, 1.0};
-    iv.ablate_heads.h[1] = (fs_head_ref){1, 0, 1.0};
-    cr_assert(fs_interventions_values_only(&iv));
+    fs_held held;
+    memset(&held, 0, sizeof held);
+    fs_interventions_default(&held.iv);
+    held.iv.ablate_heads.n = 2;
+    held.iv.ablate_heads.h[0] = (fs_head_ref){0, 1, 1.0};
+    held.iv.ablate_heads.h[1] = (fs_head_ref){1, 0, 1.0};
+    held.has_iv = true;
     fs_error err = {{0}};
-    fs_eval_ws ws = {0};
-    fs_metrics mean, clean, per[N_SEQ];
-    fs_eval_clamps held = {NULL, &iv};
-    cr_assert_eq(fs_eval_sequences(&m, ex, lab, N_SEQ, P, &held, &ws, &mean, per, &err), 0, "%s", err.msg);
-    cr_assert_eq(fs_eval_sequences(&m, ex, lab, N_SEQ, P, NULL, &ws, &clean, NULL, &err), 0, "%s", err.msg);
-    cr_assert_neq(mean.loss, clean.loss, "the ablation changes the model's output");
+    fs_model ablated = {0};
+    cr_assert_eq(fs_interventions_ablated_model(&held.iv, &m, &ablated, &err), 0, "%s", err.msg);
+    fs_query_ws *ws = fs_query_ws_create(&c, P, 0);
+    float got[N_SEQ * C], clean[N_SEQ * C];
+    fs_forward_query_logits(&ablated, ws, ex, lab, N_SEQ, got);
+    fs_forward_query_logits(&m, ws, ex, lab, N_SEQ, clean);
+    cr_assert(memcmp(got, clean, sizeof got) != 0, "the ablation changes the model's output");
     fs_acts a;
     cr_assert_eq(fs_acts_create(&a, &c, P, N_SEQ, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&a, ex, lab, 0, N_SEQ);
-    fs_intervention_clamps ic;
-    cr_assert_eq(fs_interventions_init(&ic, &iv, &a, NULL, &err), 0, "%s", err.msg);
-    fs_interventions_update(&ic, &m, &a, N_SEQ);
-    fs_forward(&m, &a, &ic.clamps, N_SEQ);
-    for (int b = 0; b < N_SEQ; b++) {
-        fs_metrics one;
-        fs_metrics_of_sequence(fs_leaf_ptr(&a, fs_top_after(&c, L_OUT), b) + (size_t)(P - 1) * C, C, lab + b * P, P,
-                               &one);
-        cr_assert_eq(one.loss, per[b].loss, "sequence %d: %.9g vs %.9g", b, one.loss, per[b].loss);
-        cr_assert_eq(one.acc, per[b].acc);
-    }
-    fs_interventions_free(&ic);
+    fs_held_clamps hc;
+    cr_assert_eq(fs_held_bind(&hc, &held, &a, &err), 0, "%s", err.msg);
+    fs_forward(&m, &a, fs_held_update(&hc, &m, &a, N_SEQ), N_SEQ);
+    for (int b = 0; b < N_SEQ; b++)
+        for (int k = 0; k < C; k++) {
+            float want = fs_leaf_ptr(&a, fs_top_after(&c, L_OUT), b)[(P - 1) * C + k];
+            cr_assert(got[b * C + k] == want, "sequence %d class %d: %.9g vs %.9g", b, k, got[b * C + k], want);
+        }
+    fs_held_unbind(&hc);
     fs_acts_free(&a);
-    fs_eval_ws_free(&ws);
+    fs_query_ws_free(ws);
+    fs_model_free(&ablated);
     fs_model_free(&m);
 }
 

@@ -1,7 +1,5 @@
 #include "cli/cli.h"
 
-#include <cjson/cJSON.h>
-
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,6 +160,12 @@ int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m)
     return 0;
 }
 
+fs_held_source fs_cli_held(const fs_args *a, const fs_clamps_config *config, const char *origin)
+{
+    return (fs_held_source){.config = config, .origin = origin, .cache = fs_arg(a, "--cache"),
+                            .mask = fs_arg(a, "--mask"), .intervene = fs_arg(a, "--intervene")};
+}
+
 int fs_cli_output(const fs_args *a, const char *text)
 {
     const char *out = fs_arg(a, "-o");
@@ -173,20 +177,4 @@ int fs_cli_output(const fs_args *a, const char *text)
     if (fs_write_file_atomic(out, text, &err))
         return fs_cli_error(err.msg);
     return 0;
-}
-
-int fs_cli_output_json(const fs_args *a, void *json, bool indent)
-{
-    char *text = indent ? cJSON_Print(json) : cJSON_PrintUnformatted(json);
-    cJSON_Delete(json);
-    size_t n = text ? strlen(text) : 0;
-    char *line = text ? realloc(text, n + 2) : NULL;
-    if (!line) {
-        free(text);
-        return fs_cli_error("out of memory printing the result");
-    }
-    line[n] = '\n', line[n + 1] = 0;
-    int rc = fs_cli_output(a, line);
-    free(line);
-    return rc;
 }

@@ -6,9 +6,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/json.h"
 #include "cli/cli.h"
-#include "fewshot/measures.h"
-#include "fewshot/run.h"
+#include "train/measures.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
@@ -102,7 +103,14 @@ int fs_cmd_measure(int argc, char **argv)
     cfg.input_dim_given = cfg.num_classes_given = true; /* the model fixes them */
     fs_error err = {{0}};
     cJSON *out = measure(&args, &cfg, fs_arg(&args, "--config") ? fs_arg(&args, "--config") : "config", &model, &err);
-    rc = out ? fs_cli_output_json(&args, out, false) : fs_cli_error(err.msg);
+    if (!out) {
+        rc = fs_cli_error(err.msg);
+    } else {
+        char *text = fs_json_text(out);
+        rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the measures");
+        free(text);
+        cJSON_Delete(out);
+    }
     fs_model_free(&model);
     fs_run_config_free(&cfg);
     return rc;

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"measure", fs_cmd_measure, "per-head progress measures of a model (induction strength, ablations)"},
     {"classify", fs_cmd_classify, "classify many queries against one context (frozen KV cache)"},
     {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
+    {"sweep", fs_cmd_sweep, "grids of training runs: plan, run (local pool), slurm, summarize"},
     {"bench", fs_cmd_bench, "measure training and evaluation throughput"},
 };
 

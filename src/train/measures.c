@@ -1,15 +1,16 @@
 /* Progress measures (issue 15): the probe set, attention measures from the cache of one
  * forward pass, head ablations through the ablate_heads intervention. See measures.h. */
-#include "fewshot/measures.h"
+#include "train/measures.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fewshot/eval.h"
+#include "train/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 
 /* The probe's RNG stream (evaluators use FS_STREAM_EVAL + index, at most 16 of them). */
 #define PROBE_STREAM UINT64_C(0x70726f6265)

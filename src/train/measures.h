@@ -18,14 +18,14 @@
  * The probe set is a fixed, seeded set of training-class sequences in which exactly
  * one context pair has the query's class and label and every other pair another class
  * and another label (for P = 3: the reference's two-pair construction). */
-#ifndef FEWSHOT_MEASURES_H
-#define FEWSHOT_MEASURES_H
+#ifndef FEWSHOT_TRAIN_MEASURES_H
+#define FEWSHOT_TRAIN_MEASURES_H
 
 #include "fewshot/cache.h"
 #include "fewshot/config.h"
 #include "fewshot/forward.h"
 #include "fewshot/model.h"
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 
 typedef struct {
     int n, P, D;
