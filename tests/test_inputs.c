@@ -1,4 +1,4 @@
-/* Malformed inputs through the fewshot binary (SPEC section 7): every one must exit
+/* Malformed inputs through the fewshot binary (docs/formats.md): every one must exit
  * non-zero (1 or 2, never a signal or a sanitizer report) with a message on stderr
  * that names the file and the field. The binary is FEWSHOT_BIN or ./fewshot. */
 #include <criterion/criterion.h>

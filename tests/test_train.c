@@ -1,5 +1,5 @@
 /* Training runs through the binary: resume determinism, Ctrl-C, metrics format, and a
- * short run of the default config that learns (SPEC sections 5 and 8). */
+ * short run of the default config that learns (docs/model.md, docs/formats.md). */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <signal.h>

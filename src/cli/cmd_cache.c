@@ -1,4 +1,4 @@
-/* fewshot cache: forward pass and JSON dump of the activation cache (SPEC 3, 7). */
+/* fewshot cache: forward pass and JSON dump of the activation cache (docs/cache.md, docs/formats.md). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@ static const fs_opt opts[] = {
     {"--cache", "FILE", "clamp values: a cache tree holding the leaves to clamp"},
     {"--mask", "FILE", "clamp mask: the same tree with booleans (true = clamp)"},
     {"--intervene", "JSON|FILE", "named interventions, e.g. '{\"ablate_heads\": [\"1:7\"]}' (on top of --cache/--mask)"},
-    {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as the SPEC's listing)"},
+    {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as in docs/cache.md)"},
     {"--pairs", "P", "with --shapes and no --input: number of pairs per sequence (default 3)"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
     {"-o", "FILE", "write the JSON here (atomically) instead of stdout"},

@@ -1,5 +1,5 @@
 /* fewshot classify: many queries against one context with a frozen key-value cache
- * (issue 7; SPEC section 7). */
+ * (docs/formats.md). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>

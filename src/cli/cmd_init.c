@@ -1,4 +1,4 @@
-/* fewshot init: a freshly initialised model (SPEC section 1) as safetensors. */
+/* fewshot init: a freshly initialised model (docs/model.md) as safetensors. */
 #include <stdio.h>
 
 #include "cli/cli.h"

@@ -1,4 +1,4 @@
-/* fewshot: one binary, subcommands (SPEC section 7). */
+/* fewshot: one binary, subcommands (docs/formats.md). */
 #include <stdio.h>
 #include <string.h>
 

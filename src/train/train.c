@@ -1,4 +1,4 @@
-/* The training loop (SPEC sections 5 and 8). The batch at step t is sequences
+/* The training loop (docs/model.md, docs/formats.md). The batch at step t is sequences
  * t*B .. t*B+B-1 of the counter-based sampler, so a resumed run sees exactly the
  * batches an uninterrupted one would. */
 #include "fewshot/train.h"
