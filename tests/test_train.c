@@ -90,6 +90,40 @@ Test(train, resume_continues_identically, .init = make_dir, .fini = remove_dir, 
     cr_assert_eq(system(cmp), 0, "final checkpoints differ");
 }
 
+/* Resuming with a larger train.train_iters extends a finished run: the result equals a run
+ * started with the larger value (1600 is a multiple of log/eval/ckpt_every, so even the
+ * metrics lines agree); a smaller value or another change is refused. */
+Test(train, resume_extends_a_finished_run, .init = make_dir, .fini = remove_dir, .timeout = 120)
+{
+    char cfg[128], a[128], b[128];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
+    snprintf(a, sizeof a, "%s/straight", dir);
+    snprintf(b, sizeof b, "%s/extended", dir);
+    cr_assert_eq(run("train --config %s --out %s", cfg, a), 0);
+    cr_assert_eq(run("train --config %s --out %s --set train.train_iters=1600", cfg, b), 0);
+    cr_assert_eq(run("train --config %s --out %s --resume --set train.lr=0.002", cfg, b), 1,
+                 "a resumed run with another lr is refused");
+    cr_assert_eq(run("train --config %s --out %s --resume", cfg, b), 0, "3200 sequences extend the 1600-sequence run");
+    char *m1 = slurp("%s/metrics.jsonl", a), *m2 = slurp("%s/metrics.jsonl", b);
+    cr_assert_str_eq(m1, m2, "metrics of the extended run differ from the run started with train_iters 3200");
+    free(m1);
+    free(m2);
+    char *c1 = slurp("%s/config.json", a), *c2 = slurp("%s/config.json", b);
+    cr_assert_str_eq(c1, c2, "config.json records the new train_iters");
+    free(c1);
+    free(c2);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cmp -s %s/checkpoints/step_00000200.safetensors %s/checkpoints/step_00000200.safetensors",
+             a, b);
+    cr_assert_eq(system(cmd), 0, "final checkpoints differ");
+    cr_assert_eq(run("train --config %s --out %s --resume --set train.train_iters=800", cfg, b), 1,
+                 "shortening below the sequences already seen is refused");
+    char *err = slurp("%s/stderr.txt", dir);
+    cr_assert_not_null(strstr(err, "only train.train_iters may change"), "%s", err);
+    cr_assert_not_null(strstr(err, "can be extended, not shortened"), "%s", err);
+    free(err);
+}
+
 Test(train, metrics_and_run_directory_format, .init = make_dir, .fini = remove_dir, .timeout = 120)
 {
     char cfg[128], out[128];

@@ -242,7 +242,7 @@ static int run_bench(bench_state *s, double seconds, bench_result *r, fs_error *
 int fs_cmd_bench(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "bench", "[--config C.json] [--threads T] [--seconds S] [--json]",
+    int rc = fs_cli_parse(&args, argc, argv, "bench", "[--config C.json] [--set S.K=V ...] [--threads T] [--seconds S] [--json]",
                           "Measure end-to-end training throughput (sampling, forward, backward and the\n"
                           "optimizer, batch train.train_bs of train_context_len+1 pairs), forward-only\n"
                           "evaluation throughput (query logits of the first evaluator's sequences),\n"

@@ -27,7 +27,9 @@ static const fs_opt opts[] = {
 int fs_cmd_cache(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "cache", "--config C.json --model M.safetensors --input SEQ.json [options]",
+    int rc = fs_cli_parse(&args, argc, argv, "cache", "[--config C.json] --model M.safetensors --input SEQ.json [--cache CACHE.json --mask MASK.json]\n"
+                          "       [--intervene JSON|FILE] [--shapes] [--set S.K=V ...] [-o OUT.json]\n"
+                          "   or: fewshot cache --config C.json --shapes [--pairs P]   (shapes without a model)",
                           "Run the forward pass on the input sequences and dump every activation of the cache tree\n"
                           "as JSON. With --cache/--mask, clamped activations replace computed ones where the mask\n"
                           "is true and everything downstream follows. --intervene adds named interventions (ablate_heads,\n"
