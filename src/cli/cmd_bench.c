@@ -69,7 +69,7 @@ static double peak_rss_mb(void)
     return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
 }
 
-/* The config's data file; else the shared synthetic data if present; else the same
+/* The config's data file; else datasets/synth_s0.h5 if present; else the same
  * Omniglot-shaped clusters generated in memory. `source` describes the choice. */
 static int bench_dataset(const fs_run_config *cfg, fs_dataset *ds, char *source, size_t n, fs_error *err)
 {
