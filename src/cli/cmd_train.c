@@ -79,7 +79,9 @@ int fs_cmd_train(int argc, char **argv)
                           "DIR/config.json (fully resolved), DIR/metrics.jsonl (train lines every log_every sequences,\n"
                           "eval lines with every evaluator's eight metrics every eval_every sequences) and\n"
                           "DIR/checkpoints/step_N.safetensors. Ctrl-C writes a checkpoint and exits; --resume\n"
-                          "continues exactly as an uninterrupted run would.",
+                          "continues exactly as an uninterrupted run would; resuming with a larger\n"
+                          "train.train_iters extends the run. Config keys: docs/formats.md; samplers and evaluators:\n"
+                          "docs/sampling.md; the metrics: docs/metrics.md.",
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;

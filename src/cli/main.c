@@ -29,6 +29,7 @@ static void usage(FILE *f)
                "       fewshot --version\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\ndocumentation: README.md and docs/ (model, cache, formats, sampling, metrics)\n");
 }
 
 int main(int argc, char **argv)
