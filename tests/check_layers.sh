@@ -13,7 +13,7 @@ rank() {
 # public header -> the layer that implements it
 public_layer() {
     case "$1" in
-        error) echo base ;;
+        error|version) echo base ;;
         config|model|cache|forward) echo model ;;
         interventions) echo interp ;;
         safetensors|data|seqio) echo io ;;
