@@ -94,9 +94,11 @@ uninstall:
 test-install:
 	tests/test_install.sh
 
-# The Python module (python/fewshot) over the shared library; needs make deps-python.
+# The Python module (python/fewshot) over the shared library; needs make deps-python
+# (Debian's packages, for the system interpreter: PYTHON=/usr/bin/python3).
+PYTHON  ?= /usr/bin/python3
 test-python: lib
-	FEWSHOT_LIB=$(CURDIR)/$(BUILD)/libfewshot.so PYTHONPATH=$(CURDIR)/python python3 -m pytest -q python/tests
+	FEWSHOT_LIB=$(CURDIR)/$(BUILD)/libfewshot.so PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q python/tests
 
 $(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
