@@ -43,10 +43,11 @@ def _array(a, name, dtype, ndims, last=None):
     if a.ndim not in ndims:
         want = " or ".join(f"{n}-d" for n in ndims)
         raise ValueError(f"{name}: expected a {want} array, got shape {a.shape}")
+    if last is not None and a.shape[-1] != last:
+        raise ValueError(f"{name}: the last dimension must be {last} (the model's input_dim), got shape "
+                         f"{a.shape}; see docs/formats.md, inputs for a model of another size")
     if not a.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array (use np.ascontiguousarray)")
-    if last is not None and a.shape[-1] != last:
-        raise ValueError(f"{name}: the last dimension must be {last}, got shape {a.shape}")
     return a
 
 
