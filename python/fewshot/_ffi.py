@@ -1,48 +1,11 @@
-"""cffi (ABI mode) declarations of include/fewshot/api.h and the loaded library.
-
-No compiler is needed: the declarations below are parsed at import time and the shared
-library is opened with dlopen. tests/test_binding.py checks them against api.h.
-"""
+"""cffi (ABI mode) over libfewshot.so: the declarations are read from the installed (or
+checked-out) public header include/fewshot/api.h at import time, so no compiler is
+needed and the binding cannot drift from the C API."""
 import os
+import re
 from pathlib import Path
 
 from cffi import FFI
-
-CDEF = """
-typedef struct { char msg[1024]; } fs_error;
-const char *fs_api_version(void);
-void fs_api_free(void *p);
-typedef struct fs_api_model fs_api_model;
-int fs_api_model_init(const char *config_json, int64_t seed, fs_api_model **out, fs_error *err);
-int fs_api_model_load(const char *path, const char *config_json, fs_api_model **out, fs_error *err);
-int fs_api_model_save(const fs_api_model *m, const char *path, fs_error *err);
-void fs_api_model_free(fs_api_model *m);
-char *fs_api_model_config(const fs_api_model *m);
-int fs_api_param_count(const fs_api_model *m);
-const char *fs_api_param_info(const fs_api_model *m, int i, int *ndim, int64_t shape[2]);
-void fs_api_param_copy(const fs_api_model *m, int i, float *out);
-typedef struct fs_api_layout fs_api_layout;
-int fs_api_layout_create(const fs_api_model *m, int P, fs_api_layout **out, fs_error *err);
-void fs_api_layout_free(fs_api_layout *l);
-int fs_api_layout_count(const fs_api_layout *l);
-const char *fs_api_layout_name(const fs_api_layout *l, int i);
-int fs_api_layout_shape(const fs_api_layout *l, int i, int64_t shape[4]);
-typedef struct fs_api_clamps fs_api_clamps;
-int fs_api_clamps_create(const fs_api_layout *l, fs_api_clamps **out, fs_error *err);
-void fs_api_clamps_free(fs_api_clamps *c);
-int fs_api_clamps_set(fs_api_clamps *c, int i, const float *value, const uint8_t *mask, int64_t batch, fs_error *err);
-int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labels, int64_t B, int P, const fs_api_clamps *clamps, const char *interventions_json, const int *sel, int nsel, float *const *outs, float *logits, fs_error *err);
-int fs_api_loss_and_grads(const fs_api_model *m, const float *examples, const int32_t *labels, int64_t B, int P, const fs_api_clamps *clamps, const char *interventions_json, double weight_decay, double *loss, float *const *grads, fs_error *err);
-typedef struct fs_api_kv fs_api_kv;
-int fs_api_kv_create(const fs_api_model *m, const float *examples, const int32_t *labels, int pairs, fs_api_kv **out, fs_error *err);
-void fs_api_kv_free(fs_api_kv *kv);
-int fs_api_kv_classify(const fs_api_kv *kv, const float *queries, int64_t nq, int threads, float *logits, fs_error *err);
-typedef void (*fs_api_progress_fn)(void *ctx, int64_t step, int64_t total_steps, int64_t iter, double seqs_per_s, double loss, const char *eval_name, double eval_acc);
-int fs_api_train(const char *config, int is_path, const char *out_dir, int resume, int64_t stop_after, int threads, const volatile int *stop, fs_api_progress_fn progress, void *ctx, fs_error *err);
-"""
-
-ffi = FFI()
-ffi.cdef(CDEF)
 
 
 def _library_path():
@@ -50,15 +13,49 @@ def _library_path():
     installed library (found by the dynamic loader: make install puts it in PREFIX/lib)."""
     env = os.environ.get("FEWSHOT_LIB")
     if env:
-        return env
+        return Path(env)
     built = Path(__file__).resolve().parent.parent.parent / "build" / "libfewshot.so"
     if built.exists():
-        return str(built)
-    return "libfewshot.so.0"
+        return built
+    return None
 
 
+def _header_dir(libpath):
+    """include/fewshot beside the library (build/ -> the checkout's include/, PREFIX/lib ->
+    PREFIX/include), FEWSHOT_INCLUDE, or the usual prefixes."""
+    candidates = []
+    if os.environ.get("FEWSHOT_INCLUDE"):
+        candidates.append(Path(os.environ["FEWSHOT_INCLUDE"]) / "fewshot")
+    if libpath is not None:
+        candidates.append(libpath.resolve().parent.parent / "include" / "fewshot")
+    candidates += [Path(p) / "include" / "fewshot" for p in ("/usr/local", "/usr")]
+    for c in candidates:
+        if (c / "api.h").exists():
+            return c
+    raise ImportError("fewshot: cannot find fewshot/api.h (looked in "
+                      + ", ".join(str(c) for c in candidates) + "); set FEWSHOT_INCLUDE to PREFIX/include")
+
+
+def _declarations(text):
+    """A C header without comments and preprocessor lines (what cffi's cdef parses)."""
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def _cdef(include_dir):
+    err = (include_dir / "error.h").read_text()
+    fs_error = re.search(r"typedef struct \{[^}]*\} fs_error;", err)
+    if not fs_error:
+        raise ImportError(f"fewshot: {include_dir / 'error.h'}: no fs_error typedef")
+    return fs_error.group(0) + "\n" + _declarations((include_dir / "api.h").read_text())
+
+
+_libpath = _library_path()
+CDEF = _cdef(_header_dir(_libpath))
+ffi = FFI()
+ffi.cdef(CDEF)
 try:
-    lib = ffi.dlopen(_library_path())
+    lib = ffi.dlopen(str(_libpath) if _libpath is not None else "libfewshot.so.0")
 except OSError as e:  # pragma: no cover - depends on the installation
     raise ImportError(
         f"fewshot: cannot load the shared library ({e}); build it with `make lib` in the "
