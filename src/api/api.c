@@ -86,6 +86,7 @@ int fs_api_model_init(const char *config_json, int64_t seed, fs_api_model **out,
     if (!h)
         return -1;
     if (fs_model_create(&h->model, &cfg.model, err)) {
+        fs_model_free(&h->model);
         free(h);
         return -1;
     }
