@@ -93,8 +93,7 @@ class _Layout:
     def __init__(self, model, P):
         out = ffi.new("fs_api_layout **")
         _call(lib.fs_api_layout_create, model._h, P, out)
-        self._h = ffi.gc(out[0], lib.fs_api_layout_free)
-        self._model = model  # the layout borrows the model
+        self._h = ffi.gc(out[0], lib.fs_api_layout_free)  # holds its own copy of the config
         self.P = P
         self.names = []
         self.shapes = []
