@@ -380,7 +380,7 @@ int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labe
     if (iv && fs_interventions_init(&ic, iv, &acts, clamps ? &clamps->set : NULL, err))
         goto out_leaf;
     const fs_clamp_set *held = iv ? &ic.clamps : clamps ? &clamps->set : NULL;
-    int id_out = fs_top_after(cfg, L_OUT);
+    int id_out = fs_leaf_find(&acts, "out");
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
         int nb = (int)(B - b0 < chunk ? B - b0 : chunk);
         fs_acts_set_inputs(&acts, examples + (size_t)b0 * P * cfg->input_dim, labels + (size_t)b0 * P, 0, nb);
