@@ -2,7 +2,7 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes -Wunused-macros -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags hdf5 2>/dev/null)
 LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
 
@@ -29,8 +29,8 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all lib deps deps-python test test-install test-python install uninstall asan-test valgrind bench \
-        bench-compare check-layers clean
+.PHONY: all lib deps deps-python deps-slurm test test-install test-python test-slurm install uninstall \
+        asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot lib
 
@@ -41,11 +41,16 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
 
-# The Python module's dependencies (python/README: numpy, cffi in ABI mode, pytest).
+# The Python module's dependencies (numpy, cffi in ABI mode, pytest).
 deps-python:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    python3-numpy python3-cffi python3-pytest
+
+# Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
+deps-slurm:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -56,6 +61,7 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/pic/%.o: src/%.c $(HEADERS)
@@ -112,6 +118,10 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 # Tests run from the repository root; golden files are read from tests/golden.
 test: $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
+
+# Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
+test-slurm: fewshot
+	tests/slurm_test.sh ./fewshot
 
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:

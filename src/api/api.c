@@ -15,10 +15,10 @@
 #include "fewshot/interventions.h"
 #include "fewshot/kvcache.h"
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
 #include "fewshot/seqio.h"
 #include "fewshot/train.h"
 #include "fewshot/version.h"
+#include "train/optim.h"
 #include "train/trainer.h"
 
 struct fs_api_model {
@@ -310,24 +310,29 @@ static int check_clamps(const fs_api_model *m, const fs_api_clamps *c, int64_t B
     return 0;
 }
 
-/* Parsed named interventions, or NULL when none are given. */
-static int interventions_parse(const fs_api_model *m, const char *json, fs_interventions **out, fs_error *err)
+/* What a run holds on: the clamp set (borrowed, may be NULL) and the named interventions
+ * of a JSON object text (may be NULL). Heap-allocated (the interventions are large); free
+ * with free(): the clamp set stays the caller's. */
+static int held_make(const fs_api_model *m, const fs_api_clamps *clamps, const char *json, fs_held **out,
+                     fs_error *err)
 {
-    *out = NULL;
-    if (!json)
-        return 0;
-    fs_interventions *iv = malloc(sizeof *iv);
-    if (!iv)
+    fs_held *h = calloc(1, sizeof *h);
+    if (!h)
         return fs_fail(err, "out of memory");
-    cJSON *root = cJSON_Parse(json);
-    int rc = root ? fs_interventions_from_json(iv, root, &m->model.cfg, "interventions", err)
-                  : fs_fail(err, "interventions: not valid JSON");
-    cJSON_Delete(root);
-    if (rc) {
-        free(iv);
-        return -1;
+    if (clamps)
+        h->files = clamps->set;
+    if (json) {
+        cJSON *root = cJSON_Parse(json);
+        int rc = root ? fs_interventions_from_json(&h->iv, root, &m->model.cfg, "interventions", err)
+                      : fs_fail(err, "interventions: not valid JSON");
+        cJSON_Delete(root);
+        if (rc) {
+            free(h);
+            return -1;
+        }
+        h->has_iv = fs_interventions_any(&h->iv);
     }
-    *out = iv;
+    *out = h;
     return 0;
 }
 
@@ -340,15 +345,11 @@ int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labe
     const fs_model_config *cfg = &m->model.cfg;
     if (check_inputs(cfg, examples, labels, B, P, err) || check_clamps(m, clamps, B, P, err))
         return -1;
-    fs_interventions *iv;
-    if (interventions_parse(m, interventions_json, &iv, err))
-        return -1;
     /* Sequences go through the forward in chunks of at most RUN_CHUNK_BYTES of activations
      * (per-sequence clamps: all at once); each selected leaf is copied out per chunk. */
     fs_acts acts;
-    int rc = -1;
     if (fs_acts_create(&acts, cfg, P, 1, err))
-        goto out_iv;
+        return -1;
     size_t per_seq = acts.arena_floats * sizeof(float);
     fs_acts_free(&acts);
     int64_t chunk = (int64_t)(RUN_CHUNK_BYTES / (per_seq ? per_seq : 1));
@@ -356,13 +357,17 @@ int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labe
         chunk = 1;
     if (chunk > B || (clamps && clamps->batch))
         chunk = B;
-    if (fs_acts_create(&acts, cfg, P, (int)chunk, err))
-        goto out_iv;
+    fs_held *held;
+    if (held_make(m, clamps, interventions_json, &held, err))
+        return -1;
+    int rc = -1;
     int *leaf = malloc(sizeof *leaf * (size_t)(nsel > 0 ? nsel : 1));
     if (!leaf) {
         fs_fail(err, "out of memory");
-        goto out_acts;
+        goto out_held;
     }
+    if (fs_acts_create(&acts, cfg, P, (int)chunk, err))
+        goto out_leaf;
     for (int k = 0; k < nsel; k++) {
         /* API leaf index -> table index: the visible leaves in table order */
         int seen = -1, id = -1;
@@ -371,22 +376,18 @@ int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labe
                 id = i;
         if (id < 0) {
             fs_fail(err, "leaf index %d out of range", sel[k]);
-            goto out_leaf;
+            goto out_acts;
         }
         leaf[k] = id;
     }
-    fs_intervention_clamps ic;
-    memset(&ic, 0, sizeof ic);
-    if (iv && fs_interventions_init(&ic, iv, &acts, clamps ? &clamps->set : NULL, err))
-        goto out_leaf;
-    const fs_clamp_set *held = iv ? &ic.clamps : clamps ? &clamps->set : NULL;
+    fs_held_clamps hc;
+    if (fs_held_bind(&hc, held, &acts, err))
+        goto out_acts;
     int id_out = fs_leaf_find(&acts, "out");
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
         int nb = (int)(B - b0 < chunk ? B - b0 : chunk);
         fs_acts_set_inputs(&acts, examples + (size_t)b0 * P * cfg->input_dim, labels + (size_t)b0 * P, 0, nb);
-        if (iv)
-            fs_interventions_update(&ic, &m->model, &acts, nb);
-        fs_forward(&m->model, &acts, held, nb);
+        fs_forward(&m->model, &acts, fs_held_update(&hc, &m->model, &acts, nb), nb);
         for (int k = 0; k < nsel; k++) {
             size_t numel = acts.leaves[leaf[k]].numel;
             if (numel)
@@ -396,15 +397,14 @@ int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labe
             memcpy(logits + (size_t)b0 * acts.leaves[id_out].numel, fs_leaf_ptr(&acts, id_out, 0),
                    (size_t)nb * acts.leaves[id_out].numel * sizeof(float));
     }
+    fs_held_unbind(&hc);
     rc = 0;
-    if (iv)
-        fs_interventions_free(&ic);
-out_leaf:
-    free(leaf);
 out_acts:
     fs_acts_free(&acts);
-out_iv:
-    free(iv);
+out_leaf:
+    free(leaf);
+out_held:
+    free(held);
     return rc;
 }
 
@@ -417,8 +417,8 @@ int fs_api_loss_and_grads(const fs_api_model *m, const float *examples, const in
         return -1;
     if (!(weight_decay >= 0) || !isfinite(weight_decay))
         return fs_fail(err, "weight_decay: expected a finite value >= 0, got %g", weight_decay);
-    fs_interventions *iv;
-    if (interventions_parse(m, interventions_json, &iv, err))
+    fs_held *held;
+    if (held_make(m, clamps, interventions_json, &held, err))
         return -1;
     fs_run_config rc_default;
     fs_run_config_default(&rc_default);
@@ -428,29 +428,23 @@ int fs_api_loss_and_grads(const fs_api_model *m, const float *examples, const in
     int rc = -1;
     /* the trainer only reads the parameters here (no optimizer step) */
     if (fs_trainer_init(&t, (fs_model *)&m->model, P, (int)B, 0, &oc, err))
-        goto out_iv;
+        goto out_held;
     fs_acts_set_inputs(&t.acts, examples, labels, 0, (int)B);
-    t.clamps = clamps ? &clamps->set : NULL;
-    fs_intervention_clamps ic;
-    memset(&ic, 0, sizeof ic);
-    if (iv) {
-        if (fs_interventions_init(&ic, iv, &t.acts, t.clamps, err))
-            goto out_trainer;
-        fs_interventions_update(&ic, &m->model, &t.acts, (int)B);
-        t.clamps = &ic.clamps;
-    }
+    fs_held_clamps hc;
+    if (fs_held_bind(&hc, held, &t.acts, err))
+        goto out_trainer;
+    t.clamps = fs_held_update(&hc, &m->model, &t.acts, (int)B);
     *loss = fs_trainer_grad(&t, (int)B);
     for (int i = 0; i < m->model.layout.count; i++) {
         const fs_param_desc *d = &m->model.layout.tensors[i];
         memcpy(grads[i], t.grads + d->offset, d->numel * sizeof(float));
     }
+    fs_held_unbind(&hc);
     rc = 0;
-    if (iv)
-        fs_interventions_free(&ic);
 out_trainer:
     fs_trainer_free(&t);
-out_iv:
-    free(iv);
+out_held:
+    free(held);
     return rc;
 }
 
