@@ -41,7 +41,7 @@ int fs_cmd_train(int argc, char **argv)
 {
     fs_args args;
     int rc = fs_cli_parse(&args, argc, argv, "train", "--config RUN.json [--set S.K=V ...] [--out DIR] [--resume] [--threads T] [--stop-after N]\n"
-                          "       [--cache CACHE.json --mask MASK.json] [--intervene JSON|FILE] [--no-progress]",
+                          "       [--cache CACHE.json --mask MASK.json] [--intervene JSON|FILE] [--no-progress] [--log-every S]",
                           "Train on in-context classification sequences sampled from the config's dataset. Writes\n"
                           "DIR/config.json (fully resolved), DIR/metrics.jsonl (train lines every log_every sequences,\n"
                           "eval lines with every evaluator's eight metrics every eval_every sequences) and\n"
