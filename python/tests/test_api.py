@@ -285,16 +285,15 @@ def test_cache_of_1000_sequences_attention_only_and_binding_overhead():
                               1000, 3, ffi.NULL, ffi.NULL, sel_c, len(sel), outs_c,
                               ffi.cast("float *", out_logits.ctypes.data), err) == 0
 
-    def best(f, n=15):
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t)
-        return min(ts)
-
-    t_c = best(bare)
-    t_py = best(lambda: m.run_with_cache(ex, lab, names=names))
+    # interleaved, best of many: the machine may be shared, and both sides see the same load
+    t_c, t_py = float("inf"), float("inf")
+    for _ in range(25):
+        t = time.perf_counter()
+        bare()
+        t_c = min(t_c, time.perf_counter() - t)
+        t = time.perf_counter()
+        m.run_with_cache(ex, lab, names=names)
+        t_py = min(t_py, time.perf_counter() - t)
     print(f"\n1000 sequences, attention scores only: C {t_c * 1e3:.2f} ms, Python API {t_py * 1e3:.2f} ms, "
           f"ratio {t_py / t_c:.2f}")
     assert t_py <= 2 * t_c + 2e-3, f"binding overhead: {t_py * 1e3:.2f} ms vs {t_c * 1e3:.2f} ms in C"
