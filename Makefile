@@ -103,7 +103,7 @@ test-install:
 # The Python module (python/fewshot) over the shared library; needs make deps-python
 # (Debian's packages, for the system interpreter: PYTHON=/usr/bin/python3).
 PYTHON  ?= /usr/bin/python3
-test-python: lib
+test-python: fewshot lib
 	FEWSHOT_LIB=$(CURDIR)/$(BUILD)/libfewshot.so PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q python/tests
 
 $(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
