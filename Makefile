@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps test asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-report test-report test asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -27,6 +27,11 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# fewshot report: Chart.js (inlined into every report) and Chromium (the browser test).
+deps-report:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libjs-chart.js chromium
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
