@@ -44,7 +44,16 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
+# The report's HTML template (a normal file in the repo) compiled into the binary.
+$(BUILD)/gen/report_template.c: src/cli/report/template.html
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from $< by the Makefile */'; echo 'const char fs_report_template[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; } > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/report_template.o: $(BUILD)/gen/report_template.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/gen/report_template.o $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 fewshot: $(BUILD)/fewshot

@@ -52,5 +52,6 @@ int fs_cmd_eval(int argc, char **argv);
 int fs_cmd_classify(int argc, char **argv);
 int fs_cmd_dataset(int argc, char **argv);
 int fs_cmd_bench(int argc, char **argv);
+int fs_cmd_report(int argc, char **argv);
 
 #endif

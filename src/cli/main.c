@@ -20,6 +20,7 @@ static const command commands[] = {
     {"classify", fs_cmd_classify, "classify many queries against one context (frozen KV cache)"},
     {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
     {"bench", fs_cmd_bench, "measure training and evaluation throughput"},
+    {"report", fs_cmd_report, "draw runs and sweeps as one self-contained HTML file (curves, attention)"},
 };
 
 static void usage(FILE *f)
