@@ -464,6 +464,11 @@ static int lines_of(const rp_report *r, int evaluator, int metric, rp_line **out
         else
             snprintf(line->label, sizeof line->label, "%s", r->runs[k].name);
         group_series(r, members, n, evaluator, metric, line);
+        if (line->mean.n == 0) { /* nothing logged (yet): no line */
+            line_free(line);
+            count--;
+            continue;
+        }
         if (n > 1 && r->phase_evaluator >= 0) {
             rp_line acc;
             memset(&acc, 0, sizeof acc);
@@ -500,9 +505,13 @@ static rp_chart *add_chart(rp_chart **charts, int *n, int metric, const char *ti
     return c;
 }
 
-/* Move the line of a one-run report into a chart under a new label. */
-static void take_line(rp_chart *c, rp_line *lines, const char *label)
+/* Move the line of a one-run report (if it has one) into a chart under a new label. */
+static void take_line(rp_chart *c, rp_line *lines, int n, const char *label)
 {
+    if (n == 0) {
+        free(lines);
+        return;
+    }
     rp_line *l = realloc(c->lines, (size_t)(c->num_lines + 1) * sizeof *l);
     if (!l) {
         fprintf(stderr, "fewshot: error: out of memory\n");
@@ -529,13 +538,13 @@ int rp_charts(const rp_report *r, rp_chart **out)
             rp_chart *c = add_chart(&charts, &n, m, title);
             for (int e = 0; e < r->num_evaluators; e++) {
                 rp_line *lines;
-                lines_of(r, e, m, &lines);
-                take_line(c, lines, r->evaluators[e]);
+                int k = lines_of(r, e, m, &lines);
+                take_line(c, lines, k, r->evaluators[e]);
             }
             if (m == RP_LOSS) {
                 rp_line *lines;
-                lines_of(r, -1, m, &lines);
-                take_line(c, lines, "training (window mean)");
+                int k = lines_of(r, -1, m, &lines);
+                take_line(c, lines, k, "training (window mean)");
             }
         }
     } else {
