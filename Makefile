@@ -66,6 +66,10 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 test: $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
 
+# fewshot report in headless Chromium (needs make deps-report): tests/report_test.sh.
+test-report: fewshot
+	tests/report_test.sh
+
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:
 	tests/check_layers.sh

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# make test-report: build reports of a short training run (with progress measures added to
+# its eval lines, as issue 15's runs log them) and of a small sweep with a seed axis, open
+# them in headless Chromium (tests/report_browser.py) and check them from the browser. A
+# tampered copy (a network request, a console error) must fail the same check. Artefacts
+# (reports, screenshots, SVG figures) stay in build/report-test/.
+set -euo pipefail
+bin="${FEWSHOT_BIN:-./fewshot}"
+out="${REPORT_TEST_DIR:-build/report-test}"
+rm -rf "$out"
+mkdir -p "$out"
+short=(--no-progress --set train.eval_every=4000 --set train.log_every=1600 --set eval.eval_iters=200)
+
+echo "== a short training run"
+"$bin" train --config configs/default.json --out "$out/run" "${short[@]}" \
+    --set train.train_iters=32000 --set train.ckpt_every=8000 2>/dev/null
+# Progress measures (issue 15's eval-line format) on every eval line, made up from the accuracy.
+python3 - "$out/run/metrics.jsonl" <<'EOF'
+import json, sys
+path = sys.argv[1]
+lines = []
+for line in open(path):
+    j = json.loads(line)
+    if j["type"] == "eval":
+        a = j["evals"]["fsl_train"]["acc"]
+        grid = lambda f: [[round(f(l, h), 4) for h in range(8)] for l in range(2)]
+        j["measures"] = {"induction_strength": grid(lambda l, h: a * (h + 1) / 8 - 0.1 * l),
+                         "prev_token_strength": grid(lambda l, h: 0.2 + 0.1 * h * a),
+                         "label_attention": grid(lambda l, h: 0.5 * a + 0.01 * h),
+                         "ablate_head_acc": grid(lambda l, h: a - 0.02 * h),
+                         "only_head_acc": grid(lambda l, h: 0.5 + 0.05 * h * a)}
+    lines.append(json.dumps(j))
+open(path, "w").write("\n".join(lines) + "\n")
+EOF
+
+echo "== a sweep: train.lr x seed (2 x 2)"
+mkdir -p "$out/sweep"
+runs=""
+i=0
+for lr in 0.001 0.003; do
+    for seed in 2 3; do
+        name="lr${lr}_seed${seed}"
+        "$bin" train --config configs/default.json --out "$out/sweep/$name" "${short[@]}" \
+            --set train.train_iters=16000 --set train.ckpt_every=8000 --set train.lr=$lr \
+            --set train.train_seed=$seed --set model.init_seed=$seed 2>/dev/null
+        runs="$runs${runs:+,}{\"index\": $i, \"name\": \"$name\", \"dir\": \"$name\", \"overrides\": {\"train.lr\": $lr, \"seed\": $seed}, \"variant\": null, \"status\": \"done\", \"error\": null, \"wall_s\": null}"
+        i=$((i + 1))
+    done
+done
+cat > "$out/sweep/sweep.json" <<EOF
+{"sweep_file": "report_test", "axes": {"train.lr": [0.001, 0.003], "seed": [2, 3]}, "variants": [], "runs": [$runs]}
+EOF
+
+echo "== reports"
+t0=$(date +%s%N)
+"$bin" report "$out/run" -o "$out/run.html" --svg "$out/svg"
+t1=$(date +%s%N)
+"$bin" report "$out/sweep" -o "$out/sweep.html"
+t2=$(date +%s%N)
+echo "report of the run: $(( (t1 - t0) / 1000000 )) ms; of the sweep: $(( (t2 - t1) / 1000000 )) ms"
+
+echo "== the run's report in Chromium"
+# one run: accuracy and loss; 5 measures x 2 layers; 2 layers x 8 heads
+python3 tests/report_browser.py "$out/run.html" --charts 2 --measure-charts 10 --heatmaps 16 \
+    --metrics "$out/run/metrics.jsonl" --evaluator fsl_train --screenshot "$out/run.png"
+echo "== the sweep's report in Chromium"
+# 4 evaluators x (accuracy, loss) + the training loss
+python3 tests/report_browser.py "$out/sweep.html" --charts 9 --heatmaps 16 --screenshot "$out/sweep.png"
+
+echo "== a tampered report must fail the same check"
+sed 's|<h2>Learning curves</h2>|<img src="http://127.0.0.1:9/x.png"><script>console.error("tampered")</script>&|' \
+    "$out/run.html" > "$out/tampered.html"
+if python3 tests/report_browser.py "$out/tampered.html" --charts 2 --measure-charts 10 --heatmaps 16 \
+        --screenshot "$out/tampered.png" > "$out/tampered.log" 2>&1; then
+    echo "FAIL: the tampered report passed the browser check"; exit 1
+fi
+grep -q "FAIL  no network request" "$out/tampered.log" && grep -q "FAIL  no console errors" "$out/tampered.log" || {
+    cat "$out/tampered.log"; echo "FAIL: the tampered report's failures were not both caught"; exit 1; }
+echo "ok    the tampered report fails (network request and console error caught)"
+echo "test-report: 3 passed, 0 failed"
