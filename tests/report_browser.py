@@ -295,7 +295,7 @@ def main():
         if n_heat:
             cdp.js("""(() => { const s = document.getElementById('attn-ckpt'); s.value = 0;
                 s.dispatchEvent(new Event('input')); })()""")
-            check(cdp.js("document.getElementById('attn-ckpt-label').textContent").startswith("initial model") and
+            check(cdp.js("document.getElementById('attn-ckpt-label').textContent").find(": initial model") >= 0 and
                   cdp.js("document.querySelectorAll('svg.heatmap').length") == n_heat,
                   "the checkpoint slider redraws the heatmaps of the initial model")
             cdp.js("""(() => { const s = document.getElementById('attn-ckpt'); s.value = s.max;
