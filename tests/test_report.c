@@ -15,15 +15,6 @@
 
 static char dir[128];
 
-static const char tiny_config[] =
-    "{\"model\": {\"d_model\": 16, \"num_heads\": 2, \"depth\": 2, \"mlp_ratio\": 2, \"init_seed\": 5},\n"
-    " \"data\": {\"file\": \"datasets/synth_small.h5\", \"class_split\": [100, 50, 50], \"exemplar_split\": [3, 2, 0],\n"
-    "          \"fs_relabel\": 5, \"fs_relabel_split\": [8, 2, 0]},\n"
-    " \"train\": {\"train_iters\": 3200, \"train_bs\": 16, \"train_context_len\": 2, \"lr\": 0.001, \"train_seed\": 0,\n"
-    "           \"eval_every\": 800, \"log_every\": 320, \"ckpt_every\": 1600, \"threads\": 2},\n"
-    " \"eval\": {\"eval_seed\": 1, \"eval_iters\": 100, \"evaluators\": [{\"name\": \"fsl_train\"},\n"
-    "          {\"name\": \"fsl_val_rl\", \"fs_relabel_scheme\": \"val\"}]}}\n";
-
 static void setup(void)
 {
     th_tmpdir(dir, sizeof dir, "report");
@@ -38,7 +29,7 @@ static const char *fake_run(const char *name, const char *metrics)
 {
     const char *run = th_path(dir, name);
     cr_assert_eq(mkdir(run, 0755), 0);
-    th_write_text(th_path(run, "config.json"), tiny_config);
+    th_write_text(th_path(run, "config.json"), th_tiny_run_config);
     if (metrics)
         th_write_text(th_path(run, "metrics.jsonl"), metrics);
     return run;
@@ -209,7 +200,7 @@ Test(report, sweep_with_a_seed_axis_draws_mean_and_band, .init = setup, .fini = 
     for (int i = 0; i < 4; i++) {
         snprintf(run, sizeof run, "%s/run%d", sweep, i);
         cr_assert_eq(mkdir(run, 0755), 0);
-        th_write_text(th_path(run, "config.json"), tiny_config);
+        th_write_text(th_path(run, "config.json"), th_tiny_run_config);
         snprintf(line, sizeof line, "%s", eval_line(a, sizeof a, 800, 0.5 + 0.1 * i, 1));
         th_write_text(th_path(run, "metrics.jsonl"), line);
     }
@@ -266,7 +257,7 @@ Test(report, progress_measures_per_layer_and_head, .init = setup, .fini = teardo
 
 Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardown, .timeout = 120)
 {
-    th_write_text(th_path(dir, "tiny.json"), tiny_config);
+    th_write_text(th_path(dir, "tiny.json"), th_tiny_run_config);
     const char *run = th_path(dir, "run");
     th_run_result r;
     th_run(&r, "train --config %s --out %s --no-progress", th_path(dir, "tiny.json"), run);

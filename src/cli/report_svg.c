@@ -56,6 +56,27 @@ static double nice_step(double range, int want)
     return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
 }
 
+/* Sequence-axis ticks: a nice linear step, or 1, 2, 5 times powers of ten (log axis; only
+ * the powers when the range spans more than three decades). */
+static int x_ticks(const axis *a, double *out, int max)
+{
+    int n = 0;
+    if (!a->log) {
+        double step = nice_step(a->hi - a->lo, 6);
+        for (double v = ceil(a->lo / step) * step; v <= a->hi + 1e-9 * step && n < max; v += step)
+            out[n++] = v;
+        return n;
+    }
+    bool minor = log10(a->hi / a->lo) <= 3;
+    for (double p = pow(10, floor(log10(a->lo))); p <= a->hi && n < max; p *= 10)
+        for (int m = 1; m <= 5 && n < max; m += m == 1 ? 1 : 3) {
+            double v = m * p;
+            if (v >= a->lo * (1 - 1e-9) && v <= a->hi * (1 + 1e-9) && (m == 1 || minor))
+                out[n++] = v;
+        }
+    return n;
+}
+
 static void xml_text(FILE *f, const char *s)
 {
     for (; *s; s++) {
@@ -129,25 +150,15 @@ static void chart_svg(FILE *f, const rp_chart *c, bool logx)
                    "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
                 ML, W - MR, y, y, ML - 6, y + 4, fabs(v) < 1e-12 ? 0 : v);
     }
-    if (logx) {
-        for (double v = pow(10, ceil(log10(ax.lo))); v <= ax.hi * (1 + 1e-9); v *= 10) {
-            char t[32];
-            fmt_count(v, t, sizeof t);
-            double x = to_px(&ax, v);
-            fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>"
-                       "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
-                    x, x, MT, H - MB, x, H - MB + 16, t);
-        }
-    } else {
-        double xs = nice_step(ax.hi - ax.lo, 6);
-        for (double v = ceil(ax.lo / xs) * xs; v <= ax.hi + 1e-9 * xs; v += xs) {
-            char t[32];
-            fmt_count(v, t, sizeof t);
-            double x = to_px(&ax, v);
-            fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>"
-                       "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
-                    x, x, MT, H - MB, x, H - MB + 16, t);
-        }
+    double xt[64];
+    int nx = x_ticks(&ax, xt, 64);
+    for (int i = 0; i < nx; i++) {
+        char t[32];
+        fmt_count(xt[i], t, sizeof t);
+        double x = to_px(&ax, xt[i]);
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>"
+                   "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
+                x, x, MT, H - MB, x, H - MB + 16, t);
     }
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#444\"/>\n", ML, MT,
             W - MR - ML, H - MB - MT);
