@@ -103,7 +103,8 @@ Test(report, curves_and_phase_change_of_a_run, .init = setup, .fini = teardown)
     const cJSON *run0 = cJSON_GetArrayItem(cJSON_GetObjectItem(data, "runs"), 0);
     cr_assert_eq(cJSON_GetObjectItem(run0, "phase")->valuedouble, 2400);
     cr_assert_str_eq(cJSON_GetObjectItem(run0, "status")->valuestring, "unknown", "no run.json: unknown");
-    cr_assert(cJSON_IsObject(cJSON_GetObjectItem(run0, "config")));
+    cr_assert_eq(cJSON_GetObjectItem(run0, "config")->valueint, 0);
+    cr_assert(cJSON_IsObject(cJSON_GetArrayItem(cJSON_GetObjectItem(data, "configs"), 0)), "the resolved config");
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(data, "notes")), 0);
     cJSON_Delete(data);
     th_run_free(&r);
@@ -147,6 +148,7 @@ Test(report, half_written_run_and_garbage_lines_get_notes, .init = setup, .fini 
     cr_assert(has_note(data, "2 lines are not a train or eval metrics line (first: line 2)"), "%s", r.err);
     cr_assert(has_note(data, "no metrics.jsonl yet"), "%s", r.err);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(data, "runs")), 2);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(data, "configs")), 1, "equal configs are stored once");
     cJSON_Delete(data);
     th_run_free(&r);
 }

@@ -176,6 +176,8 @@ cJSON *rp_data_json(const rp_report *r)
         fprintf(stderr, "fewshot report: note: %zu progress-measure values: drawing every %d-th eval point\n", total,
                 stride);
 
+    /* the runs of a sweep share most of their config: each distinct one is stored once */
+    cJSON *configs = cJSON_AddArrayToObject(root, "configs");
     cJSON *runs = cJSON_AddArrayToObject(root, "runs");
     for (int k = 0; k < r->num_runs; k++) {
         const rp_run *run = &r->runs[k];
@@ -187,7 +189,17 @@ cJSON *rp_data_json(const rp_report *r)
         cJSON_AddItemToObject(o, "final", final_metrics(r, run));
         cJSON_AddItemToObject(o, "facts", run->facts ? cJSON_Duplicate(run->facts, 1) : cJSON_CreateNull());
         cJSON_AddItemToObject(o, "overrides", run->overrides ? cJSON_Duplicate(run->overrides, 1) : cJSON_CreateNull());
-        cJSON_AddItemToObject(o, "config", run->config ? cJSON_Duplicate(run->config, 1) : cJSON_CreateNull());
+        int config = -1;
+        if (run->config) {
+            for (int c = 0; c < cJSON_GetArraySize(configs) && config < 0; c++)
+                if (cJSON_Compare(cJSON_GetArrayItem(configs, c), run->config, true))
+                    config = c;
+            if (config < 0) {
+                config = cJSON_GetArraySize(configs);
+                cJSON_AddItemToArray(configs, cJSON_Duplicate(run->config, 1));
+            }
+        }
+        cJSON_AddItemToObject(o, "config", config < 0 ? cJSON_CreateNull() : cJSON_CreateNumber(config));
         cJSON_AddItemToObject(o, "measures",
                               run->measures ? measures_json(run->measures, stride) : cJSON_CreateNull());
         cJSON_AddItemToArray(runs, o);
