@@ -279,6 +279,8 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
     cJSON_Delete(facts);
     (void)err;
 
+    /* a model snapshot (issue 15's ckpt_sched) joins the slider at its sequence count */
+    th_copy_file(th_path(run, "checkpoints/step_00000100.safetensors"), th_path(run, "ckpt_800.safetensors"));
     th_run(&r, "report %s -o %s --svg %s --probes 3", run, th_path(dir, "out.html"), th_path(dir, "svg"));
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
     cr_assert_not_null(strstr(r.err, "wrote 2 SVG figures"), "%s", r.err);
@@ -294,8 +296,13 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
         cr_assert_str_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(att, "tokens"), t)->valuestring, tokens[t]);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(att, "probes")), 3);
     const cJSON *cks = cJSON_GetObjectItem(att, "checkpoints");
-    cr_assert_eq(cJSON_GetArraySize(cks), 3, "the initial model and both checkpoints");
-    const cJSON *last = cJSON_GetArrayItem(cks, 2);
+    cr_assert_eq(cJSON_GetArraySize(cks), 4, "the initial model, the snapshot and both checkpoints");
+    const cJSON *snap = cJSON_GetArrayItem(cks, 1);
+    cr_assert_str_eq(cJSON_GetObjectItem(snap, "label")->valuestring, "snapshot");
+    cr_assert_eq(cJSON_GetObjectItem(snap, "iter")->valuedouble, 800);
+    cr_assert_null(cJSON_GetObjectItem(snap, "step"));
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cks, 2), "iter")->valuedouble, 1600);
+    const cJSON *last = cJSON_GetArrayItem(cks, 3);
     cr_assert_str_eq(cJSON_GetObjectItem(last, "label")->valuestring, "final model");
     cr_assert_eq(cJSON_GetObjectItem(last, "iter")->valuedouble, 3200);
     const cJSON *scores = cJSON_GetObjectItem(last, "scores");

@@ -19,47 +19,60 @@
 enum { SCORE_DIGITS = 3 };
 
 typedef struct {
-    long long step;
+    long long iter, step; /* step -1 for a model snapshot */
     char path[1500];
 } ckpt;
 
-static int by_step(const void *a, const void *b)
+static int by_iter(const void *a, const void *b)
 {
-    long long x = ((const ckpt *)a)->step, y = ((const ckpt *)b)->step;
+    long long x = ((const ckpt *)a)->iter, y = ((const ckpt *)b)->iter;
     return (x > y) - (x < y);
 }
 
-/* step_N.safetensors files of dir/checkpoints, by step; *n gets the count. */
-static ckpt *list_checkpoints(const char *dir, int *n)
+/* Models saved by a run, by sequences seen: training checkpoints (dir/checkpoints/
+ * step_N.safetensors, N steps of batch B) and model snapshots (dir/ckpt_<iter>.safetensors,
+ * the ckpt_sched of issue 15); a snapshot at a checkpoint's count is left out. */
+static ckpt *list_models(const char *dir, long long batch, int *n)
 {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/checkpoints", dir);
     *n = 0;
-    DIR *d = opendir(path);
-    if (!d)
-        return NULL;
     ckpt *list = NULL;
     int cap = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        long long step;
-        char tail[32];
-        if (sscanf(e->d_name, "step_%lld.%31s", &step, tail) != 2 || strcmp(tail, "safetensors"))
+    for (int where = 0; where < 2; where++) {
+        char path[1200];
+        snprintf(path, sizeof path, where == 0 ? "%s/checkpoints" : "%s", dir);
+        DIR *d = opendir(path);
+        if (!d)
             continue;
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 16;
-            ckpt *grown = realloc(list, (size_t)cap * sizeof *list);
-            if (!grown)
-                break;
-            list = grown;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            long long k;
+            char tail[32];
+            if (sscanf(e->d_name, where == 0 ? "step_%lld.%31s" : "ckpt_%lld.%31s", &k, tail) != 2 ||
+                strcmp(tail, "safetensors"))
+                continue;
+            if (*n == cap) {
+                cap = cap ? 2 * cap : 16;
+                ckpt *grown = realloc(list, (size_t)cap * sizeof *list);
+                if (!grown)
+                    break;
+                list = grown;
+            }
+            list[*n].step = where == 0 ? k : -1;
+            list[*n].iter = where == 0 ? k * batch : k;
+            snprintf(list[*n].path, sizeof list[*n].path, "%s/%s", path, e->d_name);
+            (*n)++;
         }
-        list[*n].step = step;
-        snprintf(list[*n].path, sizeof list[*n].path, "%s/%s", path, e->d_name);
-        (*n)++;
+        closedir(d);
     }
-    closedir(d);
     if (*n)
-        qsort(list, (size_t)*n, sizeof *list, by_step);
+        qsort(list, (size_t)*n, sizeof *list, by_iter);
+    int kept = 0;
+    for (int i = 0; i < *n; i++)
+        if (kept == 0 || list[i].iter != list[kept - 1].iter)
+            list[kept++] = list[i];
+        else if (list[i].step >= 0)
+            list[kept - 1] = list[i];
+    *n = kept;
     return list;
 }
 
@@ -135,7 +148,7 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
                         NULL, &err) ||
         fs_acts_create(&acts, &cfg.model, P, probes, &err))
         goto fail;
-    cks = list_checkpoints(run->dir, &nck);
+    cks = list_models(run->dir, cfg.train.train_bs, &nck);
 
     out = cJSON_CreateObject();
     cJSON_AddNumberToObject(out, "run", run_index);
@@ -178,10 +191,13 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
             continue;
         }
         cJSON *entry = cJSON_CreateObject();
-        long long step = c < 0 ? 0 : cks[c].step;
-        cJSON_AddNumberToObject(entry, "step", (double)step);
-        cJSON_AddNumberToObject(entry, "iter", (double)step * cfg.train.train_bs);
-        cJSON_AddStringToObject(entry, "label", c < 0 ? "initial model" : c == nck - 1 ? "final model" : "checkpoint");
+        if (c < 0 || cks[c].step >= 0)
+            cJSON_AddNumberToObject(entry, "step", c < 0 ? 0 : (double)cks[c].step);
+        cJSON_AddNumberToObject(entry, "iter", c < 0 ? 0 : (double)cks[c].iter);
+        cJSON_AddStringToObject(entry, "label", c < 0            ? "initial model"
+                                                : c == nck - 1 ? (strcmp(run->status, "done") ? "latest model" : "final model")
+                                                : cks[c].step < 0 ? "snapshot"
+                                                                  : "checkpoint");
         cJSON *scores = cJSON_AddArrayToObject(entry, "scores");
         int rc = attention_of(&model, &acts, &iv, examples, labels, probes, scores, &err);
         fs_model_free(&model);
