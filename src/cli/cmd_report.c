@@ -23,7 +23,7 @@ static const fs_opt opts[] = {
     {"--logx", NULL, "start with a logarithmic sequences axis (the page has a toggle; also for --svg)"},
     {"--attention", "RUN", "draw the attention patterns of this run (its name; default: the first run)"},
     {"--no-attention", NULL, "leave the attention patterns out (no data file needed)"},
-    {"--probes", "N", "probe sequences for the attention patterns (default 4)"},
+    {"--probes", "N", "probe sequences for the attention patterns: the run's first N training sequences (default 4)"},
     {"--max-checkpoints", "N", "at most N models on the attention slider (default 12; the last is kept)"},
     {"--title", "TEXT", "page title (default: the paths)"},
     {NULL, NULL, NULL},
