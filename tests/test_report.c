@@ -110,12 +110,19 @@ Test(report, curves_and_phase_change_of_a_run, .init = setup, .fini = teardown)
     th_run_free(&r);
 }
 
-Test(report, no_phase_change_below_chance_half, .init = setup, .fini = teardown)
+/* A run with two eval lines (acc 0.3, then `acc`), the second cut after 60 bytes if `cut`. */
+static cJSON *two_evals(double acc, bool cut, th_run_result *r)
 {
     char a[256], b[256], text[600];
-    snprintf(text, sizeof text, "%s%s", eval_line(a, sizeof a, 0, 0.3, 2), eval_line(b, sizeof b, 800, 0.45, 1));
+    snprintf(text, sizeof text, cut ? "%s%.60s" : "%s%s", eval_line(a, sizeof a, 0, 0.3, 2),
+             eval_line(b, sizeof b, 800, acc, 1));
+    return report_data(fake_run("r1", text), r);
+}
+
+Test(report, no_phase_change_below_chance_half, .init = setup, .fini = teardown)
+{
     th_run_result r;
-    cJSON *data = report_data(fake_run("r1", text), &r);
+    cJSON *data = two_evals(0.45, false, &r);
     const cJSON *run0 = cJSON_GetArrayItem(cJSON_GetObjectItem(data, "runs"), 0);
     cr_assert(cJSON_IsNull(cJSON_GetObjectItem(run0, "phase")), "final accuracy <= 0.5: no phase change");
     cJSON_Delete(data);
@@ -124,10 +131,8 @@ Test(report, no_phase_change_below_chance_half, .init = setup, .fini = teardown)
 
 Test(report, truncated_last_line_is_skipped_with_a_note, .init = setup, .fini = teardown)
 {
-    char a[256], b[256], text[600];
-    snprintf(text, sizeof text, "%s%.60s", eval_line(a, sizeof a, 0, 0.3, 2), eval_line(b, sizeof b, 800, 0.6, 1));
     th_run_result r;
-    cJSON *data = report_data(fake_run("r1", text), &r);
+    cJSON *data = two_evals(0.6, true, &r);
     cr_assert(has_note(data, "line 2 is incomplete"), "%s", r.err);
     const cJSON *line = cJSON_GetArrayItem(cJSON_GetObjectItem(chart(data, 0), "lines"), 0);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(line, "x")), 1, "the complete line is drawn");
@@ -135,16 +140,21 @@ Test(report, truncated_last_line_is_skipped_with_a_note, .init = setup, .fini = 
     th_run_free(&r);
 }
 
+/* Report runs r1 and r2 with these metrics (NULL: no metrics.jsonl). */
+static cJSON *two_runs(const char *m1, const char *m2, th_run_result *r)
+{
+    char args[300];
+    const char *r1 = fake_run("r1", m1);
+    snprintf(args, sizeof args, "%s %s", r1, fake_run("r2", m2));
+    return report_data(args, r);
+}
+
 Test(report, half_written_run_and_garbage_lines_get_notes, .init = setup, .fini = teardown)
 {
     char a[256], text[600];
     snprintf(text, sizeof text, "%snot json\n{\"type\":\"other\"}\n", eval_line(a, sizeof a, 0, 0.3, 2));
-    const char *r1 = fake_run("r1", text);
-    const char *r2 = fake_run("r2", NULL); /* started: config only */
-    char args[300];
-    snprintf(args, sizeof args, "%s %s", r1, r2);
     th_run_result r;
-    cJSON *data = report_data(args, &r);
+    cJSON *data = two_runs(text, NULL, &r); /* r2 started: config only */
     cr_assert(has_note(data, "2 lines are not a train or eval metrics line (first: line 2)"), "%s", r.err);
     cr_assert(has_note(data, "no metrics.jsonl yet"), "%s", r.err);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(data, "runs")), 2);
@@ -156,12 +166,9 @@ Test(report, half_written_run_and_garbage_lines_get_notes, .init = setup, .fini 
 Test(report, mixed_evaluator_sets_get_a_note, .init = setup, .fini = teardown)
 {
     char a[256];
-    const char *r1 = fake_run("r1", eval_line(a, sizeof a, 0, 0.3, 2));
-    const char *r2 = fake_run("r2", "{\"type\":\"eval\",\"iter\":0,\"step\":0,\"evals\":{\"other\":{\"loss\":1,\"acc\":0.5}}}\n");
-    char args[300];
-    snprintf(args, sizeof args, "%s %s", r1, r2);
     th_run_result r;
-    cJSON *data = report_data(args, &r);
+    cJSON *data = two_runs(eval_line(a, sizeof a, 0, 0.3, 2),
+                           "{\"type\":\"eval\",\"iter\":0,\"step\":0,\"evals\":{\"other\":{\"loss\":1,\"acc\":0.5}}}\n", &r);
     cr_assert(has_note(data, "evaluator other is logged by 1 of the 2 runs"), "%s", r.err);
     cr_assert(has_note(data, "evaluator fsl_train is logged by 1 of the 2 runs"), "%s", r.err);
     /* two runs: a chart per evaluator and metric, plus the training loss */
