@@ -9,7 +9,7 @@
 enum {
     CURVE_DIGITS = 6,      /* significant digits of accuracies and losses */
     MEASURE_DIGITS = 3,    /* of progress measures */
-    MEASURE_BUDGET = 120000 /* measure values in one report before eval points are thinned */
+    MEASURE_BUDGET = 80000 /* measure values in one report before eval points are thinned */
 };
 
 static cJSON *numbers(const double *v, size_t n, int digits)
@@ -173,7 +173,7 @@ cJSON *rp_data_json(const rp_report *r)
         total += measure_values(r->runs[k].measures);
     int stride = total > MEASURE_BUDGET ? (int)((total + MEASURE_BUDGET - 1) / MEASURE_BUDGET) : 1;
     if (stride > 1)
-        fprintf(stderr, "fewshot report: note: %zu progress-measure values: drawing every %d-th eval point\n", total,
+        fprintf(stderr, "fewshot report: note: %zu progress-measure values: drawing one eval point in %d\n", total,
                 stride);
 
     /* the runs of a sweep share most of their config: each distinct one is stored once */
@@ -207,7 +207,7 @@ cJSON *rp_data_json(const rp_report *r)
     cJSON_AddItemToObject(root, "notes", r->notes ? cJSON_Duplicate(r->notes, 1) : cJSON_CreateArray());
     if (stride > 1) {
         char msg[200];
-        snprintf(msg, sizeof msg, "progress measures: every %d-th eval point is drawn (size budget)", stride);
+        snprintf(msg, sizeof msg, "progress measures: one eval point in %d is drawn (to keep the file small)", stride);
         cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(root, "notes"), cJSON_CreateString(msg));
     }
     return root;
