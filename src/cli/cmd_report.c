@@ -3,7 +3,6 @@
  * template src/cli/report/template.html (compiled into the binary by the Makefile as
  * fs_report_template) with Chart.js (Debian's libjs-chart.js, read at report time) and
  * the data inlined, so it opens offline and makes no network request. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,16 +33,15 @@ static char *read_chartjs(fs_error *err)
     const char *path = getenv("FEWSHOT_CHARTJS");
     if (!path || !*path)
         path = CHARTJS_DEFAULT;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fs_fail(err, "%s: cannot read Chart.js (%s): install Debian's libjs-chart.js with `make deps-report` "
-                     "(or point FEWSHOT_CHARTJS at chart.min.js)", path, strerror(errno));
+    size_t len;
+    fs_error read_err = {{0}};
+    char *js = fs_read_file(path, &len, &read_err);
+    if (!js) {
+        fs_fail(err, "Chart.js: %s; install Debian's libjs-chart.js with `make deps-report` (or point "
+                     "FEWSHOT_CHARTJS at chart.min.js)", read_err.msg);
         return NULL;
     }
-    fclose(f);
-    size_t len;
-    char *js = fs_read_file(path, &len, err);
-    if (js && (strlen(js) != len || strstr(js, "</script") || strstr(js, "</SCRIPT"))) {
+    if (strlen(js) != len || strstr(js, "</script") || strstr(js, "</SCRIPT")) {
         free(js);
         fs_fail(err, "%s: not a script that can be inlined (NUL byte or </script> inside)", path);
         return NULL;
@@ -59,14 +57,8 @@ typedef struct {
 static void sb_add(strbuf *s, const char *text, size_t n)
 {
     if (s->len + n + 1 > s->cap) {
-        size_t cap = (s->len + n + 1) * 2;
-        char *b = realloc(s->buf, cap);
-        if (!b) {
-            fprintf(stderr, "fewshot: error: out of memory\n");
-            exit(1);
-        }
-        s->buf = b;
-        s->cap = cap;
+        s->cap = (s->len + n + 1) * 2;
+        s->buf = rp_grow(s->buf, s->cap);
     }
     memcpy(s->buf + s->len, text, n);
     s->len += n;
@@ -117,7 +109,7 @@ static char *fill_template(const char *chartjs, const char *data_json, const cha
 }
 
 /* Split argv into options (for fs_cli_parse) and PATH arguments. */
-static int split_args(int argc, char **argv, char **opt_argv, int *nopt, const char **paths, int *npaths)
+static void split_args(int argc, char **argv, char **opt_argv, int *nopt, const char **paths, int *npaths)
 {
     *nopt = *npaths = 0;
     for (int i = 0; i < argc; i++) {
@@ -130,7 +122,6 @@ static int split_args(int argc, char **argv, char **opt_argv, int *nopt, const c
             paths[(*npaths)++] = argv[i];
         }
     }
-    return 0;
 }
 
 static int run_index(const rp_report *r, const char *name)

@@ -87,6 +87,9 @@ cJSON *rp_attention_json(rp_report *r, int run, int probes, int max_checkpoints)
 /* Static SVG figures of the curves into dir (created); returns the number written or -1. */
 int rp_write_svgs(const rp_report *r, const char *dir, bool logx, fs_error *err);
 
+/* realloc that ends the command on out-of-memory (a report is all or nothing). */
+void *rp_grow(void *p, size_t bytes);
+
 /* Round to `digits` significant digits (smaller JSON). */
 double rp_round(double v, int digits);
 

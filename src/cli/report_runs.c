@@ -27,6 +27,16 @@ void rp_note(rp_report *r, const char *fmt, ...)
     fprintf(stderr, "fewshot report: note: %s\n", msg);
 }
 
+void *rp_grow(void *p, size_t bytes)
+{
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) {
+        fprintf(stderr, "fewshot: error: out of memory\n");
+        exit(1);
+    }
+    return q;
+}
+
 double rp_round(double v, int digits)
 {
     if (!isfinite(v) || v == 0)
@@ -39,16 +49,9 @@ double rp_round(double v, int digits)
 static void series_push(rp_series *s, double x, double y)
 {
     if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 64;
-        double *nx = realloc(s->x, cap * sizeof *nx), *ny = nx ? realloc(s->y, cap * sizeof *ny) : NULL;
-        if (nx)
-            s->x = nx;
-        if (!nx || !ny) {
-            fprintf(stderr, "fewshot: error: out of memory\n");
-            exit(1);
-        }
-        s->y = ny;
-        s->cap = cap;
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->x = rp_grow(s->x, s->cap * sizeof *s->x);
+        s->y = rp_grow(s->y, s->cap * sizeof *s->y);
     }
     s->x[s->n] = x;
     s->y[s->n] = y;
@@ -171,14 +174,8 @@ static void read_metrics(rp_report *r, rp_run *run)
 static rp_run *new_run(rp_report *r)
 {
     if (r->num_runs == r->cap_runs) {
-        int cap = r->cap_runs ? 2 * r->cap_runs : 8;
-        rp_run *runs = realloc(r->runs, (size_t)cap * sizeof *runs);
-        if (!runs) {
-            fprintf(stderr, "fewshot: error: out of memory\n");
-            exit(1);
-        }
-        r->runs = runs;
-        r->cap_runs = cap;
+        r->cap_runs = r->cap_runs ? 2 * r->cap_runs : 8;
+        r->runs = rp_grow(r->runs, (size_t)r->cap_runs * sizeof *r->runs);
     }
     rp_run *run = &r->runs[r->num_runs++];
     memset(run, 0, sizeof *run);
@@ -376,7 +373,8 @@ static const rp_series *run_series(const rp_run *run, int evaluator, int metric)
 static void group_series(const rp_report *r, const int *runs, int n, int evaluator, int metric, rp_line *line)
 {
     const rp_series *first = run_series(&r->runs[runs[0]], evaluator, metric);
-    size_t *pos = calloc((size_t)n, sizeof *pos);
+    size_t *pos = rp_grow(NULL, (size_t)n * sizeof *pos);
+    memset(pos, 0, (size_t)n * sizeof *pos);
     for (size_t i = 0; i < first->n; i++) {
         double x = first->x[i], sum = 0, lo = INFINITY, hi = -INFINITY;
         bool all = true;
@@ -434,13 +432,12 @@ static void line_free(rp_line *line)
 
 static int lines_of(const rp_report *r, int evaluator, int metric, rp_line **out)
 {
-    rp_line *lines = calloc((size_t)(r->num_runs ? r->num_runs : 1), sizeof *lines);
-    int *members = calloc((size_t)(r->num_runs ? r->num_runs : 1), sizeof *members);
-    bool *used = calloc((size_t)(r->num_runs ? r->num_runs : 1), sizeof *used);
-    if (!lines || !members || !used) {
-        fprintf(stderr, "fewshot: error: out of memory\n");
-        exit(1);
-    }
+    size_t runs = (size_t)(r->num_runs ? r->num_runs : 1);
+    rp_line *lines = rp_grow(NULL, runs * sizeof *lines);
+    int *members = rp_grow(NULL, runs * sizeof *members);
+    bool *used = rp_grow(NULL, runs * sizeof *used);
+    memset(lines, 0, runs * sizeof *lines);
+    memset(used, 0, runs * sizeof *used);
     int count = 0;
     for (int k = 0; k < r->num_runs; k++) {
         if (used[k])
@@ -492,11 +489,7 @@ static void lines_free(rp_line *lines, int n)
 
 static rp_chart *add_chart(rp_chart **charts, int *n, int metric, const char *title)
 {
-    rp_chart *c = realloc(*charts, (size_t)(*n + 1) * sizeof *c);
-    if (!c) {
-        fprintf(stderr, "fewshot: error: out of memory\n");
-        exit(1);
-    }
+    rp_chart *c = rp_grow(*charts, (size_t)(*n + 1) * sizeof *c);
     *charts = c;
     c = &c[(*n)++];
     memset(c, 0, sizeof *c);
@@ -512,11 +505,7 @@ static void take_line(rp_chart *c, rp_line *lines, int n, const char *label)
         free(lines);
         return;
     }
-    rp_line *l = realloc(c->lines, (size_t)(c->num_lines + 1) * sizeof *l);
-    if (!l) {
-        fprintf(stderr, "fewshot: error: out of memory\n");
-        exit(1);
-    }
+    rp_line *l = rp_grow(c->lines, (size_t)(c->num_lines + 1) * sizeof *l);
     c->lines = l;
     l[c->num_lines] = lines[0];
     snprintf(l[c->num_lines].label, sizeof l->label, "%s", label);
