@@ -52,10 +52,7 @@ static ckpt *list_models(const char *dir, long long batch, int *n)
                 continue;
             if (*n == cap) {
                 cap = cap ? 2 * cap : 16;
-                ckpt *grown = realloc(list, (size_t)cap * sizeof *list);
-                if (!grown)
-                    break;
-                list = grown;
+                list = rp_grow(list, (size_t)cap * sizeof *list);
             }
             list[*n].step = where == 0 ? k : -1;
             list[*n].iter = where == 0 ? k * batch : k;
