@@ -2,7 +2,7 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes -Wunused-macros -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags hdf5 2>/dev/null)
 LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
 
@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps deps-report test-report test asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-report deps-slurm test test-report test-slurm asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -33,6 +33,11 @@ deps-report:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libjs-chart.js chromium
 
+# Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
+deps-slurm:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge
+
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -42,6 +47,7 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 # The report's HTML template (a normal file in the repo) compiled into the binary.
@@ -69,6 +75,10 @@ test: $(BUILD)/test_fewshot fewshot
 # fewshot report in headless Chromium (needs make deps-report): tests/report_test.sh.
 test-report: fewshot
 	tests/report_test.sh
+
+# Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
+test-slurm: fewshot
+	tests/slurm_test.sh ./fewshot
 
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:

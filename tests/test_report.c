@@ -333,3 +333,35 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
     cr_assert(!strncmp(svg, "<svg", 4) && strstr(svg, "fsl_val_rl") && strstr(svg, "</svg>"));
     free(svg);
 }
+
+Test(report, attention_holds_the_runs_interventions_on, .init = setup, .fini = teardown, .timeout = 120)
+{
+    th_write_text(th_path(dir, "tiny.json"), th_tiny_run_config);
+    const char *run = th_path(dir, "run");
+    th_run_result r;
+    th_run(&r, "train --config %s --out %s --no-progress --set train.train_iters=800 --intervene "
+               "{\"prev_token_heads\":[\"0:1\"]}",
+           th_path(dir, "tiny.json"), run);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    th_run_free(&r);
+    th_run(&r, "report %s -o %s --probes 2", run, th_path(dir, "out.html"));
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    th_run_free(&r);
+    char *html = th_read_file(th_path(dir, "out.html"), NULL);
+    const char *start = strstr(html, "id=\"fewshot-data\">") + strlen("id=\"fewshot-data\">");
+    cJSON *data = cJSON_ParseWithLength(start, (size_t)(strstr(start, "</script>") - start));
+    free(html);
+    const cJSON *att = cJSON_GetObjectItem(data, "attention");
+    cr_assert_not_null(strstr(cJSON_GetObjectItem(att, "interventions")->valuestring, "prev_token_heads"));
+    const cJSON *cks = cJSON_GetObjectItem(att, "checkpoints");
+    const cJSON *scores = cJSON_GetObjectItem(cJSON_GetArrayItem(cks, cJSON_GetArraySize(cks) - 1), "scores");
+    /* layer 0, head 1 of each probe: every row i > 0 attends to token i - 1 only */
+    for (int b = 0; b < 2; b++)
+        for (int i = 1; i < 5; i++)
+            for (int j = 0; j < 5; j++) {
+                int at = ((b * 2 + 0) * 2 + 1) * 25 + i * 5 + j;
+                cr_assert_eq(cJSON_GetArrayItem(scores, at)->valuedouble, j == i - 1 ? 1.0 : 0.0,
+                             "probe %d row %d column %d", b, i, j);
+            }
+    cJSON_Delete(data);
+}

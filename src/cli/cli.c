@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,6 +161,12 @@ int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m)
     return 0;
 }
 
+fs_held_source fs_cli_held(const fs_args *a, const fs_clamps_config *config, const char *origin)
+{
+    return (fs_held_source){.config = config, .origin = origin, .cache = fs_arg(a, "--cache"),
+                            .mask = fs_arg(a, "--mask"), .intervene = fs_arg(a, "--intervene")};
+}
+
 int fs_cli_output(const fs_args *a, const char *text)
 {
     const char *out = fs_arg(a, "-o");
@@ -171,4 +178,18 @@ int fs_cli_output(const fs_args *a, const char *text)
     if (fs_write_file_atomic(out, text, &err))
         return fs_cli_error(err.msg);
     return 0;
+}
+
+double fs_phase_change(const double *iter, const double *acc, size_t n)
+{
+    double final = NAN;
+    for (size_t i = n; i-- > 0 && isnan(final);)
+        final = acc[i];
+    if (!(final > 0.5))
+        return NAN;
+    double threshold = 0.5 + (final - 0.5) / 2;
+    for (size_t i = 0; i < n; i++)
+        if (acc[i] >= threshold)
+            return iter[i];
+    return NAN;
 }

@@ -1,7 +1,8 @@
 /* fewshot report: attention patterns (attn_scores of every head of every layer) of a
  * run's initial model, its checkpoints and its final model on a few probe sequences:
  * the run's first training sequences (its training sampler, train_seed, sequence
- * indices 0..n-1), through the library's forward with the run's named interventions. */
+ * indices 0..n-1), through the library's forward with what the run held on (its clamps
+ * section: clamp files and named interventions). */
 #include "cli/report.h"
 
 #include <dirent.h>
@@ -13,8 +14,9 @@
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 
 enum { SCORE_DIGITS = 3 };
 
@@ -73,21 +75,13 @@ static ckpt *list_models(const char *dir, long long batch, int *n)
     return list;
 }
 
-/* Forward the probes through m and append their attn_scores, [probe][layer][head][N][N]. */
-static int attention_of(const fs_model *m, fs_acts *a, const fs_interventions *iv, const float *examples,
-                        const int *labels, int n, cJSON *out, fs_error *err)
+/* Forward the probes through m (with what is held on) and append their attn_scores,
+ * [probe][layer][head][N][N]. */
+static void attention_of(const fs_model *m, fs_acts *a, fs_held_clamps *hc, const float *examples, const int *labels,
+                         int n, cJSON *out)
 {
     fs_acts_set_inputs(a, examples, labels, 0, n);
-    fs_intervention_clamps ic = {0};
-    bool use_iv = fs_interventions_any(iv);
-    if (use_iv) {
-        if (fs_interventions_init(&ic, iv, a, NULL, err))
-            return -1;
-        fs_interventions_update(&ic, m, a, n);
-    }
-    fs_forward(m, a, use_iv ? &ic.clamps : NULL, n);
-    if (use_iv)
-        fs_interventions_free(&ic);
+    fs_forward(m, a, fs_held_update(hc, m, a, n), n);
     for (int b = 0; b < n; b++)
         for (int l = 0; l < m->cfg.depth; l++) {
             int leaf = fs_block_leaf_id(l, B_ATTN_SCORES);
@@ -95,7 +89,6 @@ static int attention_of(const fs_model *m, fs_acts *a, const fs_interventions *i
             for (size_t i = 0; i < a->leaves[leaf].numel; i++)
                 cJSON_AddItemToArray(out, cJSON_CreateNumber(rp_round(s[i], SCORE_DIGITS)));
         }
-    return 0;
 }
 
 static cJSON *probe_json(const int *labels, int P)
@@ -127,12 +120,12 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
     ckpt *cks = NULL;
     fs_acts acts = {0};
     fs_model model = {0};
-    fs_interventions iv;
-    fs_interventions_default(&iv);
+    fs_held held = {0};
+    fs_held_clamps hc = {0};
+    bool bound = false;
     if (fs_run_config_load(config_path, &cfg, &err) || fs_run_data_open(&rd, &cfg, config_path, false, &err) ||
         fs_seq_mix_from_train(&mix, &rd.task, &cfg.train, config_path, &err) ||
-        fs_model_config_validate(&cfg.model, config_path, &err) ||
-        (cfg.clamps.named && fs_interventions_from_json(&iv, cfg.clamps.named, &cfg.model, config_path, &err)))
+        fs_model_config_validate(&cfg.model, config_path, &err))
         goto fail;
     int P = cfg.train.train_context_len + 1, D = cfg.model.input_dim, N = 2 * P - 1;
     examples = calloc((size_t)probes * P * D, sizeof *examples);
@@ -141,10 +134,13 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
         fs_fail(&err, "out of memory");
         goto fail;
     }
+    fs_held_source src = {.config = &cfg.clamps, .origin = config_path};
     if (fs_sample_batch(&rd.task, &mix, (uint64_t)cfg.train.train_seed, FS_STREAM_TRAIN, 0, probes, examples, labels,
                         NULL, &err) ||
-        fs_acts_create(&acts, &cfg.model, P, probes, &err))
+        fs_acts_create(&acts, &cfg.model, P, probes, &err) ||
+        fs_held_load(&held, &src, &cfg.model, P, 0, &err) || fs_held_bind(&hc, &held, &acts, &err))
         goto fail;
+    bound = true;
     cks = list_models(run->dir, cfg.train.train_bs, &nck);
 
     out = cJSON_CreateObject();
@@ -163,14 +159,17 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
     cJSON *ps = cJSON_AddArrayToObject(out, "probes");
     for (int b = 0; b < probes; b++)
         cJSON_AddItemToArray(ps, probe_json(labels + (size_t)b * P, P));
-    if (fs_interventions_any(&iv)) {
-        char *held = cJSON_PrintUnformatted(cfg.clamps.named);
-        cJSON_AddStringToObject(out, "interventions", held);
-        free(held);
+    if (held.has_iv || held.files.leaf) {
+        cJSON *section = cJSON_CreateObject();
+        if (cfg.clamps.named)
+            cJSON_AddItemToObject(section, "interventions", cJSON_Duplicate(cfg.clamps.named, 1));
+        if (cfg.clamps.cache_file[0])
+            cJSON_AddStringToObject(section, "cache", cfg.clamps.cache_file);
+        char *text = cJSON_PrintUnformatted(section);
+        cJSON_AddStringToObject(out, "interventions", text);
+        free(text);
+        cJSON_Delete(section);
     }
-    if (cfg.clamps.cache_file[0])
-        rp_note(r, "%s: the run held the clamp file %s on; the attention patterns are drawn without it", run->name,
-                cfg.clamps.cache_file);
     cJSON *list = cJSON_AddArrayToObject(out, "checkpoints");
     /* the initial model (init_seed), then checkpoints evenly thinned to the maximum, the last kept */
     int keep = nck < max_checkpoints - 1 ? nck : max_checkpoints - 1;
@@ -196,12 +195,10 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
                                                 : cks[c].step < 0 ? "snapshot"
                                                                   : "checkpoint");
         cJSON *scores = cJSON_AddArrayToObject(entry, "scores");
-        int rc = attention_of(&model, &acts, &iv, examples, labels, probes, scores, &err);
+        attention_of(&model, &acts, &hc, examples, labels, probes, scores);
         fs_model_free(&model);
         memset(&model, 0, sizeof model);
         cJSON_AddItemToArray(list, entry);
-        if (rc)
-            goto fail;
     }
     if (nck == 0)
         rp_note(r, "%s: no checkpoints yet; the attention patterns are those of the initial model", run->name);
@@ -211,6 +208,9 @@ fail:
     cJSON_Delete(out);
     out = NULL;
 done:
+    if (bound)
+        fs_held_unbind(&hc);
+    fs_held_free(&held);
     free(cks);
     fs_acts_free(&acts);
     free(examples);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "base/fileio.h"
+#include "cli/cli.h"
 
 const char *const rp_metric_names[RP_METRICS] = {"acc", "loss"};
 
@@ -299,24 +300,7 @@ int rp_add_path(rp_report *r, const char *path, fs_error *err)
     return 0;
 }
 
-/* The first evaluated sequence count at which acc reaches 0.5 + half the way from 0.5
- * to its final value; NaN when the final value is not above 0.5 (no phase change). */
-static double phase_change(const rp_series *acc)
-{
-    double final = NAN;
-    for (size_t i = acc->n; i-- > 0;)
-        if (isfinite(acc->y[i])) {
-            final = acc->y[i];
-            break;
-        }
-    if (!(final > 0.5))
-        return NAN;
-    double threshold = 0.5 + 0.5 * (final - 0.5);
-    for (size_t i = 0; i < acc->n; i++)
-        if (acc->y[i] >= threshold)
-            return acc->x[i];
-    return NAN;
-}
+static double phase_change(const rp_series *acc) { return fs_phase_change(acc->x, acc->y, acc->n); }
 
 void rp_finish(rp_report *r)
 {
