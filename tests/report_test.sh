@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make test-report: build reports of a short training run (with progress measures added to
-# its eval lines, as issue 15's runs log them) and of a small sweep with a seed axis, open
+# its eval lines, as issue 15's runs log them) and of the smoke sweep (a seed axis), open
 # them in headless Chromium (tests/report_browser.py) and check them from the browser. A
 # tampered copy (a network request, a console error) must fail the same check. Artefacts
 # (reports, screenshots, SVG figures) stay in build/report-test/.

@@ -29,7 +29,7 @@ typedef struct {
     cJSON *config;       /* config.json, or NULL */
     cJSON *facts;        /* run.json (plus what the sweep manifest says), or NULL */
     cJSON *overrides;    /* sweep overrides, or NULL */
-    char group_key[512]; /* overrides without the seed (sweeps with a seed axis) */
+    char group_key[400]; /* sweeps: the grid point without the seed ("variant, axis=value") */
     rp_series train_loss;
     rp_series eval[FS_MAX_EVALUATORS][RP_METRICS]; /* by the report's evaluator index */
     cJSON *measures;     /* [{"iter": n, "m": {...}}] from eval lines, or NULL */

@@ -184,8 +184,9 @@ static rp_run *new_run(rp_report *r)
     return run;
 }
 
-/* One run directory; `entry` is its record in a sweep manifest (or NULL). */
-static void add_run(rp_report *r, const char *dir, const char *name, const cJSON *entry)
+/* One run directory; `entry` is its record in a sweep manifest and `axes` the sweep's axes
+ * (or NULL). */
+static void add_run(rp_report *r, const char *dir, const char *name, const cJSON *entry, const cJSON *axes)
 {
     rp_run *run = new_run(r);
     snprintf(run->dir, sizeof run->dir, "%s", dir);
@@ -225,15 +226,22 @@ static void add_run(rp_report *r, const char *dir, const char *name, const cJSON
         const cJSON *ov = cJSON_GetObjectItemCaseSensitive(entry, "overrides");
         if (cJSON_IsObject(ov)) {
             run->overrides = cJSON_Duplicate(ov, 1);
-            cJSON *key = cJSON_Duplicate(ov, 1);
-            cJSON_DeleteItemFromObjectCaseSensitive(key, "seed");
-            const cJSON *variant = cJSON_GetObjectItemCaseSensitive(entry, "variant");
-            if (cJSON_IsString(variant))
-                cJSON_AddStringToObject(key, "variant", variant->valuestring);
-            char *k = cJSON_PrintUnformatted(key);
-            snprintf(run->group_key, sizeof run->group_key, "%s", k);
-            free(k);
-            cJSON_Delete(key);
+            /* the grid point without its seed: the variant and the other axes' values */
+            const cJSON *variant = cJSON_GetObjectItemCaseSensitive(entry, "variant"), *axis;
+            size_t used = (size_t)snprintf(run->group_key, sizeof run->group_key, "%s",
+                                           cJSON_IsString(variant) ? variant->valuestring : "");
+            cJSON_ArrayForEach(axis, axes)
+            {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(ov, axis->string);
+                if (!strcmp(axis->string, "seed") || !v || used >= sizeof run->group_key)
+                    continue;
+                char *text = cJSON_PrintUnformatted(v);
+                used += (size_t)snprintf(run->group_key + used, sizeof run->group_key - used, "%s%s=%s",
+                                         used ? ", " : "", axis->string, text);
+                free(text);
+            }
+            if (!run->group_key[0])
+                snprintf(run->group_key, sizeof run->group_key, "all");
         }
     }
     if (!is_dir(dir)) {
@@ -268,7 +276,7 @@ static int add_sweep(rp_report *r, const char *path, const char *manifest, fs_er
         }
         char run_dir[1100];
         snprintf(run_dir, sizeof run_dir, "%s/%s", path, dir->valuestring);
-        add_run(r, run_dir, cJSON_IsString(name) ? name->valuestring : dir->valuestring, entry);
+        add_run(r, run_dir, cJSON_IsString(name) ? name->valuestring : dir->valuestring, entry, axes);
         i++;
     }
     cJSON_Delete(sweep);
@@ -296,7 +304,7 @@ int rp_add_path(rp_report *r, const char *path, fs_error *err)
         return fs_fail(err, "%s: not a run directory (no config.json, no metrics.jsonl) nor a sweep directory "
                             "(no sweep.json)", path);
     const char *base = strrchr(p, '/');
-    add_run(r, p, base && base[1] ? base + 1 : p, NULL);
+    add_run(r, p, base && base[1] ? base + 1 : p, NULL, NULL);
     return 0;
 }
 
@@ -385,28 +393,6 @@ static void group_series(const rp_report *r, const int *runs, int n, int evaluat
     free(pos);
 }
 
-static void group_label(const rp_run *run, int n, char *out, size_t len)
-{
-    size_t used = 0;
-    const cJSON *ov;
-    out[0] = 0;
-    cJSON_ArrayForEach(ov, run->overrides)
-    {
-        if (!strcmp(ov->string, "seed"))
-            continue;
-        char *v = cJSON_PrintUnformatted(ov);
-        used += (size_t)snprintf(out + used, used < len ? len - used : 0, "%s%s=%s", used ? ", " : "", ov->string, v);
-        free(v);
-        if (used >= len)
-            break;
-    }
-    if (!out[0])
-        snprintf(out, len, "%s", run->name);
-    size_t at = strlen(out);
-    if (at < len)
-        snprintf(out + at, len - at, " (%d seed%s)", n, n == 1 ? "" : "s");
-}
-
 static void line_free(rp_line *line)
 {
     series_free(&line->mean);
@@ -441,7 +427,7 @@ static int lines_of(const rp_report *r, int evaluator, int metric, rp_line **out
         line->num_runs = n;
         line->phase = r->runs[k].phase;
         if (r->seed_axis && r->runs[k].group_key[0])
-            group_label(&r->runs[k], n, line->label, sizeof line->label);
+            snprintf(line->label, sizeof line->label, "%s (%d seed%s)", r->runs[k].group_key, n, n == 1 ? "" : "s");
         else
             snprintf(line->label, sizeof line->label, "%s", r->runs[k].name);
         group_series(r, members, n, evaluator, metric, line);
