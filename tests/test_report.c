@@ -44,11 +44,9 @@ static const char *eval_line(char *buf, size_t n, int iter, double acc, double l
     return buf;
 }
 
-/* Run `report ARGS -o DIR/out.html --no-attention`, expect success, return the page's data. */
-static cJSON *report_data(const char *args, th_run_result *r)
+/* The data inlined in the report DIR/out.html. */
+static cJSON *page_data(void)
 {
-    th_run(r, "report %s -o %s --no-attention", args, th_path(dir, "out.html"));
-    cr_assert(r->exited && r->code == 0, "%s", th_describe(r));
     char *html = th_read_file(th_path(dir, "out.html"), NULL);
     cr_assert_not_null(html);
     cr_assert_not_null(strstr(html, "window.Chart = function"), "Chart.js is inlined");
@@ -61,6 +59,14 @@ static cJSON *report_data(const char *args, th_run_result *r)
     cr_assert_not_null(data, "the inlined data is JSON");
     free(html);
     return data;
+}
+
+/* Run `report ARGS -o DIR/out.html --no-attention`, expect success, return the page's data. */
+static cJSON *report_data(const char *args, th_run_result *r)
+{
+    th_run(r, "report %s -o %s --no-attention", args, th_path(dir, "out.html"));
+    cr_assert(r->exited && r->code == 0, "%s", th_describe(r));
+    return page_data();
 }
 
 static bool has_note(const cJSON *data, const char *needle)
@@ -272,7 +278,6 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
     th_run(&r, "train --config %s --out %s --no-progress", th_path(dir, "tiny.json"), run);
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
     th_run_free(&r);
-    fs_error err = {{0}};
     char *facts_text = th_read_file(th_path(run, "run.json"), NULL);
     cr_assert_not_null(facts_text, "fewshot train writes run.json");
     cJSON *facts = cJSON_Parse(facts_text);
@@ -284,7 +289,6 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
     cr_assert_gt(cJSON_GetObjectItem(facts, "wall_s")->valuedouble, 0);
     cr_assert_gt(cJSON_GetObjectItem(facts, "seqs_per_s")->valuedouble, 0);
     cJSON_Delete(facts);
-    (void)err;
 
     /* a model snapshot (issue 15's ckpt_sched) joins the slider at its sequence count */
     th_copy_file(th_path(run, "checkpoints/step_00000100.safetensors"), th_path(run, "ckpt_800.safetensors"));
@@ -292,10 +296,7 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
     cr_assert_not_null(strstr(r.err, "wrote 2 SVG figures"), "%s", r.err);
     th_run_free(&r);
-    char *html = th_read_file(th_path(dir, "out.html"), NULL);
-    const char *start = strstr(html, "id=\"fewshot-data\">") + strlen("id=\"fewshot-data\">");
-    cJSON *data = cJSON_ParseWithLength(start, (size_t)(strstr(start, "</script>") - start));
-    free(html);
+    cJSON *data = page_data();
     const cJSON *att = cJSON_GetObjectItem(data, "attention");
     cr_assert(cJSON_IsObject(att));
     const char *tokens[] = {"e1", "l1", "e2", "l2", "q"};
@@ -347,10 +348,7 @@ Test(report, attention_holds_the_runs_interventions_on, .init = setup, .fini = t
     th_run(&r, "report %s -o %s --probes 2", run, th_path(dir, "out.html"));
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
     th_run_free(&r);
-    char *html = th_read_file(th_path(dir, "out.html"), NULL);
-    const char *start = strstr(html, "id=\"fewshot-data\">") + strlen("id=\"fewshot-data\">");
-    cJSON *data = cJSON_ParseWithLength(start, (size_t)(strstr(start, "</script>") - start));
-    free(html);
+    cJSON *data = page_data();
     const cJSON *att = cJSON_GetObjectItem(data, "attention");
     cr_assert_not_null(strstr(cJSON_GetObjectItem(att, "interventions")->valuestring, "prev_token_heads"));
     const cJSON *cks = cJSON_GetObjectItem(att, "checkpoints");
