@@ -214,7 +214,8 @@ def main():
                 sys.exit("report_browser: chromium did not start")
             time.sleep(0.1)
         port = int(open(port_file).read().split("\n")[0])
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+        targets = json.load(direct.open(f"http://127.0.0.1:{port}/json/list", timeout=10))
         page = next(t for t in targets if t["type"] == "page")
         cdp = CDP(page["webSocketDebuggerUrl"])
         for domain in ("Page", "Runtime", "Network", "Log"):
