@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# make test-report: build reports of a short training run (with progress measures added to
-# its eval lines, as issue 15's runs log them) and of the smoke sweep (a seed axis), open
+# make test-report: build reports of a short training run (progress measures on) and of the
+# smoke sweep (a seed axis), open
 # them in headless Chromium (tests/report_browser.py) and check them from the browser. A
 # tampered copy (a network request, a console error) must fail the same check. Artefacts
 # (reports, screenshots, SVG figures) stay in build/report-test/.
@@ -11,27 +11,10 @@ rm -rf "$out"
 mkdir -p "$out"
 short=(--no-progress --set train.eval_every=4000 --set train.log_every=1600 --set eval.eval_iters=200)
 
-echo "== a short training run"
+echo "== a short training run with progress measures"
 "$bin" train --config configs/default.json --out "$out/run" "${short[@]}" \
-    --set train.train_iters=32000 --set train.ckpt_every=8000 2>/dev/null
-# Progress measures (issue 15's eval-line format) on every eval line, made up from the accuracy.
-python3 - "$out/run/metrics.jsonl" <<'EOF'
-import json, sys
-path = sys.argv[1]
-lines = []
-for line in open(path):
-    j = json.loads(line)
-    if j["type"] == "eval":
-        a = j["evals"]["fsl_train"]["acc"]
-        grid = lambda f: [[round(f(l, h), 4) for h in range(8)] for l in range(2)]
-        j["measures"] = {"induction_strength": grid(lambda l, h: a * (h + 1) / 8 - 0.1 * l),
-                         "prev_token_strength": grid(lambda l, h: 0.2 + 0.1 * h * a),
-                         "label_attention": grid(lambda l, h: 0.5 * a + 0.01 * h),
-                         "ablate_head_acc": grid(lambda l, h: a - 0.02 * h),
-                         "only_head_acc": grid(lambda l, h: 0.5 + 0.05 * h * a)}
-    lines.append(json.dumps(j))
-open(path, "w").write("\n".join(lines) + "\n")
-EOF
+    --set train.train_iters=32000 --set train.ckpt_every=8000 \
+    --set measures.enable=true --set measures.probe_size=128 2>/dev/null
 
 echo "== the smoke sweep (fewshot sweep run configs/sweeps/smoke.json: 2 variants x 2 seeds)"
 "$bin" sweep run configs/sweeps/smoke.json --out "$out/sweep" -j 2 2>/dev/null
