@@ -18,6 +18,7 @@
 #include "base/rng.h"
 #include "fewshot/seqio.h"
 #include "golden_util.h"
+#include "helpers.h"
 #include "base/fileio.h"
 
 #define KV_TOL 1e-5
@@ -546,6 +547,7 @@ Test(kvcompress, kept_positions_per_policy)
         {"drop-pairs:2", 1, 8, {4, 5, 6, 7, 8, 9, 10, 11}},
         {"drop-pairs:1", 5, 5, {7, 8, 9, 10, 11}},
         {"drop-pairs", 0.6, 6, {6, 7, 8, 9, 10, 11}}, /* floor(7.2) = 7 tokens: whole pairs -> 6 */
+        {"drop-pairs", 1.0 / 12, 1, {11}},            /* the newest pair stays, trimmed to its label */
     };
     fs_error err = {{0}};
     fs_kv_cache full;
@@ -768,4 +770,89 @@ Test(kvcache, classify_command_with_shipped_example)
     remove(out);
     remove(model);
     rmdir(dir);
+}
+
+/* `fewshot classify --kv-keep/--kv-policy/--kv-stats/--kv-sweep` end to end, with labelled queries. */
+Test(kvcompress, classify_command_compressed_and_sweep)
+{
+    char dir[128];
+    th_tmpdir(dir, sizeof dir, "kvc");
+    const char *model = th_path(dir, "m.safetensors"), *queries = th_path(dir, "q.json");
+    th_run_result r;
+    th_run(&r, "init -o %s", model);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    th_run_free(&r);
+    /* the shipped queries plus labels */
+    char *text = th_read_file("datasets/examples/classify_queries.json", NULL);
+    cJSON *j = cJSON_Parse(text);
+    cr_assert_not_null(j);
+    int labels[6] = {0, 1, 2, 3, 4, 0};
+    int nq = cJSON_GetArraySize(cJSON_GetObjectItem(j, "examples"));
+    cr_assert_eq(nq, 6);
+    cJSON_AddItemToObject(j, "labels", cJSON_CreateIntArray(labels, nq));
+    char *printed = cJSON_PrintUnformatted(j);
+    th_write_text(queries, printed);
+    free(printed), free(text);
+    const char *ctx = "datasets/examples/classify_context.json";
+
+    th_run(&r, "classify --model %s --context %s --queries %s --kv-keep 0.5 --kv-policy labels-only --kv-stats", model,
+           ctx, queries);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cr_expect(strstr(r.err, "4 → 2 tokens") != NULL, "%s", r.err);
+    cr_expect(strstr(r.err, "1 × 8 × 2 × 8 × 4 bytes = 512 bytes") != NULL, "%s", r.err);
+    cr_expect(strstr(r.err, "accuracy ") != NULL && strstr(r.err, "agreement with the uncompressed cache") != NULL,
+              "%s", r.err);
+    int lines = 0;
+    for (const char *p = r.out; (p = strchr(p, '\n')); p++)
+        lines++;
+    cr_expect_eq(lines, nq, "one prediction per query: %s", r.out);
+    th_run_free(&r);
+
+    th_run(&r, "classify --model %s --context %s --queries %s --kv-sweep --json", model, ctx, queries);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cJSON *sweep = cJSON_Parse(r.out);
+    cr_assert_not_null(sweep, "%s", r.out);
+    const cJSON *rows = cJSON_GetObjectItem(sweep, "rows");
+    cr_expect_eq(cJSON_GetArraySize(rows), 6 * 4, "keep {1, .75, .5, .25} x 6 policies");
+    for (const cJSON *row = rows ? rows->child : NULL; row; row = row->next) {
+        double keep = cJSON_GetObjectItem(row, "keep")->valuedouble;
+        int tokens = cJSON_GetObjectItem(row, "tokens")->valueint;
+        cr_expect_eq(cJSON_GetObjectItem(row, "bytes")->valuedouble, 2.0 * 2 * 8 * tokens * 8 * 4);
+        cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(row, "accuracy")));
+        if (keep == 1)
+            cr_expect_eq(cJSON_GetObjectItem(row, "agreement")->valuedouble, 1.0, "keep 1 agrees with itself");
+    }
+    cJSON_Delete(sweep);
+    th_run_free(&r);
+
+    th_run(&r, "classify --model %s --context %s --queries %s --kv-sweep", model, ctx, queries);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cr_expect(strstr(r.out, "labels-only") && strstr(r.out, "agreement"), "%s", r.out);
+    th_run_free(&r);
+
+    struct {
+        const char *args, *want;
+    } bad[] = {
+        {"--kv-keep 0", "keep 0"},
+        {"--kv-keep 5", "<= 4"},
+        {"--kv-keep half", "--kv-keep"},
+        {"--kv-policy oldest", "unknown policy 'oldest'"},
+        {"--kv-sweep --kv-keep 0.5", "--kv-sweep"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        th_run(&r, "classify --model %s --context %s --queries %s %s", model, ctx, queries, bad[i].args);
+        cr_expect(r.exited && r.code == 1 && strstr(r.err, bad[i].want), "%s: %s", bad[i].args, th_describe(&r));
+        cr_expect_eq(r.out[0], 0, "%s: no output on error", bad[i].args);
+        th_run_free(&r);
+    }
+    /* query labels outside [0, C) */
+    cJSON_ReplaceItemInObject(j, "labels", cJSON_CreateIntArray((int[]){0, 1, 2, 3, 4, 5}, nq));
+    printed = cJSON_PrintUnformatted(j);
+    th_write_text(queries, printed);
+    free(printed);
+    th_run(&r, "classify --model %s --context %s --queries %s", model, ctx, queries);
+    cr_expect(r.exited && r.code == 1 && strstr(r.err, "labels[5]") && strstr(r.err, "[0, 5)"), "%s", th_describe(&r));
+    th_run_free(&r);
+    cJSON_Delete(j);
+    th_rmtree(dir);
 }

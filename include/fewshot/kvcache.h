@@ -81,7 +81,8 @@ static inline int fs_kv_pairs(const fs_kv_cache *c) { return c->pos / 2; }
  *   exemplars-only  exemplar tokens first, then labels
  *   drop-pairs:N    evict both tokens of the oldest N pairs, then the oldest tokens
  *                   while over budget; `drop-pairs` (no N) evicts whole oldest pairs
- *                   until at most `kept` tokens remain
+ *                   until at most `kept` tokens remain (never the newest pair: a budget
+ *                   below 2 tokens then keeps its label)
  * keep = 1 keeps every token (logits identical to the uncompressed cache) for every
  * policy but drop-pairs:N with N > 0. Works frozen or not; append continues at `pos`. */
 int fs_kv_compress(fs_kv_cache *c, double keep, const char *policy, fs_error *err);
@@ -109,7 +110,7 @@ void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s);
 char *fs_kv_stats_table(const fs_kv_cache *c);
 
 /* Inputs. Context JSON: {"examples": [k][D], "labels": [k]} with k >= 1 and labels in
- * [0, C). Queries: JSON {"examples": [Q][D]}, or a 2-D [Q, D] float dataset at `path` in
+ * [0, C). Queries: JSON {"examples": [Q][D]} (optionally "labels": [Q]), or a 2-D [Q, D] float dataset at `path` in
  * an HDF5 file. Errors name the file and the field. */
 typedef struct {
     int pairs, dim;
@@ -121,6 +122,7 @@ typedef struct {
     size_t count;
     int dim;
     float *examples;   /* [count][dim] */
+    int *labels;       /* [count] true classes (JSON "labels", optional), or NULL */
 } fs_kv_queries;
 
 int fs_kv_context_load(const char *path, const fs_model_config *cfg, fs_kv_context *ctx, fs_error *err);

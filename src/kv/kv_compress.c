@@ -131,15 +131,20 @@ static int by_rank(const void *x, const void *y)
 
 static int by_index(const void *x, const void *y) { return ((const ranked *)x)->index - ((const ranked *)y)->index; }
 
-/* Pairs to drop for `drop-pairs` without N: whole oldest pairs until <= kept tokens remain. */
+/* Pairs to drop for `drop-pairs` without N: whole oldest pairs until <= kept tokens
+ * remain, never the newest pair (the budget then trims it by recency). */
 static long pairs_to_drop(const fs_kv_cache *c, const int *positions, int kept)
 {
     long drop = 0;
     int left = c->seq, i = 0;
-    while (left > kept && i < c->seq) {
-        int pair = positions[i] / 2;
-        while (i < c->seq && positions[i] / 2 == pair)
-            i++, left--;
+    while (left > kept) {
+        int pair = positions[i] / 2, j = i;
+        while (j < c->seq && positions[j] / 2 == pair)
+            j++;
+        if (j == c->seq)
+            break;
+        left -= j - i;
+        i = j;
         drop++;
     }
     return drop;
