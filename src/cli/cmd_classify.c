@@ -422,7 +422,8 @@ int fs_cmd_classify(int argc, char **argv)
     int rc = fs_cli_parse(&args, argc, argv, "classify",
                           "[--config C.json] --model M.safetensors --context CTX.json\n"
                           "       (--queries Q.json | --queries Q.h5 --queries-path PATH | --kv-stats)\n"
-                          "       [--threads T] [--kv-stats] [--set S.K=V ...] [-o OUT.jsonl]", about,
+                          "       [--threads T] [--kv-stats] [--kv-keep F] [--kv-policy P] [--kv-sweep [--json]]\n"
+                          "       [--set S.K=V ...] [-o OUT.jsonl]", about,
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;
