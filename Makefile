@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps test asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-bench test asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -27,6 +27,10 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# Optional: PyTorch for `make bench-compare` (Debian's python3-torch, CPU only).
+deps-bench:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)

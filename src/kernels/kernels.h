@@ -55,10 +55,13 @@ void fs_softmax_backward(float *din, const float *out, const float *dout, int ro
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base);
 void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, double base);
 
+/* The angle of pair i at position p (theta = p / base^(2i/hd), in double, rounded to
+ * float like the reference's f32 tables): its sine and cosine. Every RoPE path's table. */
+void fs_rope_angle(int p, int i, int hd, double base, float *s, float *c);
 /* The same with a precomputed table cs[2][N][hd] of fs_rope_table: cos of each pair's
  * angle twice, then (-sin, sin); hd even. */
 void fs_rope_table(float *cs, int N, int hd, double base);
-void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs);
+void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs); /* out may be in */
 /* din = the rotated-back gradient (overwritten; din may be dout). */
 void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd, const float *cs);
 
