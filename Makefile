@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps deps-bench test asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-bench test test-portable test-avx2 asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -53,8 +53,20 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 
 # Tests run from the repository root; golden files are read from tests/golden.
-test: $(BUILD)/test_fewshot fewshot
+test: check-layers $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
+
+# The other vector widths: SIMDe's portable code (what ARM builds run; no -march) and
+# AVX2/FMA (8-float vectors on any x86-64 since 2013), each in its own build folder,
+# running the golden, finite-difference, kernel and key-value cache tests.
+WIDTH_TESTS = @(golden|fdcheck|kernels|kvcache)/*
+test-portable:
+	$(MAKE) BUILD=build-portable OPT="-O2 -DSIMDE_NO_NATIVE" build-portable/test_fewshot build-portable/fewshot
+	FEWSHOT_BIN=build-portable/fewshot build-portable/test_fewshot -j2 --filter '$(WIDTH_TESTS)'
+
+test-avx2:
+	$(MAKE) BUILD=build-avx2 OPT="-O3 -mavx2 -mfma" build-avx2/test_fewshot build-avx2/fewshot
+	FEWSHOT_BIN=build-avx2/fewshot build-avx2/test_fewshot -j2
 
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:
@@ -79,4 +91,4 @@ bench-compare: fewshot
 	python3 bench/compare.py
 
 clean:
-	rm -rf build build-asan build-valgrind fewshot fewshot-asan
+	rm -rf build build-asan build-valgrind build-portable build-avx2 fewshot fewshot-asan

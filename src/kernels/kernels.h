@@ -90,4 +90,12 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gvalues, con
 void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const float *q, const float *k, int H, int N,
                              int hd, float scale);
 
+/* The build's vector width: its name ("AVX-512", "AVX2+FMA", "portable (SIMDe)") and
+ * floats per vector. */
+const char *fs_simd_name(void);
+int fs_simd_width(void);
+/* Measured fp32 multiply-adds per second (vector lanes, FMA chains in registers) on
+ * `threads` threads for about `seconds`: the peak the kernels are compared against. */
+double fs_fma_peak(int threads, double seconds);
+
 #endif

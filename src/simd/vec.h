@@ -46,6 +46,7 @@ static inline fs_v8 v8keep_ge(fs_v8 v, fs_v8 x, fs_v8 lo)
 /* ---- fs_vf: FS_VL floats ---- */
 #if defined(SIMDE_X86_AVX512F_NATIVE) && !defined(FS_NO_AVX512)
 #define FS_VL 16
+#define FS_SIMD_NAME "AVX-512"
 #define FS_NREGS 32 /* vector registers */
 #define FS_MR 6     /* rows x vectors of the matmul micro-tile: 24 of the 32 registers */
 #define FS_NV 4
@@ -98,6 +99,11 @@ static inline fs_vf vfill_before(fs_vf v, int j, float fill)
 #define vshuffle(a, b, imm) simde_mm512_shuffle_ps((a), (b), (imm))
 #else
 #define FS_VL 8
+#if defined(SIMDE_X86_AVX2_NATIVE) && defined(SIMDE_X86_FMA_NATIVE)
+#define FS_SIMD_NAME "AVX2+FMA"
+#else
+#define FS_SIMD_NAME "portable (SIMDe)"
+#endif
 #define FS_NREGS 16
 #define FS_MR 6 /* 12 accumulators of 16 registers */
 #define FS_NV 2

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "train/batch.h"
 #include "train/checkpoint.h"
 #include "fewshot/run.h"
 #include "fewshot/seqio.h"
@@ -32,9 +33,7 @@ typedef struct {
     fs_intervention_clamps ic;      /* clamps + interventions, rebuilt per batch */
     bool use_iv;
     fs_eval_ws ws[FS_MAX_EVALUATORS];
-    int *labels;            /* [B][P] sampled labels */
-    void **scratch;         /* per-thread sampler scratch */
-    int nscratch;
+    fs_batch_sampler batch;
     FILE *metrics;
     char dir[1024], ckpt_dir[1100], metrics_path[1100];
     fs_run_position pos;    /* sequences seen, current train-log window */
@@ -62,25 +61,6 @@ static int mkdir_p(const char *path, fs_error *err)
     if (mkdir(tmp, 0755) && errno != EEXIST)
         return fs_fail(err, "%s: cannot create directory (%s)", path, strerror(errno));
     return 0;
-}
-
-/* Sample the batch of step `step` into the trainer's input leaves (no allocation). */
-static void sample_step(run *r, int64_t step)
-{
-    fs_acts *a = &r->trainer.acts;
-    int B = r->cfg->train.train_bs, P = a->P, D = a->cfg.input_dim;
-    float *examples = fs_leaf_ptr(a, L_EXAMPLES, 0), *labels = fs_leaf_ptr(a, L_LABELS, 0);
-    uint64_t first = (uint64_t)step * (uint64_t)B;
-#pragma omp parallel num_threads(r->nscratch)
-    {
-        void *scratch = r->scratch[omp_get_thread_num()];
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++)
-            fs_sample_mixed(&r->rd.task, &r->mix, (uint64_t)r->cfg->train.train_seed, FS_STREAM_TRAIN, first + (uint64_t)b,
-                            examples + (size_t)b * P * D, r->labels + (size_t)b * P, NULL, scratch);
-    }
-    for (int i = 0; i < B * P; i++)
-        labels[i] = (float)r->labels[i];
 }
 
 static void metrics_line(run *r, cJSON *line)
@@ -209,22 +189,15 @@ static int setup(run *r, fs_error *err)
             return -1;
         r->trainer.clamps = &r->ic.clamps;
     }
-    r->labels = calloc((size_t)B * P, sizeof *r->labels);
-    r->nscratch = omp_get_max_threads();
-    r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
-    for (int i = 0; i < r->nscratch; i++)
-        r->scratch[i] = fs_alloc(fs_seq_scratch_bytes(cfg->train.train_context_len));
-    return 0;
+    return fs_batch_sampler_init(&r->batch, &r->rd.task, &r->mix, (uint64_t)cfg->train.train_seed, B,
+                                 cfg->train.train_context_len, omp_get_max_threads(), err);
 }
 
 static void teardown(run *r)
 {
     if (r->metrics)
         fclose(r->metrics);
-    for (int i = 0; i < r->nscratch; i++)
-        free(r->scratch[i]);
-    free(r->scratch);
-    free(r->labels);
+    fs_batch_sampler_free(&r->batch);
     for (int i = 0; i < FS_MAX_EVALUATORS; i++)
         fs_eval_ws_free(&r->ws[i]);
     if (r->use_iv)
@@ -248,7 +221,7 @@ static int loop(run *r, fs_error *err)
     double t0 = now();
     int rc = 0;
     while (step < total_steps) {
-        sample_step(r, step);
+        fs_batch_sample(&r->batch, &r->trainer.acts, step);
         if (r->use_iv) /* per-sequence interventions follow this batch's inputs */
             fs_interventions_update(&r->ic, &r->model, &r->trainer.acts, B);
         double gnorm;
