@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps deps-bench test test-portable test-avx2 asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-bench test test-portable test-avx2 asan-test valgrind bench bench-compare bench-compare-sizes check-layers clean
 
 all: fewshot
 
@@ -28,9 +28,9 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
 
-# Optional: PyTorch for `make bench-compare` (Debian's python3-torch, CPU only).
+# Optional: PyTorch for `make bench-compare` (Debian's python3-torch, CPU only, on OpenBLAS).
 deps-bench:
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy libopenblas0-pthread
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -89,6 +89,10 @@ bench: fewshot
 
 bench-compare: fewshot
 	python3 bench/compare.py
+
+# The same on the model-size ladder (fewshot bench --sizes), training only.
+bench-compare-sizes: fewshot
+	python3 bench/compare.py --sizes
 
 clean:
 	rm -rf build build-asan build-valgrind build-portable build-avx2 fewshot fewshot-asan
