@@ -202,14 +202,25 @@ static double classify_madds(const fs_model_config *c, int pairs)
 typedef struct {
     double per_s;  /* steps, sequences or queries per second */
     double madds;  /* multiply-adds per second */
+    double peak;   /* the FMA peak measured just before the phase (shared cores vary) */
     long count;
     double seconds;
 } phase_rate;
 
 typedef struct {
     phase_rate train, train_quiet, eval, classify;
-    double final_loss, peak_rss_mb, peak;
+    double final_loss, peak_rss_mb, peak; /* peak: the highest of the phases' measurements */
 } bench_result;
+
+static const double PEAK_SECONDS = 0.25;
+
+/* The phase's rate with the FMA peak measured right before it on the same threads. */
+static void with_peak(phase_rate *p, double peak, bench_result *r)
+{
+    p->peak = peak;
+    if (peak > r->peak)
+        r->peak = peak;
+}
 
 /* One training step as `fewshot train` takes it: the run loop's batch sampler, then
  * forward, backward and the optimizer. */
@@ -298,35 +309,46 @@ static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
 {
     memset(r, 0, sizeof *r);
     long step = 0;
+    int threads = s->trainer.threads;
     busy_load busy = {.n = 0};
     if (load > 0) {
+        double peak = fs_fma_peak(threads, PEAK_SECONDS);
         r->train_quiet = time_train(s, seconds, &step, &r->final_loss);
+        with_peak(&r->train_quiet, peak, r);
         load_start(&busy, load);
         if (busy.n < load) {
             load_stop(&busy);
             return -1;
         }
     }
+    double peak = fs_fma_peak(threads, PEAK_SECONDS);
     r->train = time_train(s, seconds, &step, &r->final_loss);
-    if (s->has_eval)
+    with_peak(&r->train, peak, r);
+    if (s->has_eval) {
+        peak = fs_fma_peak(threads, PEAK_SECONDS);
         r->eval = time_eval(s, seconds);
+        with_peak(&r->eval, peak, r);
+    }
     r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
+    peak = fs_fma_peak(threads, PEAK_SECONDS);
     r->classify = time_classify(s);
+    with_peak(&r->classify, peak, r);
     load_stop(&busy);
     return 0;
 }
 
 /* ---- output ---- */
 
-static void print_phase_json(const char *name, const phase_rate *p, double peak)
+static double fraction(const phase_rate *p) { return p->peak > 0 ? p->madds / p->peak : 0; }
+
+static void print_phase_json(const char *name, const phase_rate *p)
 {
-    printf(", \"%s_madds_per_s\": %.4g, \"%s_peak_fraction\": %.4f", name, p->madds, name,
-           peak > 0 ? p->madds / peak : 0);
+    printf(", \"%s_madds_per_s\": %.4g, \"%s_peak_fraction\": %.4f", name, p->madds, name, fraction(p));
 }
 
-static void print_phase_text(const phase_rate *p, double peak)
+static void print_phase_text(const phase_rate *p)
 {
-    printf("  [%.2f G multiply-adds/s, %.1f%% of peak]\n", p->madds * 1e-9, peak > 0 ? 100 * p->madds / peak : 0);
+    printf("  [%.2f G multiply-adds/s, %.1f%% of peak]\n", p->madds * 1e-9, 100 * fraction(p));
 }
 
 static void print_result(const bench_state *s, const bench_result *r, int threads, int cores, int load,
@@ -346,11 +368,11 @@ static void print_result(const bench_state *s, const bench_result *r, int thread
             printf(", \"classify_queries_per_s\": %.0f", r->classify.per_s);
         printf(", \"simd\": \"%s\", \"simd_width\": %d, \"fma_peak_madds_per_s\": %.4g", fs_simd_name(),
                fs_simd_width(), r->peak);
-        print_phase_json("train", &r->train, r->peak);
+        print_phase_json("train", &r->train);
         if (s->has_eval)
-            print_phase_json("eval", &r->eval, r->peak);
+            print_phase_json("eval", &r->eval);
         if (r->classify.per_s > 0)
-            print_phase_json("classify", &r->classify, r->peak);
+            print_phase_json("classify", &r->classify);
         if (load > 0)
             printf(", \"load\": %d, \"train_quiet_steps_per_s\": %.1f, \"train_loaded_fraction\": %.3f", load,
                    r->train_quiet.per_s, r->train_quiet.per_s > 0 ? r->train.per_s / r->train_quiet.per_s : 0);
@@ -366,21 +388,21 @@ static void print_result(const bench_state *s, const bench_result *r, int thread
     if (load > 0) {
         printf("load: %d busy competitor process%s while measuring\n", load, load == 1 ? "" : "es");
         printf("train (quiet): %.1f steps/s", r->train_quiet.per_s);
-        print_phase_text(&r->train_quiet, r->peak);
+        print_phase_text(&r->train_quiet);
     }
     printf("train: %.1f steps/s, %.0f sequences/s (%ld steps in %.2f s, end to end, loss %.4f)", r->train.per_s,
            r->train.per_s * B, r->train.count, r->train.seconds, r->final_loss);
-    print_phase_text(&r->train, r->peak);
+    print_phase_text(&r->train);
     if (load > 0 && r->train_quiet.per_s > 0)
         printf("train under load: %.0f%% of the quiet figure\n", 100 * r->train.per_s / r->train_quiet.per_s);
     if (s->has_eval) {
         printf("eval:  %.0f sequences/s (forward-only query logits, %ld sequences in %.2f s)", r->eval.per_s,
                r->eval.count, r->eval.seconds);
-        print_phase_text(&r->eval, r->peak);
+        print_phase_text(&r->eval);
     }
     if (r->classify.per_s >= 0) {
         printf("classify: %.0f queries/s", r->classify.per_s);
-        print_phase_text(&r->classify, r->peak);
+        print_phase_text(&r->classify);
     }
     printf("peak RSS: %.1f MiB\n", r->peak_rss_mb);
 }
@@ -393,10 +415,10 @@ static const struct {
 
 /* Training throughput of each ladder row: the run config with d_model, depth and
  * train_context_len = pairs - 1 replaced (8 heads). */
-static int run_sizes(const fs_args *args, const char *origin, int threads, double seconds, double peak, bool json,
-                     fs_error *err)
+static int run_sizes(const fs_args *args, const char *origin, int threads, double seconds, bool json, fs_error *err)
 {
     int rows = (int)(sizeof ladder / sizeof *ladder);
+    double peak = fs_fma_peak(threads, PEAK_SECONDS);
     if (json)
         printf("{\"simd\": \"%s\", \"simd_width\": %d, \"threads\": %d, \"fma_peak_madds_per_s\": %.4g, \"sizes\": [",
                fs_simd_name(), fs_simd_width(), threads, peak);
@@ -421,15 +443,17 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
             bench_free(&s);
             return -1;
         }
+        double row_peak = fs_fma_peak(threads, PEAK_SECONDS);
         phase_rate r = time_train(&s, seconds, &step, &loss);
+        r.peak = row_peak;
         if (json)
             printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.2f, "
                    "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f}",
                    i ? ", " : "", ladder[i].d_model, ladder[i].depth, ladder[i].pairs, s.cfg.train.train_bs, r.per_s,
-                   r.madds, r.madds / peak);
+                   r.madds, fraction(&r));
         else
             printf("%-8d %-6d %-6d %12.2f %14.2f %7.1f%%\n", ladder[i].d_model, ladder[i].depth, ladder[i].pairs,
-                   r.per_s, r.madds * 1e-9, 100 * r.madds / peak);
+                   r.per_s, r.madds * 1e-9, 100 * fraction(&r));
         fflush(stdout);
         bench_free(&s);
     }
@@ -483,9 +507,8 @@ int fs_cmd_bench(int argc, char **argv)
 
     const char *origin = fs_arg(&args, "--config") ? fs_arg(&args, "--config") : "bench defaults";
     fs_error err = {{0}};
-    double peak = fs_fma_peak((int)threads, 0.3);
     if (fs_flag(&args, "--sizes")) {
-        rc = run_sizes(&args, origin, (int)threads, seconds, peak, json, &err) ? fs_cli_error(err.msg) : 0;
+        rc = run_sizes(&args, origin, (int)threads, seconds, json, &err) ? fs_cli_error(err.msg) : 0;
         fs_run_config_free(&s.cfg);
         return rc;
     }
@@ -500,7 +523,6 @@ int fs_cmd_bench(int argc, char **argv)
         bench_free(&s);
         return fs_cli_error("--load: cannot start the competitor processes");
     }
-    r.peak = peak;
     print_result(&s, &r, (int)threads, cores, (int)load, source, json);
     bench_free(&s);
     return 0;
