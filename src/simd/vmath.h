@@ -54,20 +54,34 @@ static inline double vsum_squares_f64(const float *x, size_t n)
 
 /* ---- transposes ---- */
 
+/* The first two steps of a transpose, within each 128-bit block: interleave pairs of
+ * rows, then pairs of pairs (n rows; s may be in). Generated for both widths. */
+#define FS_VMATH_QUADS(P, T)                                                                                       \
+    static inline void P##transpose_quads(T s[], const T in[], int n)                                              \
+    {                                                                                                              \
+        T t[16];                                                                                                   \
+        for (int i = 0; i < n; i += 2) {                                                                           \
+            t[i] = P##unpacklo(in[i], in[i + 1]);                                                                  \
+            t[i + 1] = P##unpackhi(in[i], in[i + 1]);                                                              \
+        }                                                                                                          \
+        for (int i = 0; i < n; i += 4) {                                                                           \
+            s[i] = P##shuffle(t[i], t[i + 2], 0x44);                                                               \
+            s[i + 1] = P##shuffle(t[i], t[i + 2], 0xEE);                                                           \
+            s[i + 2] = P##shuffle(t[i + 1], t[i + 3], 0x44);                                                       \
+            s[i + 3] = P##shuffle(t[i + 1], t[i + 3], 0xEE);                                                       \
+        }                                                                                                          \
+    }
+
+FS_VMATH_QUADS(v8, fs_v8)
+#if FS_VL == 16
+FS_VMATH_QUADS(v, fs_vf)
+#endif
+
 /* out[c] lane r = in[r] lane c for an 8 x 8 block (out may be in). */
 static inline void v8transpose(fs_v8 out[8], const fs_v8 in[8])
 {
-    fs_v8 t[8], s[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = v8unpacklo(in[i], in[i + 1]);
-        t[i + 1] = v8unpackhi(in[i], in[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = v8shuffle(t[i], t[i + 2], 0x44);
-        s[i + 1] = v8shuffle(t[i], t[i + 2], 0xEE);
-        s[i + 2] = v8shuffle(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = v8shuffle(t[i + 1], t[i + 3], 0xEE);
-    }
+    fs_v8 s[8];
+    v8transpose_quads(s, in, 8);
     for (int i = 0; i < 4; i++) {
         out[i] = v8permute_halves(s[i], s[i + 4], 0x20);
         out[i + 4] = v8permute_halves(s[i], s[i + 4], 0x31);
@@ -90,16 +104,7 @@ static inline void vtranspose(fs_vf r[FS_VL])
 {
 #if FS_VL == 16
     fs_vf t[16];
-    for (int i = 0; i < 16; i += 2) { /* pairs, quads, 128-bit blocks, 256-bit halves */
-        t[i] = vunpacklo(r[i], r[i + 1]);
-        t[i + 1] = vunpackhi(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = vshuffle(t[i], t[i + 2], 0x44);
-        r[i + 1] = vshuffle(t[i], t[i + 2], 0xEE);
-        r[i + 2] = vshuffle(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = vshuffle(t[i + 1], t[i + 3], 0xEE);
-    }
+    vtranspose_quads(r, r, 16); /* then 128-bit blocks, then 256-bit halves */
     for (int i = 0; i < 4; i++) {
         t[i] = vshuffle_blocks(r[i], r[i + 4], 0x88);
         t[i + 4] = vshuffle_blocks(r[i], r[i + 4], 0xDD);
