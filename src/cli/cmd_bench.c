@@ -222,13 +222,9 @@ static void with_peak(phase_rate *p, double peak, bench_result *r)
         r->peak = peak;
 }
 
-/* One training step as `fewshot train` takes it: the run loop's batch sampler, then
- * forward, backward and the optimizer. */
-static double train_step(bench_state *s, long step)
-{
-    fs_batch_sample(&s->batch, &s->trainer.acts, step);
-    return fs_trainer_step(&s->trainer, s->cfg.train.train_bs, NULL);
-}
+/* One training step as `fewshot train` takes it (the run loop's call): the batch
+ * sampled inside the step, forward, backward and the optimizer. */
+static double train_step(bench_state *s, long step) { return fs_batch_train_step(&s->batch, &s->trainer, step, NULL); }
 
 static phase_rate time_train(bench_state *s, double seconds, long *next_step, double *loss)
 {

@@ -190,7 +190,9 @@ static int setup(run *r, fs_error *err)
         r->trainer.clamps = &r->ic.clamps;
     }
     return fs_batch_sampler_init(&r->batch, &r->rd.task, &r->mix, (uint64_t)cfg->train.train_seed, B,
-                                 cfg->train.train_context_len, omp_get_max_threads(), err);
+                                 cfg->train.train_context_len,
+                                 r->trainer.threads > omp_get_max_threads() ? r->trainer.threads : omp_get_max_threads(),
+                                 err);
 }
 
 static void teardown(run *r)
@@ -221,11 +223,14 @@ static int loop(run *r, fs_error *err)
     double t0 = now();
     int rc = 0;
     while (step < total_steps) {
-        fs_batch_sample(&r->batch, &r->trainer.acts, step);
-        if (r->use_iv) /* per-sequence interventions follow this batch's inputs */
+        double gnorm, loss;
+        if (r->use_iv) { /* per-sequence interventions follow this batch's inputs */
+            fs_batch_sample(&r->batch, &r->trainer.acts, step);
             fs_interventions_update(&r->ic, &r->model, &r->trainer.acts, B);
-        double gnorm;
-        double loss = fs_trainer_step(&r->trainer, B, &gnorm);
+            loss = fs_trainer_step(&r->trainer, B, &gnorm);
+        } else {
+            loss = fs_batch_train_step(&r->batch, &r->trainer, step, &gnorm);
+        }
         int64_t before = r->pos.iter;
         r->pos.iter += B;
         step++;
