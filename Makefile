@@ -2,7 +2,7 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes -Wunused-macros -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags hdf5 2>/dev/null)
 LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
 
@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps deps-bench test test-portable test-avx2 asan-test valgrind bench bench-compare bench-compare-sizes check-layers clean
+.PHONY: all deps deps-bench deps-slurm test test-portable test-avx2 test-slurm asan-test valgrind bench bench-compare bench-compare-sizes check-layers clean
 
 all: fewshot
 
@@ -32,6 +32,11 @@ deps:
 deps-bench:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy libopenblas0-pthread
 
+# Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
+deps-slurm:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge
+
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -41,6 +46,7 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
@@ -67,6 +73,10 @@ test-portable:
 test-avx2:
 	$(MAKE) BUILD=build-avx2 OPT="-O3 -mavx2 -mfma" build-avx2/test_fewshot build-avx2/fewshot
 	FEWSHOT_BIN=build-avx2/fewshot build-avx2/test_fewshot -j2
+
+# Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
+test-slurm: fewshot
+	tests/slurm_test.sh ./fewshot
 
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:

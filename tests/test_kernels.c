@@ -12,9 +12,10 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "kernels/kernels.h"
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 
@@ -91,17 +92,6 @@ Test(kernels, gemm_all_modes_and_tails)
         assert_close(C, want, (size_t)M * ldc, 2e-5 * sqrt(R + 1), what);
         free(A), free(B), free(bias), free(C), free(C0), free(want);
     }
-}
-
-static void ref_linear(double *out, const float *in, const float *w, const float *bias, int M, int K, int N)
-{
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            double s = bias ? bias[n] : 0;
-            for (int k = 0; k < K; k++)
-                s += (double)in[m * K + k] * w[n * K + k];
-            out[m * N + n] = s;
-        }
 }
 
 Test(kernels, matmul_backward_add_and_set)

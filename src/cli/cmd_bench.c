@@ -16,7 +16,7 @@
 #include "fewshot/data.h"
 #include "fewshot/forward.h"
 #include "fewshot/kvcache.h"
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 #include "fewshot/seqio.h"
 #include "kernels/kernels.h"
 #include "train/batch.h"

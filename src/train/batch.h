@@ -9,7 +9,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/error.h"
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 #include "train/trainer.h"
 
 typedef struct {
