@@ -202,22 +202,22 @@ static double classify_madds(const fs_model_config *c, int pairs)
 typedef struct {
     double per_s;  /* steps, sequences or queries per second */
     double madds;  /* multiply-adds per second */
-    double peak;   /* the FMA peak measured just before the phase (shared cores vary) */
+    double peak;   /* the FMA peak: the best probe of the run (shared cores vary) */
     long count;
     double seconds;
 } phase_rate;
 
 typedef struct {
     phase_rate train, train_quiet, eval, classify;
-    double final_loss, peak_rss_mb, peak; /* peak: the highest of the phases' measurements */
+    double final_loss, peak_rss_mb, peak; /* peak: the best of the probes before and after each phase */
 } bench_result;
 
 static const double PEAK_SECONDS = 0.25;
 
-/* The phase's rate with the FMA peak measured right before it on the same threads. */
-static void with_peak(phase_rate *p, double peak, bench_result *r)
+/* Keep the best FMA-peak probe of the run (probes run before and after every phase). */
+static void probe_peak(bench_result *r, int threads)
 {
-    p->peak = peak;
+    double peak = fs_fma_peak(threads, PEAK_SECONDS);
     if (peak > r->peak)
         r->peak = peak;
 }
@@ -307,29 +307,26 @@ static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
     long step = 0;
     int threads = s->trainer.threads;
     busy_load busy = {.n = 0};
+    probe_peak(r, threads);
     if (load > 0) {
-        double peak = fs_fma_peak(threads, PEAK_SECONDS);
         r->train_quiet = time_train(s, seconds, &step, &r->final_loss);
-        with_peak(&r->train_quiet, peak, r);
+        probe_peak(r, threads);
         load_start(&busy, load);
         if (busy.n < load) {
             load_stop(&busy);
             return -1;
         }
     }
-    double peak = fs_fma_peak(threads, PEAK_SECONDS);
     r->train = time_train(s, seconds, &step, &r->final_loss);
-    with_peak(&r->train, peak, r);
-    if (s->has_eval) {
-        peak = fs_fma_peak(threads, PEAK_SECONDS);
+    if (s->has_eval)
         r->eval = time_eval(s, seconds);
-        with_peak(&r->eval, peak, r);
-    }
     r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
-    peak = fs_fma_peak(threads, PEAK_SECONDS);
     r->classify = time_classify(s);
-    with_peak(&r->classify, peak, r);
     load_stop(&busy);
+    probe_peak(r, threads);
+    phase_rate *phases[] = {&r->train_quiet, &r->train, &r->eval, &r->classify};
+    for (size_t i = 0; i < sizeof phases / sizeof *phases; i++)
+        phases[i]->peak = r->peak;
     return 0;
 }
 
@@ -439,9 +436,11 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
             bench_free(&s);
             return -1;
         }
-        double row_peak = fs_fma_peak(threads, PEAK_SECONDS);
         phase_rate r = time_train(&s, seconds, &step, &loss);
-        r.peak = row_peak;
+        double after = fs_fma_peak(threads, PEAK_SECONDS);
+        if (after > peak)
+            peak = after;
+        r.peak = peak;
         if (json)
             printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.2f, "
                    "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f}",

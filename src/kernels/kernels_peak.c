@@ -30,7 +30,8 @@ static float fma_rounds(float seed)
     return t[0];
 }
 
-double fs_fma_peak(int threads, double seconds)
+/* One timed stretch of about `seconds` on `threads` threads: multiply-adds per second. */
+static double fma_rate(int threads, double seconds)
 {
     double total = 0, longest = 0;
     volatile float sink = 0, seed = 1.f; /* read on every call: nothing to hoist */
@@ -40,7 +41,7 @@ double fs_fma_peak(int threads, double seconds)
         float s = 0;
         double t0 = omp_get_wtime(), el;
         do {
-            for (int k = 0; k < 16; k++, calls++)
+            for (int k = 0; k < 4; k++, calls++)
                 s += fma_rounds(seed + (float)k);
             el = omp_get_wtime() - t0;
         } while (el < seconds);
@@ -50,4 +51,17 @@ double fs_fma_peak(int threads, double seconds)
     }
     (void)sink;
     return longest > 0 ? total / longest : 0;
+}
+
+/* The best of five stretches: on shared cores the peak is what the cores give when the
+ * other jobs leave them alone. */
+double fs_fma_peak(int threads, double seconds)
+{
+    double best = 0;
+    for (int i = 0; i < 5; i++) {
+        double r = fma_rate(threads, seconds / 5);
+        if (r > best)
+            best = r;
+    }
+    return best;
 }
