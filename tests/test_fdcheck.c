@@ -1,4 +1,4 @@
-/* Finite-difference gradient checks (SPEC sections 1, 3, 5).
+/* Finite-difference gradient checks (docs/model.md, docs/cache.md).
  *
  * Kernels: every backward kernel is checked against central differences in the kernel
  * table (test_kernel_table.c).
@@ -46,7 +46,7 @@ typedef struct {
     double wd;
 } fd_model;
 
-/* wd * sum of Frobenius norms, in double (SPEC section 5). */
+/* wd * sum of Frobenius norms, in double (docs/model.md). */
 static double wd_term(const fs_model *m, double wd)
 {
     if (wd == 0)
@@ -268,7 +268,7 @@ MODEL_TEST(no_norm_qkv_bias_ape_p4, .pos = FS_POS_APE, .mlp_ratio = 2, .depth = 
 MODEL_TEST(mlp_ratio_1_5_rope_p4, .pos = FS_POS_ROPE, .mlp_ratio = 1.5, .depth = 2, .heads = 2, .P = 4, .B = 2,
            .threads = 1)
 
-/* ---------------------------------------------------------------- clamps (stop-gradient, SPEC 3) */
+/* ---------------------------------------------------------------- clamps (stop-gradient, docs/cache.md) */
 
 /* Random mask of density `dens` with the leaf's current values + noise as clamp values. */
 static void clamp_random(fs_clamp_set *cs, const fs_acts *a, th_rng *r, int leaf, int batch, double dens, double noise)
@@ -414,7 +414,7 @@ Test(fdcheck, clamp_whole_leaf_blocks_upstream)
     free(r.grads);
 }
 
-/* ---------------------------------------------------------------- weight decay (SPEC 5) */
+/* ---------------------------------------------------------------- weight decay (docs/model.md) */
 
 typedef struct {
     fs_model *m;

@@ -258,7 +258,7 @@ static void ln_ref(dims s, const double *const *in, double *out)
         mu /= s.b;
         for (int i = 0; i < s.b; i++)
             var += (x[i] - mu) * (x[i] - mu);
-        var /= s.b; /* biased variance, eps 1e-5 (SPEC section 1) */
+        var /= s.b; /* biased variance, eps 1e-5 (docs/model.md) */
         for (int i = 0; i < s.b; i++)
             out[(size_t)m * s.b + i] = (x[i] - mu) / sqrt(var + 1e-5) * in[1][i] + in[2][i];
     }
@@ -434,7 +434,7 @@ static void rope_table_inplace_fwd(dims s, float *const *in, float *out)
     free(cs);
 }
 
-/* SPEC section 1: pair i at position p, theta = p / base^(2i/hd), interleaved pairs. */
+/* docs/model.md: pair i at position p, theta = p / base^(2i/hd), interleaved pairs. */
 static void rope_ref(dims s, const double *const *in, double *out)
 {
     for (int h = 0; h < s.a; h++)

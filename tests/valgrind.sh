@@ -3,7 +3,7 @@
 # which valgrind cannot decode; SIMDe maps the kernels onto AVX2.
 set -euo pipefail
 bin=${1:-build-valgrind/fewshot}
-G=../shared/golden/doc
+G=tests/golden/doc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # OMP_WAIT_POLICY set: fewshot would otherwise re-exec itself (src/cli/main.c) outside valgrind.

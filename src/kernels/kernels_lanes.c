@@ -166,7 +166,7 @@ void fs_lanes_layernorm(float *out, const float *in, const float *w, const float
     }
 }
 
-/* (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) (SPEC section 1, interleaved pairs). */
+/* (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) (docs/model.md, interleaved pairs). */
 void fs_lanes_rope(float *rows, const float *cs, const float *sn, int heads, int hd)
 {
     for (int h = 0; h < heads; h++)

@@ -9,7 +9,7 @@
 #include "fewshot/kvcache.h"
 #include "kernels/lanes.h"
 
-/* The model's weights, packed once per cache (SPEC section 2 names in comments). */
+/* The model's weights, packed once per cache (docs/formats.md names in comments). */
 struct fs_kv_weights {
     fs_lane_linear embed;            /* example_embedding: [d, D] */
     fs_lane_linear unembed;          /* unembedding: [C, d] */

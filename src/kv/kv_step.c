@@ -1,5 +1,5 @@
 /* The key-value cache step: FS_LANES independent tokens at one position run through
- * the blocks of SPEC section 1, each attending to the cached tokens and to itself.
+ * the blocks of docs/model.md, each attending to the cached tokens and to itself.
  * Used for queries (many lanes, logits) and for appending context tokens (one lane,
  * keys/values kept). */
 #include "kv/kv_internal.h"

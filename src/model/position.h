@@ -1,4 +1,4 @@
-/* Additive position terms (SPEC section 1), one home for the cache forward, the
+/* Additive position terms (docs/model.md), one home for the cache forward, the
  * query-only forward and the key-value cache step. RoPE's angles are fs_rope_angle. */
 #ifndef FEWSHOT_MODEL_POSITION_H
 #define FEWSHOT_MODEL_POSITION_H
