@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <sys/wait.h>
@@ -280,9 +281,13 @@ typedef struct {
 static void load_start(busy_load *l, int n)
 {
     l->n = 0;
+    pid_t parent = getpid();
     for (int i = 0; i < n; i++) {
         pid_t p = fork();
         if (p == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the bench (Ctrl-C, a crash) */
+            if (getppid() != parent)
+                _exit(0);
             volatile double x = 1;
             for (;;)
                 x = x * 1.0000001 + 1e-9;
