@@ -197,7 +197,9 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
                    int i0, int N, int H, int hd, float scale)
 {
     int d = H * hd;
-    if (hd == 8 && H <= 8 && N <= 16) {
+    /* N <= FS_VL: where the cache forward's attention kernels take their vector path too
+     * (the same FMA chains); longer sequences take those kernels themselves, below */
+    if (hd == 8 && H <= 8 && N <= 16 && N <= FS_VL) {
         attend_heads8(out, qrows, ldq, kv, ld, kofs, vofs, i0, N, H, scale);
         return;
     }
