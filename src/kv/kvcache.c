@@ -239,7 +239,7 @@ void fs_kv_freeze(fs_kv_cache *c)
 
 void fs_kv_unfreeze(fs_kv_cache *c) { c->frozen = false; }
 
-/* One chunk of up to KV_LANES queries -> logits rows. */
+/* One chunk of up to FS_LANES queries -> logits rows. */
 static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *queries,
                            int rows, float *logits)
 {
@@ -248,7 +248,7 @@ static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratc
     kv_step(c, p, s, NULL, NULL, 0, 1);
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < C; k++)
-            logits[(size_t)r * C + k] = s->logits[(size_t)k * KV_LANES + r];
+            logits[(size_t)r * C + k] = s->logits[(size_t)k * FS_LANES + r];
 }
 
 int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float *logits, int threads,
@@ -259,7 +259,7 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
     if (c->seq == 0)
         return fs_fail(err, "kv cache: empty context: need at least one exemplar-label pair");
     const fs_model_config *cfg = &c->model->cfg;
-    size_t chunks = (nq + KV_LANES - 1) / KV_LANES;
+    size_t chunks = (nq + FS_LANES - 1) / FS_LANES;
     int nt = threads > 0 ? threads : omp_get_max_threads();
     if ((size_t)nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
@@ -271,8 +271,8 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
         kv_scratch_init(&s, cfg, c->seq + 1);
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < chunks; ch++) {
-            size_t q0 = ch * KV_LANES;
-            int rows = nq - q0 < KV_LANES ? (int)(nq - q0) : KV_LANES;
+            size_t q0 = ch * FS_LANES;
+            int rows = nq - q0 < FS_LANES ? (int)(nq - q0) : FS_LANES;
             classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
         }
         kv_scratch_free(&s);
