@@ -237,14 +237,10 @@ Test(sweep, failed_run_is_recorded)
     cJSON_Delete(m);
 }
 
-/* SIGTERM stops the pool: children checkpoint, runs go back to pending, exit 143; the same
- * command then finishes them. */
-Test(sweep, sigterm_stops_and_resumes)
+/* Start `sweep run FILE --out DIR -j 2` in the background, wait until `ready` is in both
+ * runs' files (`rel` is a format taking the seed, 5 and 6), send SIGTERM, return the status. */
+static int run_then_term(const char *f, const char *sw, const char *rel, const char *ready)
 {
-    const char *f = sweep_file("s.json", "\"set\": {\"train.train_iters\": 16000, \"train.ckpt_every\": 0},"
-                                         " \"axes\": {\"seed\": [5, 6]}");
-    char sw[256];
-    snprintf(sw, sizeof sw, "%s/sw", dir);
     pid_t pid = fork();
     if (pid == 0) {
         int nul = open("/dev/null", O_WRONLY);
@@ -252,36 +248,47 @@ Test(sweep, sigterm_stops_and_resumes)
         execl(th_bin(), th_bin(), "sweep", "run", f, "--out", sw, "-j", "2", (char *)NULL);
         _exit(127);
     }
-    /* wait until both runs have written a metrics line */
     bool started = false;
     for (int i = 0; i < 600 && !started; i++) {
         struct timespec ts = {0, 100000000};
         nanosleep(&ts, NULL);
-        char *a = th_read_file(th_path(sw, "seed=5/metrics.jsonl"), NULL);
-        char *b = th_read_file(th_path(sw, "seed=6/metrics.jsonl"), NULL);
-        started = a && b && strstr(a, "\"train\"") && strstr(b, "\"train\"");
+        char pa[300], pb[300];
+        snprintf(pa, sizeof pa, rel, 5);
+        snprintf(pb, sizeof pb, rel, 6);
+        char *a = th_read_file(th_path(sw, pa), NULL), *b = th_read_file(th_path(sw, pb), NULL);
+        started = a && b && strstr(a, ready) && strstr(b, ready);
         free(a), free(b);
     }
-    cr_assert(started, "the runs did not start within 60 s");
     kill(pid, SIGTERM);
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGTERM, "status %d", status);
-    cJSON *m = manifest(sw);
-    for (int i = 0; i < 2; i++)
-        cr_assert_str_eq(run_field(m, i, "status"), "pending", "run %d", i);
-    cJSON_Delete(m);
-    char *log = th_read_file(th_path(sw, "logs/seed=5.log"), NULL);
-    cr_assert(log && strstr(log, "stopped by SIGTERM"), "%s", log);
+    cr_assert(started, "no \"%s\" in both runs' %s within 60 s", ready, rel);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* SIGTERM stops the pool: children checkpoint, runs go back to pending, exit 143; the same
+ * command resumes them from their checkpoints. (Runs far too long to finish meanwhile.) */
+Test(sweep, sigterm_stops_and_resumes)
+{
+    const char *f = sweep_file("s.json", "\"set\": {\"train.train_iters\": 100000000, \"train.ckpt_every\": 0,"
+                                         " \"train.eval_every\": 0}, \"axes\": {\"seed\": [5, 6]}");
+    char sw[256];
+    snprintf(sw, sizeof sw, "%s/sw", dir);
+    cr_assert_eq(run_then_term(f, sw, "seed=%d/metrics.jsonl", "\"train\""), 128 + SIGTERM);
+    for (int round = 0; round < 2; round++) {
+        cJSON *m = manifest(sw);
+        for (int i = 0; i < 2; i++)
+            cr_assert_str_eq(run_field(m, i, "status"), "pending", "round %d run %d", round, i);
+        cJSON_Delete(m);
+        char *log = th_read_file(th_path(sw, "logs/seed=5.log"), NULL);
+        cr_assert(log && strstr(log, "stopped by SIGTERM"), "%s", log);
+        free(log);
+        if (round == 0) /* again: both resume from their checkpoints */
+            cr_assert_eq(run_then_term(f, sw, "logs/seed=%d.log", "resumed at step"), 128 + SIGTERM);
+    }
+    char *log = th_read_file(th_path(sw, "logs/seed=6.log"), NULL);
+    cr_assert(log && strstr(log, "resumed at step"), "%s", log);
     free(log);
-    th_run_result r;
-    th_run(&r, "sweep run %s --out %s -j 2", f, sw);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    m = manifest(sw);
-    for (int i = 0; i < 2; i++)
-        cr_assert_str_eq(run_field(m, i, "status"), "done", "run %d", i);
-    cJSON_Delete(m);
 }
 
 /* summarize: final metrics and the phase-change time on a hand-made sweep directory. */

@@ -170,6 +170,9 @@ static const char *outcome(int status, const char *log, char *msg, size_t n)
         return "done";
     if (WIFEXITED(status) && (WEXITSTATUS(status) == 128 + SIGINT || WEXITSTATUS(status) == 128 + SIGTERM))
         return "pending";
+    /* stopped before it could install its handler: it resumes from its last checkpoint */
+    if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM))
+        return "pending";
     failure_message(log, status, msg, n);
     return "failed";
 }
