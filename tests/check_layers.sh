@@ -16,7 +16,7 @@ public_layer() {
         error) echo base ;;
         config|model|cache|forward) echo model ;;
         interventions) echo interp ;;
-        safetensors|data|seqio) echo io ;;
+        safetensors|data|seqio|cachefile) echo io ;;
         optim|sampler|eval|run|train) echo train ;;
         kvcache) echo kv ;;
         *) echo unknown ;;

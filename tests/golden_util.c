@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "fewshot/cachefile.h"
 #include "fewshot/config.h"
 #include "fewshot/safetensors.h"
 
@@ -117,4 +121,25 @@ void golden_load_model(const char *name, fs_model *m)
     snprintf(path, sizeof path, GOLDEN_DIR "/%s/params.safetensors", name);
     cr_assert_eq(fs_model_load(m, &cfg.model, path, &err), 0, "%s", err.msg);
     fs_run_config_free(&cfg);
+}
+
+cJSON *golden_cache_tree(const fs_acts *a, int nseq, bool batched)
+{
+    char path[] = "/tmp/fewshot_golden_cache_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0, "mkstemp");
+    close(fd);
+    bool *sel = calloc((size_t)a->count, sizeof *sel);
+    fs_error err = {{0}};
+    cr_assert_geq(fs_leaf_select(a, NULL, sel, &err), 1, "%s", err.msg);
+    fs_cache_file_opts opts = {.format = FS_CACHE_JSON, .batched = batched};
+    fs_cache_writer *w;
+    cr_assert_eq(fs_cache_writer_open(&w, path, a, sel, nseq, &opts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_cache_writer_put(w, a, nseq, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_cache_writer_close(w, &err), 0, "%s", err.msg);
+    cJSON *tree = fs_json_load(path, &err);
+    cr_assert_not_null(tree, "%s", err.msg);
+    unlink(path);
+    free(sel);
+    return tree;
 }

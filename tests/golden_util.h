@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
+#include "fewshot/cache.h"
 #include "fewshot/model.h"
 
 #define GOLDEN_DIR "tests/golden"
@@ -17,6 +18,10 @@ int golden_compare_tree(const cJSON *ours, const cJSON *golden, const char *path
 /* Every tensor of `buffer` (model layout) equals the file's tensor within 1e-4 of the
  * golden tensor's max magnitude; the file must hold exactly the model's tensors. */
 int golden_compare_buffer(const fs_model *m, const float *buffer, const char *golden_path, char *why, size_t why_len);
+
+/* The cache tree of sequences [0, nseq) of `a` as `fewshot cache` writes it (the streamed
+ * JSON of fewshot/cachefile.h, parsed back). Caller frees. */
+cJSON *golden_cache_tree(const fs_acts *a, int nseq, bool batched);
 
 /* Load golden/NAME/config.json's model and params into m. */
 void golden_load_model(const char *name, fs_model *m);

@@ -535,7 +535,7 @@ static void golden_forward(const char *clamp_file, const char *json)
     fs_intervention_clamps ic;
     cr_assert_eq(fs_interventions_build(&ic, json, NULL, &m, &acts, batch.B, &err), 0, "%s", err.msg);
     fs_forward(&m, &acts, &ic.clamps, batch.B);
-    cJSON *ours = fs_cache_to_json(&acts, batch.B, batch.batched);
+    cJSON *ours = golden_cache_tree(&acts, batch.B, batch.batched);
     char why[512] = "";
     cr_assert_geq(golden_compare_tree(ours, cJSON_GetObjectItem(doc, "result"), "", why, sizeof why), 0, "%s: %s",
                   clamp_file, why);

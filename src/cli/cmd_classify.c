@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "fewshot/kvcache.h"
+#include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
     {"--config", "FILE", "config JSON with a \"model\" section (optional if the model file carries it)"},
@@ -26,22 +27,10 @@ static const char about[] =
     "and values are computed once per layer and frozen; each query then runs as the single\n"
     "token after the context. Prints one JSON line per query: {\"label\": L, \"probs\": [C floats]}.";
 
-/* An HDF5 file starts with the signature \211HDF\r\n\032\n. */
-static bool is_hdf5(const char *path)
-{
-    unsigned char sig[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t n = fread(sig, 1, sizeof sig, f);
-    fclose(f);
-    return n == 8 && !memcmp(sig, "\211HDF\r\n\032\n", 8);
-}
-
 static int load_queries(const fs_args *a, int input_dim, fs_kv_queries *q, fs_error *err)
 {
     const char *path = fs_arg(a, "--queries"), *dataset = fs_arg(a, "--queries-path");
-    if (dataset || is_hdf5(path))
+    if (dataset || fs_file_is_hdf5(path))
         return fs_kv_queries_load_h5(path, dataset, input_dim, q, err);
     return fs_kv_queries_load_json(path, input_dim, q, err);
 }

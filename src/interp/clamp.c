@@ -7,7 +7,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/model.h"
-#include "interp/path.h"
+#include "model/path.h"
 #include "base/fileio.h"
 
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a)
