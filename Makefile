@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps test asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-cache test asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -27,6 +27,11 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# Optional: h5dump/h5ls to inspect cache files (README "Caches for many sequences").
+deps-cache:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hdf5-tools
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)

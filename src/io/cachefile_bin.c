@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "io/cachefile_internal.h"
@@ -98,20 +100,46 @@ static int h5_dataset(fs_cache_writer *w, int i, hid_t lcpl, fs_error *err)
     return rc;
 }
 
+/* libhdf5 does not survive a failed write well (a file whose close failed crashes the
+ * library's exit handler), so the room for the whole file is checked before writing: free
+ * space in the directory and the process's file size limit, against the uncompressed size. */
+static int h5_check_room(const fs_cache_writer *w, fs_error *err)
+{
+    uint64_t need = 1 << 16;
+    for (int i = 0; i < w->nsel; i++)
+        need += (uint64_t)w->B * w->leaf[i].numel * sizeof(float) + (8 << 10) +
+                64 * ((uint64_t)w->B * w->leaf[i].numel * sizeof(float) / (256u << 10) + 1);
+    char dir[4096];
+    const char *slash = strrchr(w->path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - w->path + (slash == w->path)) : 1, slash ? w->path : ".");
+    struct statvfs fsinfo;
+    struct rlimit lim;
+    if (statvfs(dir, &fsinfo) == 0 && (uint64_t)fsinfo.f_bavail * fsinfo.f_frsize < need)
+        return fs_fail(err, "%s: not enough disk space: the file needs up to %.1f MB, %s has %.1f MB free; no file written",
+                       w->path, need / 1e6, dir, (double)fsinfo.f_bavail * fsinfo.f_frsize / 1e6);
+    if (getrlimit(RLIMIT_FSIZE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY && (uint64_t)lim.rlim_cur < need)
+        return fs_fail(err, "%s: the file needs up to %.1f MB, more than this process's file size limit (%.1f MB; "
+                            "file too large); no file written",
+                       w->path, need / 1e6, (double)lim.rlim_cur / 1e6);
+    return 0;
+}
+
 int fs_cache_h5_open(fs_cache_writer *w, fs_error *err)
 {
-    if (bin_alloc(w, err))
+    if (h5_check_room(w, err) || bin_alloc(w, err))
         return -1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* errors are reported here, by name */
     fs_cache_bin *b = w->bin;
     b->dset = malloc(sizeof *b->dset * (size_t)(w->nsel ? w->nsel : 1));
     for (int i = 0; b->dset && i < w->nsel; i++)
         b->dset[i] = -1;
-    hid_t lcpl = -1;
+    hid_t lcpl = -1, fapl = -1;
     int rc = 0;
     if (!b->dset)
         rc = fs_fail(err, "out of memory");
-    else if ((b->file = H5Fcreate(b->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+    else if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0)
+        rc = fs_fail(err, "%s: HDF5 setup failed", w->path);
+    else if ((b->file = H5Fcreate(b->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
         rc = fs_fail(err, "%s: cannot create the output file (missing directory or no permission?)", w->path);
     else if ((lcpl = H5Pcreate(H5P_LINK_CREATE)) < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
         rc = fs_fail(err, "%s: HDF5 setup failed", w->path);
@@ -123,6 +151,8 @@ int fs_cache_h5_open(fs_cache_writer *w, fs_error *err)
         rc = h5_dataset(w, i, lcpl, err);
     if (lcpl >= 0)
         H5Pclose(lcpl);
+    if (fapl >= 0)
+        H5Pclose(fapl);
     if (rc)
         fs_cache_h5_close(w, false, NULL);
     return rc;
