@@ -21,7 +21,9 @@
 #include "base/fileio.h"
 #include "base/numfmt.h"
 #include "fewshot/cachefile.h"
+#include "fewshot/eval.h"
 #include "fewshot/forward.h"
+#include "fewshot/interventions.h"
 #include "fewshot/safetensors.h"
 #include "fewshot/seqio.h"
 #include "golden_util.h"
@@ -614,4 +616,60 @@ Test(cachefile, shapes_honour_names)
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
     cr_assert(strstr(r.out, "\"attn_scores\": [8, 1, 8, 5, 5]") && !strstr(r.out, "\"examples\""), "%s", r.out);
     th_run_free(&r);
+}
+
+/* ---------------------------------------------------------------- eval, classify */
+
+/* eval --per-sequence streams the text cJSON_Print gave the metrics tree; an HDF5 copy
+ * of the input gives the same text. */
+Test(cachefile, eval_per_sequence_streams_the_cjson_text, .timeout = 60)
+{
+    fs_model m;
+    golden_load_model("doc", &m);
+    fs_error err = {{0}};
+    fs_seq_batch b;
+    const char *path = DOC "/eval_metrics.json";
+    cr_assert_eq(fs_seq_batch_load(path, 512, 5, &b, &err), 0, "%s", err.msg);
+    fs_metrics mean, *per = calloc((size_t)b.B, sizeof *per);
+    fs_eval_ws ws = {0};
+    fs_interventions none;
+    fs_interventions_default(&none);
+    fs_eval_clamps held = {NULL, &none};
+    cr_assert_eq(fs_eval_sequences(&m, b.examples, b.labels, b.B, b.P, &held, &ws, &mean, per, &err), 0, "%s", err.msg);
+    cJSON *out = cJSON_CreateObject(), *ms = cJSON_AddObjectToObject(out, "metrics");
+    for (int k = 0; k < FS_NUM_METRICS; k++) {
+        cJSON *arr = cJSON_AddArrayToObject(ms, fs_metric_names[k]);
+        for (int i = 0; i < b.B; i++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(*fs_metric_field(&per[i], k)));
+    }
+    char *want = cJSON_Print(out);
+    char dir[128];
+    th_tmpdir(dir, sizeof dir, "cachefile_eval");
+    const char *o1 = th_path(dir, "a.json"), *o2 = th_path(dir, "b.json"), *h5 = th_path(dir, "in.h5");
+    run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s%s", path, o1, "");
+    char *got = th_read_file(o1, NULL);
+    cr_assert_not_null(got);
+    size_t n = strlen(want);
+    cr_assert(strncmp(got, want, n) == 0 && !strcmp(got + n, "\n"), "streamed per-sequence metrics differ");
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(h5, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t ed[3] = {(hsize_t)b.B, (hsize_t)b.P, 512}, ld[2] = {(hsize_t)b.B, (hsize_t)b.P};
+    hid_t es = H5Screate_simple(3, ed, NULL), ls = H5Screate_simple(2, ld, NULL);
+    hid_t e = H5Dcreate2(f, "examples", H5T_IEEE_F32LE, es, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t l = H5Dcreate2(f, "labels", H5T_STD_I32LE, ls, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Dwrite(e, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.examples), 0);
+    cr_assert_geq(H5Dwrite(l, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.labels), 0);
+    H5Dclose(e), H5Dclose(l), H5Sclose(es), H5Sclose(ls), H5Fclose(f);
+    run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s%s", h5, o2, "");
+    char *got2 = th_read_file(o2, NULL);
+    cr_assert(got2 && !strcmp(got, got2), "HDF5 input: per-sequence metrics differ from the JSON input's");
+    free(got2);
+    free(got);
+    free(want);
+    cJSON_Delete(out);
+    fs_eval_ws_free(&ws);
+    free(per);
+    fs_seq_batch_free(&b);
+    fs_model_free(&m);
+    th_rmtree(dir);
 }
