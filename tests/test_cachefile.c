@@ -220,14 +220,6 @@ Test(cachefile, json_stream_is_byte_identical_to_the_cjson_dump, .timeout = 120)
 
 /* ---------------------------------------------------------------- --names */
 
-static int count_sel(const fs_acts *a, const bool *sel)
-{
-    int n = 0;
-    for (int i = 0; i < a->count; i++)
-        n += sel[i];
-    return n;
-}
-
 Test(cachefile, names_filter_globs_dotted_paths)
 {
     fs_model_config c;
@@ -258,7 +250,6 @@ Test(cachefile, names_filter_globs_dotted_paths)
     cr_assert(strstr(err.msg, "--names"), "%s", err.msg);
     free(sel);
     fs_acts_free(&a);
-    (void)count_sel;
 }
 
 /* The streamed dump of a selection equals the full dump's tree restricted to it. */
@@ -521,6 +512,20 @@ Test(cachefile, full_disk_leaves_no_file, .timeout = 60)
 
 /* ---------------------------------------------------------------- inputs */
 
+/* A batch as an HDF5 input file (labels stored as `label_type`). */
+static void write_h5_input(const char *path, const fs_seq_batch *b, hid_t label_type)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t ed[3] = {(hsize_t)b->B, (hsize_t)b->P, (hsize_t)b->D}, ld[2] = {(hsize_t)b->B, (hsize_t)b->P};
+    hid_t es = H5Screate_simple(3, ed, NULL), ls = H5Screate_simple(2, ld, NULL);
+    hid_t e = H5Dcreate2(f, "examples", H5T_IEEE_F32LE, es, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t l = H5Dcreate2(f, "labels", label_type, ls, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(H5Dwrite(e, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b->examples), 0);
+    cr_assert_geq(H5Dwrite(l, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b->labels), 0);
+    H5Dclose(e), H5Dclose(l), H5Sclose(es), H5Sclose(ls), H5Fclose(f);
+}
+
 /* The golden batch as an HDF5 input gives the same dump as the JSON input. */
 Test(cachefile, hdf5_input_equals_json_input)
 {
@@ -530,15 +535,7 @@ Test(cachefile, hdf5_input_equals_json_input)
     fs_seq_batch b;
     cr_assert_eq(fs_seq_batch_load(DOC "/grad.json", 512, 5, &b, &err), 0, "%s", err.msg);
     const char *in = th_path(dir, "in.h5");
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(in, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t ed[3] = {(hsize_t)b.B, (hsize_t)b.P, 512}, ld[2] = {(hsize_t)b.B, (hsize_t)b.P};
-    hid_t es = H5Screate_simple(3, ed, NULL), ls = H5Screate_simple(2, ld, NULL);
-    hid_t e = H5Dcreate2(f, "examples", H5T_IEEE_F32LE, es, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t l = H5Dcreate2(f, "labels", H5T_STD_I64LE, ls, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    cr_assert_geq(H5Dwrite(e, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.examples), 0);
-    cr_assert_geq(H5Dwrite(l, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.labels), 0);
-    H5Dclose(e), H5Dclose(l), H5Sclose(es), H5Sclose(ls), H5Fclose(f);
+    write_h5_input(in, &b, H5T_STD_I64LE);
     const char *a = th_path(dir, "a.json"), *c = th_path(dir, "c.json");
     for (int chunk = 8; chunk >= 3; chunk -= 5) {
         char cs[8];
@@ -551,11 +548,11 @@ Test(cachefile, hdf5_input_equals_json_input)
         free(tc);
     }
     /* a labels dataset of the wrong shape is an error naming the file and dataset */
-    f = H5Fopen(in, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t f = H5Fopen(in, H5F_ACC_RDWR, H5P_DEFAULT);
     H5Ldelete(f, "labels", H5P_DEFAULT);
     hsize_t bad[2] = {(hsize_t)b.B, 2};
-    ls = H5Screate_simple(2, bad, NULL);
-    l = H5Dcreate2(f, "labels", H5T_STD_I32LE, ls, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t ls = H5Screate_simple(2, bad, NULL);
+    hid_t l = H5Dcreate2(f, "labels", H5T_STD_I32LE, ls, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     H5Dclose(l), H5Sclose(ls), H5Fclose(f);
     th_run_result r;
     th_run(&r, "cache " DOC_ARGS " --input %s", in);
@@ -651,15 +648,7 @@ Test(cachefile, eval_per_sequence_streams_the_cjson_text, .timeout = 60)
     cr_assert_not_null(got);
     size_t n = strlen(want);
     cr_assert(strncmp(got, want, n) == 0 && !strcmp(got + n, "\n"), "streamed per-sequence metrics differ");
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    hid_t f = H5Fcreate(h5, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t ed[3] = {(hsize_t)b.B, (hsize_t)b.P, 512}, ld[2] = {(hsize_t)b.B, (hsize_t)b.P};
-    hid_t es = H5Screate_simple(3, ed, NULL), ls = H5Screate_simple(2, ld, NULL);
-    hid_t e = H5Dcreate2(f, "examples", H5T_IEEE_F32LE, es, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t l = H5Dcreate2(f, "labels", H5T_STD_I32LE, ls, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    cr_assert_geq(H5Dwrite(e, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.examples), 0);
-    cr_assert_geq(H5Dwrite(l, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.labels), 0);
-    H5Dclose(e), H5Dclose(l), H5Sclose(es), H5Sclose(ls), H5Fclose(f);
+    write_h5_input(h5, &b, H5T_STD_I32LE);
     run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s%s", h5, o2, "");
     char *got2 = th_read_file(o2, NULL);
     cr_assert(got2 && !strcmp(got, got2), "HDF5 input: per-sequence metrics differ from the JSON input's");
