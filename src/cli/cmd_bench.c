@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/bench_cache.h"
 #include "cli/cli.h"
 #include "fewshot/data.h"
 #include "fewshot/forward.h"
@@ -281,6 +282,12 @@ int fs_cmd_bench(int argc, char **argv)
         bench_free(&s);
         return rc;
     }
+    fs_bench_cache_result cache_r; /* cache dumps of the evaluator's sequences (issue 14) */
+    if (s.has_eval && fs_bench_cache(&s.model, s.eval.examples, s.eval.labels, s.eval.n, s.eval.P, seconds, &cache_r, &err)) {
+        rc = fs_cli_error(err.msg);
+        bench_free(&s);
+        return rc;
+    }
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     const fs_model_config *mc = &s.cfg.model;
@@ -293,6 +300,8 @@ int fs_cmd_bench(int argc, char **argv)
                B, P, mc->d_model, mc->depth, mc->mlp_ratio, source);
         if (r.classify_queries_per_s >= 0)
             printf(", \"classify_queries_per_s\": %.0f", r.classify_queries_per_s);
+        if (s.has_eval)
+            fs_bench_cache_print(&cache_r, true);
         printf("}\n");
     } else {
         printf("fewshot bench: %s, %d thread%s (%d cores)\n", cpu, (int)threads, threads == 1 ? "" : "s", cores);
@@ -306,6 +315,8 @@ int fs_cmd_bench(int argc, char **argv)
                    r.eval_seqs, r.eval_seconds);
         if (r.classify_queries_per_s >= 0)
             printf("classify: %.0f queries/s\n", r.classify_queries_per_s);
+        if (s.has_eval)
+            fs_bench_cache_print(&cache_r, false);
         printf("peak RSS: %.1f MiB\n", r.peak_rss_mb);
     }
     bench_free(&s);
