@@ -79,6 +79,14 @@ char *fs_ostream_reserve(fs_ostream *o, size_t n)
 {
     if (o->len + n > o->cap)
         flush(o);
+    if (n > o->cap) { /* larger than the buffer: grow it (the caller checks nothing) */
+        char *p = realloc(o->buf, n);
+        if (!p) {
+            o->write_errno = ENOMEM; /* close reports it */
+            return NULL;
+        }
+        o->buf = p, o->cap = n;
+    }
     return o->buf + o->len;
 }
 

@@ -28,8 +28,8 @@ void fs_ostream_write(fs_ostream *o, const void *data, size_t n);
 void fs_ostream_puts(fs_ostream *o, const char *text);
 void fs_ostream_printf(fs_ostream *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Room for n more bytes in the buffer: write up to n bytes at the pointer returned, then
- * fs_ostream_advance by the number written. n must be at most FS_OSTREAM_MAX_RESERVE. */
-enum { FS_OSTREAM_MAX_RESERVE = 1 << 16 };
+ * fs_ostream_advance by the number written. NULL (the error kept for close) only when n
+ * exceeds the buffer and growing it fails. */
 char *fs_ostream_reserve(fs_ostream *o, size_t n);
 void fs_ostream_advance(fs_ostream *o, size_t n);
 /* Flush, sync and move into place (or flush stdout). Frees o either way. */

@@ -69,6 +69,8 @@ static void put_cjson_number(fs_ostream *o, double d)
 {
     char *at = fs_ostream_reserve(o, 32);
     int n;
+    if (!at)
+        return;
     if (isnan(d) || isinf(d))
         n = snprintf(at, 32, "null");
     else if (d == (double)(int)d && fabs(d) < 2147483647.0)
