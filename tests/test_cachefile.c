@@ -329,6 +329,23 @@ static float *h5_read(const char *file, const char *name, int *rank, hsize_t *di
     return x;
 }
 
+/* A dataset's layout: chunked along B (chunk dims [k, full per-sequence shape]) and, in
+ * files written with --compress, shuffled and deflated. */
+static void h5_expect_layout(const char *file, const char *name, int rank, bool compressed)
+{
+    hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t dcpl = H5Dget_create_plist(d), space = H5Dget_space(d);
+    cr_assert_eq(H5Pget_layout(dcpl), H5D_CHUNKED, "%s", name);
+    hsize_t chunk[6], dims[6];
+    cr_assert_eq(H5Pget_chunk(dcpl, 6, chunk), rank);
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    cr_assert(chunk[0] >= 1 && chunk[0] <= dims[0]);
+    for (int i = 1; i < rank; i++)
+        cr_assert_eq(chunk[i], dims[i], "%s: chunks hold whole sequences", name);
+    cr_assert_eq(H5Pget_nfilters(dcpl), compressed ? 2 : 0, "%s", name);
+    H5Sclose(space), H5Pclose(dcpl), H5Dclose(d), H5Fclose(f);
+}
+
 static char *h5_attr(const char *file, const char *name)
 {
     hid_t f = H5Fopen(file, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -406,6 +423,7 @@ static void check_formats(const char *names, const char *chunk)
         int rank;
         hsize_t dims[6];
         float *hv = h5_read(h5, slashed, &rank, dims);
+        h5_expect_layout(h5, slashed, rank, true);
         cr_assert_eq(rank, l->ndim + 1);
         cr_assert_eq(dims[0], 8);
         for (int d = 0; d < l->ndim; d++)
