@@ -487,6 +487,7 @@ Test(cachefile, bad_format_and_unwritable_path)
     th_tmpdir(dir, sizeof dir, "cachefile_bad");
     expect_fail(dir, "c.json", "--format xml", "unknown format 'xml'");
     expect_fail(dir, "c.json", "--compress 11", "--compress");
+    expect_fail(dir, "c.json", "--compress 3", "h5 format only");
     expect_fail(dir, "c.json", "--names nothing_like_this", "nearest names");
     char sub[200];
     snprintf(sub, sizeof sub, "%s/missing", dir);

@@ -212,6 +212,11 @@ static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, 
         goto done;
     }
     fo.compress = (int)level;
+    if (fo.compress && fo.format != FS_CACHE_H5) {
+        fs_fail(err, "--compress applies to the h5 format only (this output is %s)",
+                fo.format == FS_CACHE_JSON ? "json" : "safetensors");
+        goto done;
+    }
     fs_clamp_set_init(&clamps, &acts);
     if (cpath && (fs_clamp_set_load(&clamps, &acts, cpath, mpath, err) ||
                   fs_clamp_check_batch(&clamps, &acts, src->B, cpath, err)))
