@@ -39,6 +39,13 @@ static const fs_opt opts[] = {
 
 enum { CHUNK_BYTES = 64 << 20 };
 
+/* An option error fs_arg_int has already printed: fail with an empty message. */
+static int reported(fs_error *err)
+{
+    err->msg[0] = 0;
+    return -1;
+}
+
 /* Where the sequences come from: a JSON batch (loaded whole), an HDF5 file or a sampler
  * (both read chunk by chunk). */
 typedef struct {
@@ -98,7 +105,7 @@ static int open_sampler(seq_source *s, const fs_args *args, fs_run_config *cfg, 
         seed = cfg->train.train_seed;
     }
     if (fs_arg_int(args, "--seed", seed, 0, INT64_MAX, &seed))
-        return fs_fail(err, "--seed: expected a non-negative integer");
+        return reported(err);
     s->seed = (uint64_t)seed;
     s->B = (int)n;
     s->batched = true;
@@ -112,7 +119,7 @@ static int open_source(seq_source *s, const fs_args *args, fs_run_config *cfg, f
     const char *input = fs_arg(args, "--input");
     long long n;
     if (fs_arg_int(args, "--sample", 0, 1, 1LL << 30, &n))
-        return fs_fail(err, "--sample: expected a number of sequences");
+        return reported(err);
     if (input && n)
         return fs_fail(err, "--input and --sample exclude each other");
     if ((fs_arg(args, "--evaluator") || fs_arg(args, "--seed")) && !n)
@@ -156,7 +163,7 @@ static int chunk_size(const fs_args *args, const fs_model_config *cfg, int P, in
 {
     long long n;
     if (fs_arg_int(args, "--chunk", 0, 1, 1 << 30, &n))
-        return fs_fail(err, "--chunk: expected a positive number of sequences");
+        return reported(err);
     if (!n) {
         fs_acts one;
         if (fs_acts_create(&one, cfg, P, 1, err))
@@ -208,7 +215,7 @@ static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, 
         fs_cache_format_parse(fs_arg(args, "--format"), fs_arg(args, "-o"), &fo.format, err))
         goto done;
     if (fs_arg_int(args, "--compress", 0, 0, 9, &level)) {
-        fs_fail(err, "--compress: expected a gzip level 0..9");
+        reported(err);
         goto done;
     }
     fo.compress = (int)level;
@@ -318,11 +325,11 @@ int fs_cmd_cache(int argc, char **argv)
     if (!have_input && !only_shapes)
         rc = fs_cli_error("--input FILE or --sample N is required (or --shapes)");
     else if (have_input && open_source(&src, &args, &cfg, &err))
-        rc = fs_cli_error(err.msg);
+        rc = err.msg[0] ? fs_cli_error(err.msg) : 1;
     else if (only_shapes)
         rc = shapes(&args, &cfg, &src, have_input);
     else if (dump(&args, &cfg, &model, &src, &err))
-        rc = fs_cli_error(err.msg);
+        rc = err.msg[0] ? fs_cli_error(err.msg) : 1;
     source_free(&src);
     fs_model_free(&model);
     fs_run_config_free(&cfg);
