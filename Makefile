@@ -2,7 +2,7 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes -Wunused-macros -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags hdf5 2>/dev/null)
 LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
 
@@ -19,7 +19,7 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps deps-cache test asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all deps deps-cache deps-slurm test test-slurm asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot
 
@@ -33,6 +33,11 @@ deps-cache:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hdf5-tools
 
+# Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
+deps-slurm:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge
+
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -42,6 +47,7 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
@@ -56,6 +62,10 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 # Tests run from the repository root; golden files are read from tests/golden.
 test: $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
+
+# Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
+test-slurm: fewshot
+	tests/slurm_test.sh ./fewshot
 
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:

@@ -21,13 +21,14 @@
 #include "base/fileio.h"
 #include "base/numfmt.h"
 #include "fewshot/cachefile.h"
-#include "fewshot/eval.h"
+#include "train/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
 #include "fewshot/safetensors.h"
 #include "fewshot/seqio.h"
 #include "golden_util.h"
 #include "helpers.h"
+#include "model/leaves.h"
 #include "model/path.h"
 
 #define DOC TH_GOLDEN "/doc"
@@ -648,10 +649,7 @@ Test(cachefile, eval_per_sequence_streams_the_cjson_text, .timeout = 60)
     cr_assert_eq(fs_seq_batch_load(path, 512, 5, &b, &err), 0, "%s", err.msg);
     fs_metrics mean, *per = calloc((size_t)b.B, sizeof *per);
     fs_eval_ws ws = {0};
-    fs_interventions none;
-    fs_interventions_default(&none);
-    fs_eval_clamps held = {NULL, &none};
-    cr_assert_eq(fs_eval_sequences(&m, b.examples, b.labels, b.B, b.P, &held, &ws, &mean, per, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_eval_sequences(&m, b.examples, b.labels, b.B, b.P, NULL, &ws, &mean, per, &err), 0, "%s", err.msg);
     cJSON *out = cJSON_CreateObject(), *ms = cJSON_AddObjectToObject(out, "metrics");
     for (int k = 0; k < FS_NUM_METRICS; k++) {
         cJSON *arr = cJSON_AddArrayToObject(ms, fs_metric_names[k]);

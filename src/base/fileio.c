@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void *fs_alloc(size_t bytes)
@@ -65,6 +66,22 @@ void *fs_json_load(const char *path, fs_error *err)
     }
     free(text);
     return root;
+}
+
+int fs_mkdir_p(const char *path, fs_error *err)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+        return fs_fail(err, "%.200s...: path too long", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    if (mkdir(tmp, 0755) && errno != EEXIST)
+        return fs_fail(err, "%s: cannot create directory (%s)", path, strerror(errno));
+    return 0;
 }
 
 int fs_write_file_atomic(const char *path, const char *text, fs_error *err)

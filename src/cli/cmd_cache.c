@@ -11,7 +11,7 @@
 #include "fewshot/cachefile.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
@@ -175,31 +175,27 @@ static int chunk_size(const fs_args *args, const fs_model_config *cfg, int P, in
     return 0;
 }
 
-static bool any_per_sequence_clamp(const fs_clamp_set *c)
-{
-    for (int i = 0; c->leaf && i < c->count; i++)
-        if (c->leaf[i].mask && c->leaf[i].batch > 0)
-            return true;
-    return false;
-}
-
-/* Forward chunk after chunk into the writer. */
+/* Forward chunk after chunk into the writer, with what --cache/--mask/--intervene hold on. */
 static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, seq_source *src, fs_error *err)
 {
     int chunk = 1;
     if (chunk_size(args, &cfg->model, src->P, src->B, &chunk, err))
         return -1;
-    const char *cpath = fs_arg(args, "--cache"), *mpath = fs_arg(args, "--mask");
-    if ((cpath != NULL) != (mpath != NULL))
-        return fs_fail(err, "--cache and --mask go together");
-    fs_acts acts;
-    if (fs_acts_create(&acts, &cfg->model, src->P, chunk, err))
+    fs_held_source hs = fs_cli_held(args, NULL, NULL);
+    fs_held held;
+    if (fs_held_load(&held, &hs, &cfg->model, src->P, src->B, err))
         return -1;
+    if (fs_clamp_set_per_sequence(&held.files))
+        chunk = src->B; /* per-sequence clamp values are indexed by sequence: one chunk holds them all */
+    fs_acts acts;
+    if (fs_acts_create(&acts, &cfg->model, src->P, chunk, err)) {
+        fs_held_free(&held);
+        return -1;
+    }
     bool *sel = calloc((size_t)acts.count, sizeof *sel);
-    fs_clamp_set clamps = {0};
-    fs_intervention_clamps iv = {0};
+    fs_held_clamps hc;
+    bool bound = false;
     fs_cache_writer *w = NULL;
-    const char *iv_arg = fs_arg(args, "--intervene");
     long long level;
     int rc = -1;
     fs_cache_file_opts fo = {.batched = src->batched, .input = src->desc};
@@ -224,28 +220,16 @@ static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, 
                 fo.format == FS_CACHE_JSON ? "json" : "safetensors");
         goto done;
     }
-    fs_clamp_set_init(&clamps, &acts);
-    if (cpath && (fs_clamp_set_load(&clamps, &acts, cpath, mpath, err) ||
-                  fs_clamp_check_batch(&clamps, &acts, src->B, cpath, err)))
+    if (fs_held_bind(&hc, &held, &acts, err))
         goto done;
-    if (any_per_sequence_clamp(&clamps) && chunk < src->B) {
-        /* per-sequence clamp values are indexed by sequence: one chunk holds them all */
-        fs_acts_free(&acts);
-        chunk = src->B;
-        if (fs_acts_create(&acts, &cfg->model, src->P, chunk, err))
-            goto done;
-    }
+    bound = true;
     if (fs_cache_writer_open(&w, fs_arg(args, "-o"), &acts, sel, src->B, &fo, err))
         goto done;
     for (int b0 = 0; b0 < src->B; b0 += chunk) {
         int n = src->B - b0 < chunk ? src->B - b0 : chunk;
         if (fill_chunk(src, &acts, b0, n, err))
             goto done;
-        if (iv_arg && b0 == 0 && fs_interventions_build(&iv, iv_arg, &clamps, model, &acts, n, err))
-            goto done;
-        if (iv_arg && b0 > 0)
-            fs_interventions_update(&iv, model, &acts, n);
-        fs_forward(model, &acts, iv_arg ? &iv.clamps : &clamps, n);
+        fs_forward(model, &acts, fs_held_update(&hc, model, &acts, n), n);
         if (fs_cache_writer_put(w, &acts, n, err))
             goto done;
     }
@@ -253,8 +237,9 @@ static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, 
     w = NULL;
 done:
     fs_cache_writer_abort(w);
-    fs_interventions_free(&iv);
-    fs_clamp_set_free(&clamps);
+    if (bound)
+        fs_held_unbind(&hc);
+    fs_held_free(&held);
     fs_acts_free(&acts);
     free(sel);
     free(config_text);

@@ -6,9 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/ostream.h"
 #include "cli/cli.h"
-#include "fewshot/run.h"
+#include "base/json.h"
+#include "base/ostream.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
@@ -24,43 +25,11 @@ static const fs_opt opts[] = {
     {NULL, NULL, NULL},
 };
 
-/* Clamp files (CLI, else config) for sequences of P pairs, and named interventions. */
-static int load_held(const fs_args *args, const fs_run_config *cfg, int P, fs_clamp_set *clamps,
-                     fs_interventions *iv, fs_error *err)
+/* What is held on: --cache/--mask and --intervene, else the config's clamps section. */
+static int load_held(const fs_args *args, const fs_run_config *cfg, int P, int nseq, fs_held *held, fs_error *err)
 {
-    const char *cpath = fs_arg(args, "--cache"), *mpath = fs_arg(args, "--mask");
-    if ((cpath != NULL) != (mpath != NULL))
-        return fs_fail(err, "--cache and --mask go together");
-    if (!cpath && cfg->clamps.cache_file[0]) {
-        cpath = cfg->clamps.cache_file;
-        mpath = cfg->clamps.mask_file;
-    }
-    fs_interventions_default(iv);
-    if (fs_arg(args, "--intervene")) {
-        if (fs_interventions_from_arg(iv, fs_arg(args, "--intervene"), &cfg->model, err))
-            return -1;
-    } else if (cfg->clamps.named &&
-               fs_interventions_from_json(iv, cfg->clamps.named, &cfg->model, "config clamps", err)) {
-        return -1;
-    }
-    if (!cpath)
-        return 0;
-    fs_acts layout;
-    if (fs_acts_create(&layout, &cfg->model, P, 1, err))
-        return -1;
-    fs_clamp_set_init(clamps, &layout);
-    int rc = fs_clamp_set_load(clamps, &layout, cpath, mpath, err);
-    fs_acts_free(&layout);
-    return rc;
-}
-
-static cJSON *metrics_object(const fs_metrics *m)
-{
-    cJSON *o = cJSON_CreateObject();
-    fs_metrics copy = *m;
-    for (int k = 0; k < FS_NUM_METRICS; k++)
-        cJSON_AddNumberToObject(o, fs_metric_names[k], *fs_metric_field(&copy, k));
-    return o;
+    fs_held_source src = fs_cli_held(args, &cfg->clamps, "config clamps");
+    return fs_held_load(held, &src, &cfg->model, P, nseq, err);
 }
 
 /* A number as cJSON_Print writes it (integers plain, else %1.15g if it reads back within
@@ -107,74 +76,62 @@ static int write_per_sequence(const fs_args *args, const fs_metrics *per, int B,
 
 enum { H5_EVAL_CHUNK = 4096 };
 
-/* An HDF5 input, evaluated chunk by chunk (the mean weights each chunk by its size). */
-static int eval_h5(const char *path, const fs_model *model, const fs_eval_clamps *held, fs_eval_ws *ws, int *B,
-                   int *P, fs_metrics *mean, fs_metrics **per, fs_error *err)
+/* An HDF5 input, read and evaluated chunk by chunk (the mean weights each chunk by its
+ * size; per-sequence clamp files need every sequence in one chunk). */
+static int eval_h5(fs_seq_h5 *r, int B, int P, const fs_model *model, const fs_held *held, fs_eval_ws *ws,
+                   fs_metrics *mean, fs_metrics *per, fs_error *err)
 {
-    fs_seq_h5 *r;
-    if (fs_seq_h5_open(&r, path, model->cfg.input_dim, model->cfg.num_classes, B, P, err))
-        return -1;
-    int chunk = *B < H5_EVAL_CHUNK ? *B : H5_EVAL_CHUNK, rc = 0;
-    float *ex = malloc(sizeof(float) * (size_t)chunk * *P * model->cfg.input_dim);
-    int *lab = malloc(sizeof(int) * (size_t)chunk * *P);
-    *per = calloc((size_t)*B, sizeof **per);
+    int chunk = B < H5_EVAL_CHUNK || fs_clamp_set_per_sequence(&held->files) ? B : H5_EVAL_CHUNK, rc = 0;
+    float *ex = malloc(sizeof(float) * (size_t)chunk * P * model->cfg.input_dim);
+    int *lab = malloc(sizeof(int) * (size_t)chunk * P);
     memset(mean, 0, sizeof *mean);
-    if (!ex || !lab || !*per)
-        rc = fs_fail(err, "out of memory for %d sequences", *B);
-    for (int b0 = 0; rc == 0 && b0 < *B; b0 += chunk) {
-        int n = *B - b0 < chunk ? *B - b0 : chunk;
+    if (!ex || !lab)
+        rc = fs_fail(err, "out of memory for %d sequences", chunk);
+    for (int b0 = 0; rc == 0 && b0 < B; b0 += chunk) {
+        int n = B - b0 < chunk ? B - b0 : chunk;
         fs_metrics m;
         rc = fs_seq_h5_read(r, b0, n, ex, lab, err) ||
-             fs_eval_sequences(model, ex, lab, n, *P, held, ws, &m, *per + b0, err);
+             fs_eval_sequences(model, ex, lab, n, P, held, ws, &m, per + b0, err);
         for (int k = 0; rc == 0 && k < FS_NUM_METRICS; k++)
-            *fs_metric_field(mean, k) += *fs_metric_field(&m, k) * n / *B;
+            *fs_metric_field(mean, k) += *fs_metric_field(&m, k) * n / B;
     }
     free(ex);
     free(lab);
-    fs_seq_h5_close(r);
     return rc ? -1 : 0;
 }
 
-/* Metrics of the --input sequences: the mean (returned as JSON), or every sequence's,
- * streamed to the output (*streamed set, NULL returned). */
+/* Metrics of the --input sequences (JSON or HDF5): the mean (returned as JSON), or every
+ * sequence's, streamed to the output (*streamed set, NULL returned). */
 static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs_model *model, bool *streamed,
                          fs_error *err)
 {
     const char *input = fs_arg(args, "--input");
-    bool h5 = fs_file_is_hdf5(input);
     fs_seq_batch batch = {0};
-    if (!h5 && fs_seq_batch_load(input, model->cfg.input_dim, model->cfg.num_classes, &batch, err))
+    fs_seq_h5 *h5 = NULL;
+    int B, P;
+    if (fs_file_is_hdf5(input) ? fs_seq_h5_open(&h5, input, model->cfg.input_dim, model->cfg.num_classes, &B, &P, err)
+                               : fs_seq_batch_load(input, model->cfg.input_dim, model->cfg.num_classes, &batch, err))
         return NULL;
-    int B = batch.B, P = batch.P;
-    if (h5) { /* the clamp layout needs P before the data */
-        fs_seq_h5 *r;
-        if (fs_seq_h5_open(&r, input, model->cfg.input_dim, model->cfg.num_classes, &B, &P, err))
-            return NULL;
-        fs_seq_h5_close(r);
-    }
-    fs_clamp_set clamps = {0};
-    fs_interventions iv;
+    if (!h5)
+        B = batch.B, P = batch.P;
+    fs_held held;
     cJSON *out = NULL;
-    fs_metrics mean, *per = NULL;
+    fs_metrics mean, *per = calloc((size_t)B, sizeof *per);
     fs_eval_ws ws = {0};
-    if (load_held(args, cfg, P, &clamps, &iv, err) == 0) {
-        fs_eval_clamps held = {clamps.leaf ? &clamps : NULL, &iv};
-        int rc;
-        if (h5) {
-            rc = eval_h5(input, model, &held, &ws, &B, &P, &mean, &per, err);
-        } else {
-            per = calloc((size_t)B, sizeof *per);
-            rc = per ? fs_eval_sequences(model, batch.examples, batch.labels, B, P, &held, &ws, &mean, per, err)
-                     : fs_fail(err, "out of memory for %d sequences", B);
-        }
+    if (!per) {
+        fs_fail(err, "out of memory for %d sequences", B);
+    } else if (load_held(args, cfg, P, B, &held, err) == 0) {
+        int rc = h5 ? eval_h5(h5, B, P, model, &held, &ws, &mean, per, err)
+                    : fs_eval_sequences(model, batch.examples, batch.labels, B, P, &held, &ws, &mean, per, err);
         if (rc == 0 && fs_flag(args, "--per-sequence"))
             *streamed = write_per_sequence(args, per, B, err) == 0;
         else if (rc == 0)
-            out = metrics_object(&mean);
+            out = fs_metrics_object(&mean);
+        fs_eval_ws_free(&ws);
+        fs_held_free(&held);
     }
-    fs_eval_ws_free(&ws);
-    fs_clamp_set_free(&clamps);
     free(per);
+    fs_seq_h5_close(h5);
     fs_seq_batch_free(&batch);
     return out;
 }
@@ -190,20 +147,18 @@ static cJSON *eval_evaluators(const fs_args *args, fs_run_config *cfg, const fs_
         fs_fail(err, "%s: eval.evaluators is empty", origin);
         return NULL;
     }
-    fs_clamp_set clamps = {0};
-    fs_interventions iv;
+    fs_held held;
     fs_metrics ms[FS_MAX_EVALUATORS];
     fs_eval_ws ws[FS_MAX_EVALUATORS];
     memset(ws, 0, sizeof ws);
     cJSON *out = NULL;
-    if (load_held(args, cfg, rd.sets[0].P, &clamps, &iv, err) == 0) {
-        fs_eval_clamps held = {clamps.leaf ? &clamps : NULL, &iv};
+    if (load_held(args, cfg, rd.sets[0].P, 0, &held, err) == 0) {
         if (fs_run_evaluate(model, &rd, &held, ws, ms, err) == 0)
             out = fs_metrics_json(&rd, ms);
+        for (int i = 0; i < FS_MAX_EVALUATORS; i++)
+            fs_eval_ws_free(&ws[i]);
+        fs_held_free(&held);
     }
-    for (int i = 0; i < FS_MAX_EVALUATORS; i++)
-        fs_eval_ws_free(&ws[i]);
-    fs_clamp_set_free(&clamps);
     fs_run_data_close(&rd);
     return out;
 }
@@ -236,11 +191,8 @@ int fs_cmd_eval(int argc, char **argv)
     } else if (!out) {
         rc = fs_cli_error(err.msg);
     } else {
-        char *text = cJSON_Print(out);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n', text[n + 1] = 0;
-        rc = fs_cli_output(&args, text);
+        char *text = fs_json_text(out);
+        rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the metrics");
         free(text);
         cJSON_Delete(out);
     }

@@ -46,6 +46,14 @@ void fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float 
     k->batch = batch;
 }
 
+bool fs_clamp_set_per_sequence(const fs_clamp_set *c)
+{
+    for (int i = 0; c && c->leaf && i < c->count; i++)
+        if (c->leaf[i].mask && c->leaf[i].batch > 0)
+            return true;
+    return false;
+}
+
 void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1)
 {
     if (!c || !c->leaf || !c->leaf[leaf].mask)
@@ -60,21 +68,6 @@ void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1)
         for (size_t i = 0; i < n; i++)
             if (m[i])
                 x[i] = v[i];
-    }
-}
-
-void fs_clamp_stop_grad(const fs_clamp_set *c, const fs_acts *a, float *grad_arena, int leaf, int b0, int b1)
-{
-    if (!c || !c->leaf || !c->leaf[leaf].mask)
-        return;
-    const fs_clamp *k = &c->leaf[leaf];
-    size_t n = a->leaves[leaf].numel;
-    for (int b = b0; b < b1; b++) {
-        float *g = grad_arena + a->leaves[leaf].offset + (size_t)b * n;
-        const uint8_t *m = k->mask + (k->batch ? (size_t)b * n : 0);
-        for (size_t i = 0; i < n; i++)
-            if (m[i])
-                g[i] = 0;
     }
 }
 
@@ -262,7 +255,7 @@ static int walk(fs_clamp_set *c, const load_ctx *ctx, const cJSON *node, const c
     return 0;
 }
 
-int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const void *cache_json, const void *mask_json,
+int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache_json, const cJSON *mask_json,
                            const char *cache_origin, const char *mask_origin, fs_error *err)
 {
     const cJSON *cache = cache_json, *mask = mask_json;

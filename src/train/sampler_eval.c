@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 
 void fs_eval_set_free(fs_eval_set *set)
 {
