@@ -1,6 +1,7 @@
-/* fewshot cache: forward pass and dump of the activation cache (SPEC 3, 7; issue 14).
- * The input is processed in chunks of sequences; each chunk's leaves go straight to the
- * output file (JSON, HDF5 or safetensors), so memory is bounded by the chunk. */
+/* fewshot cache: forward pass and dump of the activation cache (docs/cache.md; file layouts
+ * docs/cache-files.md). The input is processed in chunks of sequences; each chunk's leaves
+ * go straight to the output file (JSON, HDF5 or safetensors), so memory is bounded by the
+ * chunk. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@ static const fs_opt opts[] = {
     {"--cache", "FILE", "clamp values: a cache tree holding the leaves to clamp"},
     {"--mask", "FILE", "clamp mask: the same tree with booleans (true = clamp)"},
     {"--intervene", "JSON|FILE", "named interventions, e.g. '{\"ablate_heads\": [\"1:7\"]}' (on top of --cache/--mask)"},
-    {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as the SPEC's listing)"},
+    {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as in docs/cache.md)"},
     {"--pairs", "P", "with --shapes and no --input: number of pairs per sequence (default 3)"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
     {"-o", "FILE", "write here (atomically: no file on error) instead of stdout"},
@@ -279,7 +280,10 @@ int fs_cmd_cache(int argc, char **argv)
 {
     fs_args args;
     int rc = fs_cli_parse(&args, argc, argv, "cache",
-                          "--config C.json --model M.safetensors (--input SEQ.json|SEQ.h5 | --sample N) [options]",
+                          "[--config C.json] --model M.safetensors (--input SEQ.json|SEQ.h5 | --sample N [--evaluator NAME]\n"
+                          "       [--seed S]) [--names PATTERNS] [--format json|h5|safetensors] [--compress LEVEL] [--chunk N]\n"
+                          "       [--cache CACHE.json --mask MASK.json] [--intervene JSON|FILE] [--shapes] [--set S.K=V ...] [-o OUT]\n"
+                          "   or: fewshot cache --config C.json --shapes [--pairs P] [--names PATTERNS]   (shapes without a model)",
                           "Run the forward pass on the input sequences and dump the activations of the cache tree\n"
                           "(JSON, HDF5 or safetensors; every leaf, or those --names selects), chunk by chunk. With\n"
                           "--cache/--mask, clamped activations replace computed ones where the mask is true and\n"

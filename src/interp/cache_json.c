@@ -1,5 +1,5 @@
 /* JSON views of the cache tree: the shape dump, printed with sorted keys. It walks the
- * leaf table (SPEC section 3); values are streamed by fewshot/cachefile.h. */
+ * leaf table (docs/cache.md); values are streamed by fewshot/cachefile.h. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -71,7 +71,7 @@ void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched, const bool 
     return cache_tree(a, nseq, batched, sel, leaf_shape);
 }
 
-/* --- printing with sorted keys (the SPEC's shape listing layout) --- */
+/* --- printing with sorted keys (the README's shape listing layout) --- */
 
 typedef struct {
     char *buf;
