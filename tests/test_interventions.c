@@ -447,6 +447,7 @@ static void trainer_open(fs_trainer *t, fx *f, const char *json)
     fs_acts_set_inputs(&t->acts, f->x, f->y, 0, f->B);
     hold(&f->held, &f->ic, json, NULL, &f->m, &t->acts, f->B);
     t->clamps = &f->ic.clamps;
+    cr_assert_eq(fs_trainer_hold(t, &f->ic, &err), 0, "%s", err.msg);
 }
 
 Test(interventions, clamped_elements_get_no_gradient)
@@ -468,8 +469,10 @@ Test(interventions, clamped_elements_get_no_gradient)
     unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
-    /* preserved patterns are constants: no gradient reaches any query or key */
-    trainer_open(&t, &f, "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"]}");
+    /* with clamp_gradients "stop", preserved patterns are constants: no gradient reaches
+     * any query or key (the reference's gradient goes through the clean pass: see
+     * test_interv_grads.c) */
+    trainer_open(&t, &f, "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], \"clamp_gradients\": \"stop\"}");
     fs_trainer_grad(&t, f.B);
     g = fs_param_bind(&f.m.cfg, &f.m.layout, t.grads);
     for (int l = 0; l < DEPTH; l++)
@@ -478,8 +481,8 @@ Test(interventions, clamped_elements_get_no_gradient)
     unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
-    /* temperature: the head's scores are clamped, the other heads' queries still learn */
-    trainer_open(&t, &f, "{\"head_temperature\": {\"1:2\": 3.0}}");
+    /* temperature, "stop": the head's scores are clamped, the other heads' queries still learn */
+    trainer_open(&t, &f, "{\"head_temperature\": {\"1:2\": 3.0}, \"clamp_gradients\": \"stop\"}");
     fs_trainer_grad(&t, f.B);
     g = fs_param_bind(&f.m.cfg, &f.m.layout, t.grads);
     for (int h = 0; h < H; h++) {

@@ -8,6 +8,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "fewshot/interventions.h"
 #include "model/packed.h"
 #include "fewshot/model.h"
 #include "train/optim.h"
@@ -24,6 +25,9 @@ typedef struct {
     fs_optim_config optim;
     fs_optim_state state;
     const fs_clamp_set *clamps;   /* may be NULL; not owned */
+    const fs_held_clamps *held;   /* the interventions behind clamps (fs_trainer_hold), may be NULL */
+    float **spare_grads;          /* [threads][layout.total] for the other passes' backward */
+    fs_param_ptrs *spare_ptrs;
     fs_packed packed;             /* transposed weights, refreshed at the start of each step */
     struct {
         double loss, sumsq, decay;
@@ -35,6 +39,11 @@ typedef struct {
 int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const fs_optim_config *oc,
                     fs_error *err);
 void fs_trainer_free(fs_trainer *t);
+
+/* Train through the interventions bound in hc (t->clamps must be what fs_held_update
+ * returns for it): clamps computed by other passes pass their gradient into those passes
+ * (unless clamp_gradients is "stop"). Allocates their gradient buffers once. NULL: none. */
+int fs_trainer_hold(fs_trainer *t, const fs_held_clamps *hc, fs_error *err);
 
 /* Inputs of sequences [0, nseq) must be in t->acts. Computes the mean query CE (plus
  * weight decay) and its gradient into t->grads. Returns the loss. */

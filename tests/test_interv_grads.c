@@ -1,0 +1,337 @@
+/* Gradients through computed clamps (issue 20): the whole intervened loss -- its other
+ * passes included -- against finite differences, the reference's "done when" zeros of
+ * perfect_copy_from_head_pattern, and "stop" reproducing the golden file-clamp gradients. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "base/rng.h"
+#include "fewshot/forward.h"
+#include "fewshot/interventions.h"
+#include "fewshot/seqio.h"
+#include "golden_util.h"
+#include "model/leaves.h"
+#include "train/trainer.h"
+
+enum { D_IN = 6, C = 3, DM = 16, H = 4, HD = DM / H, B = 3 };
+
+/* A small sharp model, a batch, the interventions held on it and a trainer through them. */
+typedef struct {
+    fs_model m;
+    int P;
+    fs_held held;
+    fs_held_clamps hc;
+    fs_trainer t;
+} fx;
+
+static void fx_open(fx *f, const char *json, int P, const int *labels, double mlp_ratio)
+{
+    fs_error err = {{0}};
+    memset(f, 0, sizeof *f);
+    fs_model_config c;
+    fs_model_config_default(&c);
+    c.input_dim = D_IN, c.num_classes = C, c.d_model = DM, c.num_heads = H, c.depth = 2;
+    c.mlp_ratio = mlp_ratio, c.init_seed = 11, c.init_rescale = 3.0;
+    cr_assert_eq(fs_model_create(&f->m, &c, &err), 0, "%s", err.msg);
+    fs_model_init_params(&f->m);
+    f->P = P;
+    float x[B * 8 * D_IN];
+    int y[B * 8];
+    fs_rng_stream r;
+    fs_rng_stream_init(&r, 7, 1);
+    for (int i = 0; i < B * P * D_IN; i++)
+        x[i] = 2.f * fs_rng_next_float(&r) - 1.f;
+    for (int i = 0; i < B * P; i++)
+        y[i] = labels ? labels[i] : (int)(fs_rng_next_u32(&r) % C);
+    fs_train_config tc = {0};
+    fs_optim_config oc = fs_optim_config_from_train(&tc);
+    oc.weight_decay = 0;
+    cr_assert_eq(fs_trainer_init(&f->t, &f->m, P, B, 1, &oc, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&f->t.acts, x, y, 0, B);
+    fs_held_source src = {.intervene = json};
+    cr_assert_eq(fs_held_load(&f->held, &src, &c, P, B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&f->hc, &f->held, &f->t.acts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_trainer_hold(&f->t, &f->hc, &err), 0, "%s", err.msg);
+    f->t.clamps = fs_held_update(&f->hc, &f->m, &f->t.acts, B);
+}
+
+static void fx_close(fx *f)
+{
+    fs_trainer_free(&f->t);
+    fs_held_unbind(&f->hc);
+    fs_held_free(&f->held);
+    fs_model_free(&f->m);
+}
+
+/* The intervened loss at the current parameters: every pass recomputed. */
+static double loss_now(fx *f)
+{
+    const fs_clamp_set *cs = fs_held_update(&f->hc, &f->m, &f->t.acts, B);
+    fs_forward(&f->m, &f->t.acts, cs, B);
+    return fs_query_loss_range(&f->t.acts, 0, B, B);
+}
+
+/* Central differences at the largest gradient entry of every tensor and at a few more
+ * of each block's query/key weights; returns how many entries were compared. */
+static int fd_compare(fx *f, const double *g)
+{
+    int checked = 0;
+    for (int k = 0; k < f->m.layout.count; k++) {
+        const fs_param_desc *d = &f->m.layout.tensors[k];
+        size_t pick[4] = {0}, np = 1;
+        for (size_t i = 1; i < d->numel; i++)
+            if (fabs(g[d->offset + i]) > fabs(g[d->offset + pick[0]]))
+                pick[0] = i;
+        if (strstr(d->name, "qkv.weight"))
+            for (int j = 1; j < 4; j++)
+                pick[np++] = (size_t)j * 37 % (2 * DM * DM); /* query and key rows */
+        for (size_t j = 0; j < np; j++) {
+            size_t i = d->offset + pick[j];
+            if (fabs(g[i]) < 1e-3)
+                continue;
+            float *p = &f->m.params[i], keep = *p, eps = 1e-3f;
+            *p = keep + eps;
+            double up = loss_now(f);
+            *p = keep - eps;
+            double down = loss_now(f);
+            *p = keep;
+            double fd = (up - down) / (2.0 * eps);
+            cr_assert(fabs(fd - g[i]) <= 1e-3 + 3e-2 * fabs(g[i]), "%s[%zu]: analytic %g, finite difference %g",
+                      d->name, pick[j], g[i], fd);
+            checked++;
+        }
+    }
+    return checked;
+}
+
+static void fd_check(const char *json, int P, const int *labels, double mlp_ratio, int at_least)
+{
+    fx f;
+    fx_open(&f, json, P, labels, mlp_ratio);
+    fs_trainer_grad(&f.t, B);
+    size_t n = f.m.layout.total;
+    double *g = malloc(n * sizeof *g);
+    cr_assert_not_null(g);
+    for (size_t i = 0; i < n; i++)
+        g[i] = f.t.grads[i];
+    int checked = fd_compare(&f, g);
+    cr_assert_geq(checked, at_least, "%s: only %d entries compared", json, checked);
+    free(g);
+    fx_close(&f);
+}
+
+/* Sum of |grad| over rows [r0, r1) of a [rows][cols] tensor. */
+static double rows_abs(const float *w, int r0, int r1, int cols)
+{
+    double s = 0;
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < cols; c++)
+            s += fabsf(w[(size_t)r * cols + c]);
+    return s;
+}
+
+Test(interv_grads, preserve_matches_finite_differences)
+{
+    fd_check("{\"preserve\": [\"patterns\"]}", 4, NULL, 2.0, 10);
+    fd_check("{\"preserve\": [\"patterns\"], \"ablate_heads\": [\"1:3\", \"0:1\"]}", 4, NULL, 2.0, 10);
+    fd_check("{\"preserve\": [\"values\"], \"ablate_heads\": [\"0:2\"]}", 4, NULL, 2.0, 10);
+    fd_check("{\"preserve\": [\"queries\", \"keys\"], \"ablate_heads\": [\"0:0\"], \"preserve_from_layer\": 1}", 4,
+             NULL, 0.0, 10);
+    fd_check("{\"preserve\": [\"patterns\", \"values\", \"queries\", \"keys\"], \"induction_heads\": [\"1:2\"]}", 3,
+             NULL, 2.0, 8);
+}
+
+Test(interv_grads, head_temperature_matches_finite_differences)
+{
+    fd_check("{\"head_temperature\": {\"1:2\": 3.0, \"0:1\": 0.5}}", 4, NULL, 2.0, 10);
+    fd_check("{\"head_temperature\": {\"1:2\": 2.0}, \"ablate_heads\": [\"1:0\"]}", 4, NULL, 0.0, 10);
+}
+
+/* every query label appears in its context (else its logit is -1e9 and the loss ~1e9) */
+static const int copy_labels[B * 3] = {0, 1, 1, 2, 0, 2, 1, 1, 1};
+
+Test(interv_grads, perfect_copy_matches_finite_differences)
+{
+    fd_check("{\"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0, 6);
+    fd_check("{\"perfect_copy_from_head_pattern\": \"0:2\", \"ablate_heads\": [\"0:1\"]}", 3, copy_labels, 0.0, 4);
+}
+
+Test(interv_grads, perfect_prev_token_input_matches_finite_differences)
+{
+    fd_check("{\"perfect_prev_token_input\": true}", 4, NULL, 2.0, 8);
+    fd_check("{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"1:1\", \"1:2\"]}", 4, NULL, 0.0, 8);
+    fd_check("{\"perfect_prev_token_input\": true, \"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0,
+             4);
+}
+
+/* The issue's example: q/k gradients of both layers non-zero under preserve patterns
+ * (through the clean pass), exactly zero with "stop". */
+Test(interv_grads, preserve_patterns_reaches_queries_and_keys)
+{
+    for (int stop = 0; stop < 2; stop++) {
+        fx f;
+        fx_open(&f,
+                stop ? "{\"preserve\": [\"patterns\"], \"ablate_heads\": [\"1:3\"], \"clamp_gradients\": \"stop\"}"
+                     : "{\"preserve\": [\"patterns\"], \"ablate_heads\": [\"1:3\"]}",
+                4, NULL, 2.0);
+        fs_trainer_grad(&f.t, B);
+        fs_param_ptrs g = fs_param_bind(&f.m.cfg, &f.m.layout, f.t.grads);
+        for (int l = 0; l < 2; l++) {
+            double qk = rows_abs(g.blocks[l].qkv_w, 0, 2 * DM, DM);
+            cr_assert(stop ? qk == 0 : qk > 0, "stop %d layer %d: q/k |grad| %g", stop, l, qk);
+        }
+        fx_close(&f);
+    }
+}
+
+/* Issue 20's "done when" on the documented model and the golden batch. */
+Test(interv_grads, perfect_copy_trains_only_the_heads_scores)
+{
+    fs_model m;
+    golden_load_model("doc", &m);
+    fs_error err = {{0}};
+    fs_seq_batch batch;
+    cr_assert_eq(fs_seq_batch_load(GOLDEN_DIR "/doc/grad.json", m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0,
+                 "%s", err.msg);
+    cr_assert_eq(batch.P, 3);
+    fs_train_config tc = {0};
+    fs_optim_config oc = fs_optim_config_from_train(&tc);
+    oc.weight_decay = 0;
+    fs_trainer t;
+    cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 2, &oc, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
+    fs_held held;
+    fs_held_clamps hc;
+    fs_held_source src = {.intervene = "{\"perfect_copy_from_head_pattern\": \"1:3\"}"};
+    cr_assert_eq(fs_held_load(&held, &src, &m.cfg, batch.P, batch.B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&hc, &held, &t.acts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_trainer_hold(&t, &hc, &err), 0, "%s", err.msg);
+    t.clamps = fs_held_update(&hc, &m, &t.acts, batch.B);
+    fs_trainer_grad(&t, batch.B);
+    fs_param_ptrs g = fs_param_bind(&m.cfg, &m.layout, t.grads);
+    int d = m.cfg.d_model, hd = d / m.cfg.num_heads, F = fs_mlp_hidden(&m.cfg);
+    const fs_block_params *b1 = &g.blocks[1];
+    cr_assert_eq(rows_abs(b1->qkv_w, 2 * d, 3 * d, d), 0.0, "layer 1 value rows");
+    cr_assert_eq(rows_abs(b1->proj_w, 0, d, d), 0.0, "layer 1 projection");
+    cr_assert_eq(rows_abs(b1->fc1_w, 0, F, d) + rows_abs(b1->fc1_b, 0, 1, F), 0.0, "layer 1 fc1");
+    cr_assert_eq(rows_abs(b1->fc2_w, 0, d, F) + rows_abs(b1->fc2_b, 0, 1, d), 0.0, "layer 1 fc2");
+    cr_assert_eq(rows_abs(b1->norm2_w, 0, 1, d) + rows_abs(b1->norm2_b, 0, 1, d), 0.0, "layer 1 norm2");
+    cr_assert_eq(rows_abs(g.norm_w, 0, 1, d) + rows_abs(g.norm_b, 0, 1, d), 0.0, "final norm");
+    cr_assert_eq(rows_abs(g.unembed_w, 0, m.cfg.num_classes, d) + rows_abs(g.unembed_b, 0, 1, m.cfg.num_classes), 0.0,
+                 "unembedding");
+    for (int h = 0; h < m.cfg.num_heads; h++) {
+        double q = rows_abs(b1->qkv_w, h * hd, (h + 1) * hd, d), k = rows_abs(b1->qkv_w, d + h * hd, d + (h + 1) * hd, d);
+        cr_assert(h == 3 ? q > 0 && k > 0 : q == 0 && k == 0, "head %d: query |grad| %g, key |grad| %g", h, q, k);
+    }
+    fs_held_unbind(&hc);
+    fs_held_free(&held);
+    fs_trainer_free(&t);
+    fs_seq_batch_free(&batch);
+    fs_model_free(&m);
+}
+
+/* Gradient of the golden clamp's sequence under clamps `cs` (a file) or interventions `json`. */
+static float *clamp_seq_grads(const char *model, const char *json, double *loss)
+{
+    fs_model m;
+    golden_load_model(model, &m);
+    fs_error err = {{0}};
+    char path[256];
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s/clamp_preserve_patterns_ablate.json", model);
+    fs_seq_batch batch;
+    cr_assert_eq(fs_seq_batch_load(path, m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0, "%s", err.msg);
+    fs_train_config tc = {0};
+    fs_optim_config oc = fs_optim_config_from_train(&tc);
+    oc.weight_decay = 0;
+    fs_trainer t;
+    cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 1, &oc, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
+    fs_held held;
+    fs_held_clamps hc;
+    fs_held_source src = {.intervene = json, .cache = json ? NULL : path, .mask = json ? NULL : path};
+    cr_assert_eq(fs_held_load(&held, &src, &m.cfg, batch.P, batch.B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&hc, &held, &t.acts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_trainer_hold(&t, &hc, &err), 0, "%s", err.msg);
+    t.clamps = fs_held_update(&hc, &m, &t.acts, batch.B);
+    *loss = fs_trainer_grad(&t, batch.B);
+    float *g = malloc(m.layout.total * sizeof *g + sizeof(float));
+    cr_assert_not_null(g);
+    memcpy(g, t.grads, m.layout.total * sizeof *g);
+    g[m.layout.total] = NAN; /* end marker */
+    fs_held_unbind(&hc);
+    fs_held_free(&held);
+    fs_trainer_free(&t);
+    fs_seq_batch_free(&batch);
+    fs_model_free(&m);
+    return g;
+}
+
+/* The golden preserve_patterns_ablate gradients (test_golden.c) were made with a clamp
+ * file: constants (SPEC 3). The named intervention with clamp_gradients "stop" gives the
+ * file's gradients on the file's sequence; the reference's default ("through") does not. */
+Test(interv_grads, golden_preserve_patterns_ablate_is_stop)
+{
+    static const char *const models[] = {"doc", "attn_only"};
+    static const char *const stop = "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], "
+                                    "\"preserve_from_layer\": -1, \"clamp_gradients\": \"stop\"}";
+    static const char *const through = "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], "
+                                       "\"preserve_from_layer\": -1}";
+    for (int k = 0; k < 2; k++) {
+        double lf, ls, lt;
+        float *gf = clamp_seq_grads(models[k], NULL, &lf), *gs = clamp_seq_grads(models[k], stop, &ls),
+              *gt = clamp_seq_grads(models[k], through, &lt);
+        cr_assert(fabs(lf - ls) <= 1e-6 * fabs(lf) && fabs(lf - lt) <= 1e-6 * fabs(lf), "%s: losses %g %g %g",
+                  models[k], lf, ls, lt);
+        double mx = 0, ds = 0, dt = 0;
+        for (size_t i = 0; !isnan(gf[i]); i++) {
+            mx = fmax(mx, fabsf(gf[i]));
+            ds = fmax(ds, fabsf(gf[i] - gs[i]));
+            dt = fmax(dt, fabsf(gf[i] - gt[i]));
+        }
+        cr_assert(ds <= 1e-4 * mx, "%s: stop differs from the clamp file by %g (max %g)", models[k], ds, mx);
+        cr_assert(dt > 1e-3 * mx, "%s: through equals the clamp file (%g)", models[k], dt);
+        free(gf);
+        free(gs);
+        free(gt);
+    }
+}
+
+Test(interv_grads, errors)
+{
+    fs_model_config c;
+    fs_model_config_default(&c);
+    fs_interventions iv;
+    fs_error err = {{0}};
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"clamp_gradients\": \"none\"}", &c, &err), -1);
+    cr_assert(strstr(err.msg, "clamp_gradients") && strstr(err.msg, "\"stop\""), "%s", err.msg);
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_copy_from_head_pattern\": [\"1:3\"]}", &c, &err), -1);
+    cr_assert(strstr(err.msg, "perfect_copy_from_head_pattern"), "%s", err.msg);
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"0:1\"]}", &c,
+                                           &err),
+                 -1);
+    cr_assert(strstr(err.msg, "layer 1"), "%s", err.msg);
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_prev_token_input\": true, \"preserve\": [\"values\"]}", &c,
+                                           &err),
+                 -1);
+    cr_assert(strstr(err.msg, "combines only"), "%s", err.msg);
+    c.depth = 3;
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_prev_token_input\": true}", &c, &err), -1);
+    cr_assert(strstr(err.msg, "2-layer"), "%s", err.msg);
+
+    /* perfect copy refuses other context lengths at bind time */
+    c.depth = 2;
+    fs_acts a;
+    cr_assert_eq(fs_acts_create(&a, &c, 5, 1, &err), 0, "%s", err.msg);
+    fs_held held;
+    fs_held_clamps hc;
+    fs_held_source src = {.intervene = "{\"perfect_copy_from_head_pattern\": \"1:3\"}"};
+    cr_assert_eq(fs_held_load(&held, &src, &c, 5, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&hc, &held, &a, &err), -1);
+    cr_assert(strstr(err.msg, "exactly 2 pairs") && strstr(err.msg, "got 4"), "%s", err.msg);
+    fs_held_free(&held);
+    fs_acts_free(&a);
+}
