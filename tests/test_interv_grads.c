@@ -191,29 +191,13 @@ Test(interv_grads, preserve_patterns_reaches_queries_and_keys)
 /* Issue 20's "done when" on the documented model and the golden batch. */
 Test(interv_grads, perfect_copy_trains_only_the_heads_scores)
 {
-    fs_model m;
-    golden_load_model("doc", &m);
-    fs_error err = {{0}};
-    fs_seq_batch batch;
-    cr_assert_eq(fs_seq_batch_load(GOLDEN_DIR "/doc/grad.json", m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0,
-                 "%s", err.msg);
-    cr_assert_eq(batch.P, 3);
-    fs_train_config tc = {0};
-    fs_optim_config oc = fs_optim_config_from_train(&tc);
-    oc.weight_decay = 0;
-    fs_trainer t;
-    cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 2, &oc, &err), 0, "%s", err.msg);
-    fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
-    fs_held held;
-    fs_held_clamps hc;
+    golden_held gh;
     fs_held_source src = {.intervene = "{\"perfect_copy_from_head_pattern\": \"1:3\"}"};
-    cr_assert_eq(fs_held_load(&held, &src, &m.cfg, batch.P, batch.B, &err), 0, "%s", err.msg);
-    cr_assert_eq(fs_held_bind(&hc, &held, &t.acts, &err), 0, "%s", err.msg);
-    cr_assert_eq(fs_trainer_hold(&t, &hc, &err), 0, "%s", err.msg);
-    t.clamps = fs_held_update(&hc, &m, &t.acts, batch.B);
-    fs_trainer_grad(&t, batch.B);
-    fs_param_ptrs g = fs_param_bind(&m.cfg, &m.layout, t.grads);
-    int d = m.cfg.d_model, hd = d / m.cfg.num_heads, F = fs_mlp_hidden(&m.cfg);
+    golden_held_open(&gh, "doc", "grad.json", &src, 2);
+    fs_trainer_grad(&gh.t, gh.batch.B);
+    const fs_model *m = &gh.m;
+    fs_param_ptrs g = fs_param_bind(&m->cfg, &m->layout, gh.t.grads);
+    int d = m->cfg.d_model, hd = d / m->cfg.num_heads, F = fs_mlp_hidden(&m->cfg);
     const fs_block_params *b1 = &g.blocks[1];
     cr_assert_eq(rows_abs(b1->qkv_w, 2 * d, 3 * d, d), 0.0, "layer 1 value rows");
     cr_assert_eq(rows_abs(b1->proj_w, 0, d, d), 0.0, "layer 1 projection");
@@ -221,53 +205,13 @@ Test(interv_grads, perfect_copy_trains_only_the_heads_scores)
     cr_assert_eq(rows_abs(b1->fc2_w, 0, d, F) + rows_abs(b1->fc2_b, 0, 1, d), 0.0, "layer 1 fc2");
     cr_assert_eq(rows_abs(b1->norm2_w, 0, 1, d) + rows_abs(b1->norm2_b, 0, 1, d), 0.0, "layer 1 norm2");
     cr_assert_eq(rows_abs(g.norm_w, 0, 1, d) + rows_abs(g.norm_b, 0, 1, d), 0.0, "final norm");
-    cr_assert_eq(rows_abs(g.unembed_w, 0, m.cfg.num_classes, d) + rows_abs(g.unembed_b, 0, 1, m.cfg.num_classes), 0.0,
-                 "unembedding");
-    for (int h = 0; h < m.cfg.num_heads; h++) {
+    cr_assert_eq(rows_abs(g.unembed_w, 0, m->cfg.num_classes, d) + rows_abs(g.unembed_b, 0, 1, m->cfg.num_classes),
+                 0.0, "unembedding");
+    for (int h = 0; h < m->cfg.num_heads; h++) {
         double q = rows_abs(b1->qkv_w, h * hd, (h + 1) * hd, d), k = rows_abs(b1->qkv_w, d + h * hd, d + (h + 1) * hd, d);
         cr_assert(h == 3 ? q > 0 && k > 0 : q == 0 && k == 0, "head %d: query |grad| %g, key |grad| %g", h, q, k);
     }
-    fs_held_unbind(&hc);
-    fs_held_free(&held);
-    fs_trainer_free(&t);
-    fs_seq_batch_free(&batch);
-    fs_model_free(&m);
-}
-
-/* Gradient of the golden clamp's sequence under clamps `cs` (a file) or interventions `json`. */
-static float *clamp_seq_grads(const char *model, const char *json, double *loss)
-{
-    fs_model m;
-    golden_load_model(model, &m);
-    fs_error err = {{0}};
-    char path[256];
-    snprintf(path, sizeof path, GOLDEN_DIR "/%s/clamp_preserve_patterns_ablate.json", model);
-    fs_seq_batch batch;
-    cr_assert_eq(fs_seq_batch_load(path, m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0, "%s", err.msg);
-    fs_train_config tc = {0};
-    fs_optim_config oc = fs_optim_config_from_train(&tc);
-    oc.weight_decay = 0;
-    fs_trainer t;
-    cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 1, &oc, &err), 0, "%s", err.msg);
-    fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
-    fs_held held;
-    fs_held_clamps hc;
-    fs_held_source src = {.intervene = json, .cache = json ? NULL : path, .mask = json ? NULL : path};
-    cr_assert_eq(fs_held_load(&held, &src, &m.cfg, batch.P, batch.B, &err), 0, "%s", err.msg);
-    cr_assert_eq(fs_held_bind(&hc, &held, &t.acts, &err), 0, "%s", err.msg);
-    cr_assert_eq(fs_trainer_hold(&t, &hc, &err), 0, "%s", err.msg);
-    t.clamps = fs_held_update(&hc, &m, &t.acts, batch.B);
-    *loss = fs_trainer_grad(&t, batch.B);
-    float *g = malloc(m.layout.total * sizeof *g + sizeof(float));
-    cr_assert_not_null(g);
-    memcpy(g, t.grads, m.layout.total * sizeof *g);
-    g[m.layout.total] = NAN; /* end marker */
-    fs_held_unbind(&hc);
-    fs_held_free(&held);
-    fs_trainer_free(&t);
-    fs_seq_batch_free(&batch);
-    fs_model_free(&m);
-    return g;
+    golden_held_close(&gh);
 }
 
 /* The golden preserve_patterns_ablate gradients (test_golden.c) were made with a clamp
@@ -276,27 +220,34 @@ static float *clamp_seq_grads(const char *model, const char *json, double *loss)
 Test(interv_grads, golden_preserve_patterns_ablate_is_stop)
 {
     static const char *const models[] = {"doc", "attn_only"};
+    static const char *const file = "clamp_preserve_patterns_ablate.json";
     static const char *const stop = "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], "
                                     "\"preserve_from_layer\": -1, \"clamp_gradients\": \"stop\"}";
     static const char *const through = "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], "
                                        "\"preserve_from_layer\": -1}";
     for (int k = 0; k < 2; k++) {
-        double lf, ls, lt;
-        float *gf = clamp_seq_grads(models[k], NULL, &lf), *gs = clamp_seq_grads(models[k], stop, &ls),
-              *gt = clamp_seq_grads(models[k], through, &lt);
-        cr_assert(fabs(lf - ls) <= 1e-6 * fabs(lf) && fabs(lf - lt) <= 1e-6 * fabs(lf), "%s: losses %g %g %g",
-                  models[k], lf, ls, lt);
+        char path[256];
+        snprintf(path, sizeof path, GOLDEN_DIR "/%s/%s", models[k], file);
+        fs_held_source srcs[3] = {{.cache = path, .mask = path}, {.intervene = stop}, {.intervene = through}};
+        golden_held g[3];
+        double loss[3];
+        for (int j = 0; j < 3; j++) {
+            golden_held_open(&g[j], models[k], file, &srcs[j], 1);
+            loss[j] = fs_trainer_grad(&g[j].t, g[j].batch.B);
+        }
+        cr_assert(fabs(loss[0] - loss[1]) <= 1e-6 * fabs(loss[0]) && fabs(loss[0] - loss[2]) <= 1e-6 * fabs(loss[0]),
+                  "%s: losses %g %g %g", models[k], loss[0], loss[1], loss[2]);
         double mx = 0, ds = 0, dt = 0;
-        for (size_t i = 0; !isnan(gf[i]); i++) {
-            mx = fmax(mx, fabsf(gf[i]));
-            ds = fmax(ds, fabsf(gf[i] - gs[i]));
-            dt = fmax(dt, fabsf(gf[i] - gt[i]));
+        for (size_t i = 0; i < g[0].m.layout.total; i++) {
+            float gf = g[0].t.grads[i];
+            mx = fmax(mx, fabsf(gf));
+            ds = fmax(ds, fabsf(gf - g[1].t.grads[i]));
+            dt = fmax(dt, fabsf(gf - g[2].t.grads[i]));
         }
         cr_assert(ds <= 1e-4 * mx, "%s: stop differs from the clamp file by %g (max %g)", models[k], ds, mx);
         cr_assert(dt > 1e-3 * mx, "%s: through equals the clamp file (%g)", models[k], dt);
-        free(gf);
-        free(gs);
-        free(gt);
+        for (int j = 0; j < 3; j++)
+            golden_held_close(&g[j]);
     }
 }
 

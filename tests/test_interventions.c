@@ -586,36 +586,21 @@ Test(interventions, golden_preserve_patterns_ablate)
 
 Test(interventions, golden_ablate_value_head_gradients)
 {
-    fs_model m;
-    golden_load_model("doc", &m);
+    golden_held g;
+    fs_held_source src = {.intervene = "{\"ablate_heads\": [\"1:7\"]}"};
+    golden_held_open(&g, "doc", "grad.json", &src, 2);
+    double loss = fs_trainer_grad(&g.t, g.batch.B);
     fs_error err = {{0}};
-    fs_seq_batch batch;
-    cr_assert_eq(fs_seq_batch_load(GOLDEN_DIR "/doc/grad.json", m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0,
-                 "%s", err.msg);
-    fs_train_config tc = {0};
-    fs_optim_config oc = fs_optim_config_from_train(&tc);
-    oc.weight_decay = 0;
-    fs_trainer t;
-    cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 2, &oc, &err), 0, "%s", err.msg);
-    fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
-    fs_held held;
-    fs_held_clamps ic;
-    hold(&held, &ic, "{\"ablate_heads\": [\"1:7\"]}", NULL, &m, &t.acts, batch.B);
-    t.clamps = &ic.clamps;
-    double loss = fs_trainer_grad(&t, batch.B);
     cJSON *want = fs_json_load(GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.json", &err);
     cr_assert_not_null(want, "%s", err.msg);
     double wl = cJSON_GetObjectItem(want, "loss")->valuedouble;
     cr_assert(fabs(loss - wl) <= 1e-4 * fabs(wl), "loss %g, golden %g", loss, wl);
     char why[512] = "";
-    cr_assert_eq(golden_compare_buffer(&m, t.grads, GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.safetensors", why,
+    cr_assert_eq(golden_compare_buffer(&g.m, g.t.grads, GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.safetensors", why,
                                        sizeof why),
                  0, "%s", why);
     cJSON_Delete(want);
-    unhold(&held, &ic);
-    fs_trainer_free(&t);
-    fs_seq_batch_free(&batch);
-    fs_model_free(&m);
+    golden_held_close(&g);
 }
 
 /* ---- spec errors ---- */

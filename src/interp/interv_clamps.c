@@ -375,6 +375,9 @@ static int label_at(const fs_acts *a, int b, int p)
     return y >= 0 && y < a->cfg.num_classes ? y : -1;
 }
 
+/* F_SHIFT_ROWS: the source row of row i of N */
+static int shifted(int i, int N) { return i == 0 || i == N - 1 ? i : i - 1; }
+
 /* The feeds into pass `dst` for sequence b (a: the layout). */
 static void fill_feeds(const struct fs_held_passes *ps, int dst, const fs_acts *a, int b)
 {
@@ -400,9 +403,8 @@ static void fill_feeds(const struct fs_held_passes *ps, int dst, const fs_acts *
         case F_SHIFT_ROWS: {
             size_t d = n / (size_t)N;
             for (int i = 0; i < N; i++) {
-                int from = i == 0 || i == N - 1 ? i : i - 1;
                 for (size_t t = 0; t < d; t++)
-                    put(s, (size_t)i * d + t, src[(size_t)from * d + t]);
+                    put(s, (size_t)i * d + t, src[(size_t)shifted(i, N) * d + t]);
             }
             break;
         }
@@ -447,9 +449,8 @@ static void route_feeds(const struct fs_held_passes *ps, int dst, const fs_acts 
         case F_SHIFT_ROWS: {
             size_t d = n / (size_t)N;
             for (int i = 0; i < N; i++) {
-                int src = i == 0 || i == N - 1 ? i : i - 1;
                 for (size_t t = 0; t < d; t++)
-                    in[(size_t)src * d + t] += cap[(size_t)i * d + t];
+                    in[(size_t)shifted(i, N) * d + t] += cap[(size_t)i * d + t];
             }
             break;
         }
