@@ -7,6 +7,7 @@
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
 #include "interp/passes.h"
+#include "model/packed.h"
 #include "model/leaves.h"
 
 #define NEG_BIG (-1e9f) /* the reference's "forbidden" pre-softmax score */
@@ -73,6 +74,9 @@ struct fs_held_passes {
     int nfeed;
     feed *f;
     bool through;     /* clamp_gradients "through" */
+    fs_packed pk;     /* the passes' packed weights, for packed_for's parameters */
+    const float *packed_for;
+    fs_model_config packed_cfg;
 };
 
 static void add_feed(struct fs_held_passes *ps, feed f) { ps->f[ps->nfeed++] = f; }
@@ -139,6 +143,8 @@ static void free_passes(fs_held_clamps *hc)
         return;
     for (int k = 0; k <= ps->n; k++)
         free_pass(&ps->p[k], hc->count, k == ps->n);
+    if (ps->packed_for)
+        fs_packed_free(&ps->pk);
     free(ps->f);
     free(ps);
     hc->passes = NULL;
@@ -609,6 +615,18 @@ static void fill_sequence(const fs_held_clamps *ic, const fs_acts *a, int b)
     silence_non_label(ic, a, b);
 }
 
+/* The passes' packed weights for m: made on the first update (then only refreshed). */
+static fs_packed *pass_packed(struct fs_held_passes *ps, const fs_model *m)
+{
+    if (ps->packed_for == m->params && !memcmp(&ps->packed_cfg, &m->cfg, sizeof m->cfg))
+        return &ps->pk;
+    if (ps->packed_for)
+        fs_packed_free(&ps->pk);
+    ps->packed_for = fs_packed_init(&ps->pk, m) == 0 ? m->params : NULL;
+    ps->packed_cfg = m->cfg;
+    return ps->packed_for ? &ps->pk : NULL;
+}
+
 const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq)
 {
     if (!hc->has_iv)
@@ -626,7 +644,7 @@ const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_act
             reset(p->touched, NULL, p, hc, a, b);
             fill_feeds(ps, k, a, b);
         }
-        fs_forward(m, &p->acts, clamped ? p->cs : NULL, nseq);
+        fs_forward_packed(m, pass_packed(ps, m), &p->acts, clamped ? p->cs : NULL, nseq);
     }
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < nseq; b++)
