@@ -56,7 +56,7 @@ const char *th_describe(const th_run_result *r);
 /* Tiny model for gradient checks: input_dim 6, num_classes 3, d_model 8, num_heads 2,
  * depth 1, mlp_ratio 2, RoPE. */
 void th_tiny_config(fs_model_config *c);
-/* Create a model and fill every parameter: SPEC init from `seed`, then uniform noise of
+/* Create a model and fill every parameter: the documented init (docs/model.md) from `seed`, then uniform noise of
  * +-noise on every element (so biases and LayerNorm parameters are not trivial). */
 void th_random_model(fs_model *m, const fs_model_config *cfg, uint64_t seed, double noise);
 

@@ -215,7 +215,7 @@ Test(interv_grads, perfect_copy_trains_only_the_heads_scores)
 }
 
 /* The golden preserve_patterns_ablate gradients (test_golden.c) were made with a clamp
- * file: constants (SPEC 3). The named intervention with clamp_gradients "stop" gives the
+ * file: constants (docs/cache.md). The named intervention with clamp_gradients "stop" gives the
  * file's gradients on the file's sequence; the reference's default ("through") does not. */
 Test(interv_grads, golden_preserve_patterns_ablate_is_stop)
 {

@@ -1,5 +1,5 @@
 /* Named interventions (the reference's opto.py "standard" call, issue 5), built on the
- * clamp mechanism of SPEC section 3. Each one sets part of a cache leaf (value + mask)
+ * clamp mechanism of docs/cache.md. Each one sets part of a cache leaf (value + mask)
  * for every sequence, computed from that sequence's inputs and, for `preserve` and
  * `head_temperature`, from a clean forward pass (no clamps) of the same sequence:
  *
@@ -37,7 +37,8 @@
  * they overlap), on top of the clamp files held on with them (fs_held). A clamped element
  * whose value another pass computes passes its gradient back into that pass, as the
  * reference's where(mask, cached, computed) does (clamp_gradients "through", the default);
- * with "stop", and for constants (files, ablations, fixed patterns), it gets none (SPEC 3). */
+ * with "stop", and for constants (files, ablations, fixed patterns), it gets none
+ * (docs/cache.md). */
 #ifndef FEWSHOT_INTERVENTIONS_H
 #define FEWSHOT_INTERVENTIONS_H
 
@@ -93,11 +94,17 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
 int fs_interventions_from_arg(fs_interventions *iv, const char *json_or_file, const fs_model_config *cfg,
                               fs_error *err);
 bool fs_interventions_any(const fs_interventions *iv);
+/* ablate_heads as weights: m = src with the value weights (and value biases) of iv's
+ * ablated heads zeroed, which computes what src computes with the ablate_heads clamps
+ * (v = 0 exactly, for finite inputs), so a forward without clamps can evaluate them. The
+ * other interventions are not applied. m (zero-initialise it before first use; free with
+ * fs_model_free) is created for src's config when needed. */
+int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *src, fs_model *m, fs_error *err);
 /* preserve, head_temperature, perfect copy or prev-token input: the update runs other
  * forward passes first (their clamp values are computed from the model). */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 
-/* What is held on during a forward (SPEC section 3): clamp files (a cache tree and its
+/* What is held on during a forward (docs/cache.md): clamp files (a cache tree and its
  * mask) and named interventions, composed as above. One loader builds it from a config's
  * `clamps` section, overridden by the command line's --cache/--mask and --intervene. */
 typedef struct {

@@ -10,7 +10,7 @@
 #include "fewshot/train.h"
 
 static const fs_opt opts[] = {
-    {"--config", "FILE", "run config JSON (sections model, data, train, eval, clamps)"},
+    {"--config", "FILE", "run config JSON (sections model, data, train, eval, measures, clamps)"},
     {"--set", "S.K=V", "override a config value, e.g. --set train.lr=1e-4 (repeatable)"},
     {"--out", "DIR", "run directory (default: runs/<config name>)"},
     {"--resume", NULL, "continue the run in --out from its latest checkpoint"},
@@ -40,12 +40,15 @@ static void show_progress(void *ctx, const fs_train_progress *p)
 int fs_cmd_train(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "train", "--config RUN.json [--set k=v ...] [--out DIR] [--resume]",
+    int rc = fs_cli_parse(&args, argc, argv, "train", "--config RUN.json [--set S.K=V ...] [--out DIR] [--resume] [--threads T] [--stop-after N]\n"
+                          "       [--cache CACHE.json --mask MASK.json] [--intervene JSON|FILE] [--no-progress] [--log-every S]",
                           "Train on in-context classification sequences sampled from the config's dataset. Writes\n"
                           "DIR/config.json (fully resolved), DIR/metrics.jsonl (train lines every log_every sequences,\n"
                           "eval lines with every evaluator's eight metrics every eval_every sequences) and\n"
                           "DIR/checkpoints/step_N.safetensors. Ctrl-C writes a checkpoint and exits; --resume\n"
-                          "continues exactly as an uninterrupted run would.",
+                          "continues exactly as an uninterrupted run would; resuming with a larger\n"
+                          "train.train_iters extends the run. Config keys: docs/formats.md; samplers and evaluators:\n"
+                          "docs/sampling.md; the metrics: docs/metrics.md.",
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;

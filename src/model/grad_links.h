@@ -1,5 +1,5 @@
 /* Gradient links of one forward pass, for clamps whose values another pass of the same
- * step computes (SPEC 3: the reference differentiates where(mask, cached, computed)
+ * step computes (docs/cache.md: the reference differentiates where(mask, cached, computed)
  * through `cached` too). Per leaf, all [B][numel] like the leaf, any of them NULL:
  *   from     the clamped elements whose value is computed (not a constant)
  *   capture  written by the backward: the leaf's gradient at `from` elements, 0 elsewhere

@@ -1,5 +1,5 @@
 /* Training checkpoints: parameters, Adam moments (optim.m.* / optim.v.*), step and
- * sequences seen, in one safetensors file written atomically (SPEC section 2). */
+ * sequences seen, in one safetensors file written atomically (docs/formats.md). */
 #include "train/checkpoint.h"
 
 #include <cjson/cJSON.h>

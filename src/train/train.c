@@ -1,4 +1,4 @@
-/* The training loop (SPEC sections 5 and 8). The batch at step t is sequences
+/* The training loop (docs/model.md, docs/formats.md). The batch at step t is sequences
  * t*B .. t*B+B-1 of the counter-based sampler, so a resumed run sees exactly the
  * batches an uninterrupted one would. */
 #include "fewshot/train.h"
@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
+#include "train/schedule.h"
+#include "train/measures.h"
 #include "train/run.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
@@ -39,6 +41,9 @@ typedef struct {
     fs_run_position pos;    /* sequences seen, current train-log window */
     double last_eval_acc;
     char last_eval_name[64];
+    fs_schedule eval_at, snapshot_at; /* evaluations; ckpt_<iter>.safetensors model snapshots */
+    fs_probe_set probe;               /* measures section: the probe set and its workspace */
+    fs_measures_ws mws;
 } run;
 
 static double now(void)
@@ -76,6 +81,26 @@ static void metrics_line(run *r, cJSON *line)
     cJSON_Delete(line);
 }
 
+/* The measures of the model (alone: clamps held on in training are not applied) on the probe set. */
+static int add_measures(run *r, cJSON *line, fs_error *err)
+{
+    fs_measures ms;
+    if (fs_measures_compute(&r->model, r->probe.examples, r->probe.labels, r->probe.n, r->probe.P,
+                            r->cfg->measures.which, &r->mws, &ms, err))
+        return -1;
+    cJSON_AddItemToObject(line, "measures", fs_measures_json(&ms));
+    fs_measures_free(&ms);
+    return 0;
+}
+
+/* A model-only snapshot (ckpt_sched), written atomically. */
+static int snapshot(run *r, fs_error *err)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/ckpt_%lld.safetensors", r->dir, (long long)r->pos.iter);
+    return fs_model_save(&r->model, path, err);
+}
+
 static int evaluate(run *r, int64_t step, fs_error *err)
 {
     fs_metrics ms[FS_MAX_EVALUATORS];
@@ -86,6 +111,10 @@ static int evaluate(run *r, int64_t step, fs_error *err)
     cJSON_AddNumberToObject(line, "iter", (double)r->pos.iter);
     cJSON_AddNumberToObject(line, "step", (double)step);
     cJSON_AddItemToObject(line, "evals", fs_metrics_json(&r->rd, ms));
+    if (r->cfg->measures.enable && add_measures(r, line, err)) {
+        cJSON_Delete(line);
+        return -1;
+    }
     metrics_line(r, line);
     fflush(r->metrics);
     if (r->rd.num_sets > 0) {
@@ -127,24 +156,48 @@ static int truncate_metrics(const char *path, int64_t iter, fs_error *err)
     return rc;
 }
 
+/* Text of the resolved config as config.json holds it (with a final newline); caller frees. */
+static char *config_text(const fs_run_config *cfg)
+{
+    cJSON *j = fs_run_config_to_json(cfg);
+    char *text = fs_json_text(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+/* A new run writes config.json. A resumed run must have been started with the same
+ * config, except that train.train_iters may differ: a larger value extends the run, and
+ * config.json is rewritten with it (the caller checks it is not below the checkpoint). */
 static int save_config(run *r, bool resume, fs_error *err)
 {
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", r->dir);
-    cJSON *j = fs_run_config_to_json(r->cfg);
-    char *text = fs_json_text(j);
-    cJSON_Delete(j);
+    char *text = config_text(r->cfg);
     if (!text)
         return fs_fail(err, "%s: out of memory", path);
     int rc = 0;
     if (resume) {
         size_t n;
         char *old = fs_read_file(path, &n, err);
-        if (!old)
+        if (!old) {
             rc = -1;
-        else if (strcmp(old, text) != 0 && strncmp(old, text, strlen(text)) != 0)
-            rc = fs_fail(err, "%s: the run was started with a different config; resume with the same config "
-                              "(or use another --out)", path);
+        } else if (strcmp(old, text) != 0) {
+            cJSON *oj = cJSON_Parse(old);
+            const cJSON *it = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(oj, "train"),
+                                                               "train_iters");
+            fs_run_config same = *r->cfg;
+            if (cJSON_IsNumber(it))
+                same.train.train_iters = (int64_t)it->valuedouble;
+            char *as_old = cJSON_IsNumber(it) ? config_text(&same) : NULL;
+            if (as_old && strcmp(old, as_old) == 0)
+                rc = fs_write_file_atomic(path, text, err); /* only train_iters changed: extend */
+            else
+                rc = fs_fail(err, "%s: the run was started with a different config; resume with the same config "
+                                  "(only train.train_iters may change, to extend the run) or use another --out",
+                             path);
+            free(as_old);
+            cJSON_Delete(oj);
+        }
         free(old);
     } else {
         rc = fs_write_file_atomic(path, text, err);
@@ -173,6 +226,12 @@ static int setup(run *r, fs_error *err)
     if (fs_held_load(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err) ||
         fs_trainer_hold(&r->trainer, &r->hc, err))
         return -1;
+    if (fs_schedule_init(&r->eval_at, cfg->train.eval_every, &cfg->train.eval_sched, cfg->train.eval_log_points, B,
+                         cfg->train.train_iters, err) ||
+        fs_schedule_init(&r->snapshot_at, 0, &cfg->train.ckpt_sched, 0, B, cfg->train.train_iters, err))
+        return -1;
+    if (cfg->measures.enable && fs_probe_set_build(&r->probe, &r->rd.task, cfg, r->origin, err))
+        return -1;
     r->labels = calloc((size_t)B * P, sizeof *r->labels);
     r->nscratch = omp_get_max_threads();
     r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
@@ -193,6 +252,10 @@ static void teardown(run *r)
         fs_eval_ws_free(&r->ws[i]);
     fs_held_unbind(&r->hc);
     fs_held_free(&r->held);
+    fs_schedule_free(&r->eval_at);
+    fs_schedule_free(&r->snapshot_at);
+    fs_probe_set_free(&r->probe);
+    fs_measures_ws_free(&r->mws);
     fs_trainer_free(&r->trainer);
     fs_model_free(&r->model);
     fs_run_data_close(&r->rd);
@@ -235,7 +298,9 @@ static int loop(run *r, fs_error *err)
             r->pos.loss_sum = r->pos.grad_norm_sum = 0;
             r->pos.window_steps = 0;
         }
-        if ((due(t->eval_every, before, r->pos.iter) || last) && evaluate(r, step, err))
+        if ((fs_schedule_due(&r->eval_at, before, r->pos.iter) || last) && evaluate(r, step, err))
+            return -1;
+        if (fs_schedule_due(&r->snapshot_at, before, r->pos.iter) && snapshot(r, err))
             return -1;
         bool stop = (r->opt->stop_flag && *r->opt->stop_flag) || (r->opt->stop_after > 0 && r->pos.iter >= r->opt->stop_after && !last);
         if (due(t->ckpt_every, before, r->pos.iter) || last || stop) {
@@ -276,8 +341,15 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
             fs_fail(err, "%s: no checkpoint to resume from", r.ckpt_dir);
             goto done;
         }
-        if (save_config(&r, true, err) || fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, err) ||
-            truncate_metrics(r.metrics_path, r.pos.iter, err))
+        if (fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, err))
+            goto done;
+        if (r.pos.iter > cfg->train.train_iters) {
+            fs_fail(err, "%s: train.train_iters = %lld is below the %lld sequences this run has already trained on "
+                         "(a resumed run can be extended, not shortened)",
+                    latest, (long long)cfg->train.train_iters, (long long)r.pos.iter);
+            goto done;
+        }
+        if (save_config(&r, true, err) || truncate_metrics(r.metrics_path, r.pos.iter, err))
             goto done;
         r.metrics = fopen(r.metrics_path, "a");
     } else {
@@ -295,6 +367,8 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
         goto done;
     }
     if (!opt->resume && evaluate(&r, 0, err)) /* the curve starts at 0 sequences */
+        goto done;
+    if (!opt->resume && fs_schedule_due(&r.snapshot_at, -1, 0) && snapshot(&r, err))
         goto done;
     rc = loop(&r, err);
 done:
