@@ -446,8 +446,8 @@ static void trainer_open(fs_trainer *t, fx *f, const char *json)
     cr_assert_eq(fs_trainer_init(t, &f->m, f->P, f->B, 1, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&t->acts, f->x, f->y, 0, f->B);
     hold(&f->held, &f->ic, json, NULL, &f->m, &t->acts, f->B);
-    t->clamps = &f->ic.clamps;
     cr_assert_eq(fs_trainer_hold(t, &f->ic, &err), 0, "%s", err.msg);
+    t->clamps = fs_held_update(&f->ic, &f->m, &t->acts, f->B); /* again, now marking computed elements */
 }
 
 Test(interventions, clamped_elements_get_no_gradient)

@@ -74,6 +74,7 @@ struct fs_held_passes {
     int nfeed;
     feed *f;
     bool through;     /* clamp_gradients "through" */
+    bool grads;       /* the gradient buffers exist (fs_held_grads) */
     fs_packed pk;     /* the passes' packed weights, for packed_for's parameters */
     const float *packed_for;
     fs_model_config packed_cfg;
@@ -217,13 +218,25 @@ static int bind_passes(fs_held_clamps *hc, const fs_acts *a, fs_error *err)
             return OOM;
         p->gl = (fs_grad_links){p->link, k < ps->n};
     }
+    for (int j = 0; j < ps->nfeed; j++)
+        ps->p[ps->f[j].dst_pass].touched[ps->f[j].dst_leaf] = 1;
+    for (int k = 0; k < ps->n; k++)
+        for (int i = 0; i < count; i++)
+            if (ps->p[k].touched[i] && alloc_clamp(ps->p[k].cs, a, i))
+                return OOM;
+    return 0;
+}
+
+int fs_held_grads(fs_held_clamps *hc, fs_error *err)
+{
+    struct fs_held_passes *ps = hc->passes;
+    if (!ps || !ps->through || ps->grads)
+        return 0;
+    const fs_acts *a = &ps->p[0].acts;
     for (int j = 0; j < ps->nfeed; j++) {
         const feed *f = &ps->f[j];
         pass *dst = &ps->p[f->dst_pass], *src = &ps->p[f->src_pass];
         size_t nd = a->leaves[f->dst_leaf].numel * (size_t)a->B, ns = a->leaves[f->src_leaf].numel * (size_t)a->B;
-        dst->touched[f->dst_leaf] = 1;
-        if (!ps->through)
-            continue;
         if (!dst->from[f->dst_leaf] && (!(dst->from[f->dst_leaf] = calloc(nd, 1)) ||
                                         !(dst->capture[f->dst_leaf] = calloc(nd, sizeof(float)))))
             return OOM;
@@ -231,12 +244,9 @@ static int bind_passes(fs_held_clamps *hc, const fs_acts *a, fs_error *err)
             return OOM;
     }
     for (int k = 0; k <= ps->n; k++)
-        for (int i = 0; i < count; i++) {
-            pass *p = &ps->p[k];
-            p->link[i] = (fs_leaf_link){p->from[i], p->capture[i], p->inject[i]};
-            if (k < ps->n && p->touched[i] && alloc_clamp(p->cs, a, i))
-                return OOM;
-        }
+        for (int i = 0; i < a->count; i++)
+            ps->p[k].link[i] = (fs_leaf_link){ps->p[k].from[i], ps->p[k].capture[i], ps->p[k].inject[i]};
+    ps->grads = true;
     return 0;
 }
 #undef OOM
@@ -654,7 +664,7 @@ const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_act
 
 const fs_grad_links *fs_held_links(const fs_held_clamps *hc)
 {
-    return hc->passes && hc->passes->through ? &hc->passes->p[hc->passes->n].gl : NULL;
+    return hc->passes && hc->passes->grads ? &hc->passes->p[hc->passes->n].gl : NULL;
 }
 
 bool fs_held_has_backward(const fs_held_clamps *hc) { return fs_held_links(hc) != NULL; }

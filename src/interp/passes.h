@@ -6,8 +6,12 @@
 #include "fewshot/interventions.h"
 #include "model/grad_links.h"
 
-/* Links for the final (clamped, loss) pass's backward; NULL when no clamp is computed
- * or clamp_gradients is "stop". */
+/* The buffers the gradient through the passes needs (what a forward alone does not),
+ * allocated once; call before fs_held_update so that it marks the computed elements.
+ * Nothing to do with clamp_gradients "stop" or without computed clamps. */
+int fs_held_grads(fs_held_clamps *hc, fs_error *err);
+/* Links for the final (clamped, loss) pass's backward; NULL when no clamp is computed,
+ * clamp_gradients is "stop" or fs_held_grads was not called. */
 const fs_grad_links *fs_held_links(const fs_held_clamps *hc);
 /* Whether fs_held_backward_range has work (then it needs a spare gradient buffer). */
 bool fs_held_has_backward(const fs_held_clamps *hc);

@@ -59,9 +59,13 @@ static void free_spares(fs_trainer *t)
     t->spare_ptrs = NULL;
 }
 
-int fs_trainer_hold(fs_trainer *t, const fs_held_clamps *hc, fs_error *err)
+int fs_trainer_hold(fs_trainer *t, fs_held_clamps *hc, fs_error *err)
 {
     t->held = hc;
+    if (hc && fs_held_grads(hc, err)) {
+        t->held = NULL;
+        return -1;
+    }
     if (!hc || !fs_held_has_backward(hc) || t->spare_grads)
         return 0;
     t->spare_grads = calloc((size_t)t->threads, sizeof *t->spare_grads);

@@ -41,9 +41,10 @@ int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const
 void fs_trainer_free(fs_trainer *t);
 
 /* Train through the interventions bound in hc (t->clamps must be what fs_held_update
- * returns for it): clamps computed by other passes pass their gradient into those passes
- * (unless clamp_gradients is "stop"). Allocates their gradient buffers once. NULL: none. */
-int fs_trainer_hold(fs_trainer *t, const fs_held_clamps *hc, fs_error *err);
+ * returns for it; call this before the first update): clamps computed by other passes
+ * pass their gradient into those passes (unless clamp_gradients is "stop"). Allocates
+ * their gradient buffers once. NULL: none. */
+int fs_trainer_hold(fs_trainer *t, fs_held_clamps *hc, fs_error *err);
 
 /* Inputs of sequences [0, nseq) must be in t->acts. Computes the mean query CE (plus
  * weight decay) and its gradient into t->grads. Returns the loss. */
