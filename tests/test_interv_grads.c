@@ -149,6 +149,8 @@ Test(interv_grads, head_temperature_matches_finite_differences)
 {
     fd_check("{\"head_temperature\": {\"1:2\": 3.0, \"0:1\": 0.5}}", 4, NULL, 2.0, 10);
     fd_check("{\"head_temperature\": {\"1:2\": 2.0}, \"ablate_heads\": [\"1:0\"]}", 4, NULL, 0.0, 10);
+    fd_check("{\"head_temperature\": [\"0:3:4.0\"], \"preserve\": [\"values\"], \"ablate_heads\": [\"0:1\", \"1:1\"]}", 4,
+             NULL, 2.0, 10);
 }
 
 /* every query label appears in its context (else its logit is -1e9 and the loss ~1e9) */
@@ -166,6 +168,84 @@ Test(interv_grads, perfect_prev_token_input_matches_finite_differences)
     fd_check("{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"1:1\", \"1:2\"]}", 4, NULL, 0.0, 8);
     fd_check("{\"perfect_prev_token_input\": true, \"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0,
              4);
+}
+
+/* The forwards by hand: clean pass, perfect copy's out row; passes A and B of the perfect
+ * previous-token input, and the final pass's out. */
+static void clamp_whole(fs_clamp_set *cs, const fs_acts *a, int leaf, const float *v)
+{
+    size_t n = a->leaves[leaf].numel * B;
+    uint8_t *mask = malloc(n);
+    cr_assert_not_null(mask);
+    memset(mask, 1, n);
+    fs_clamp_set_leaf(cs, a, leaf, v, mask, B);
+    free(mask);
+}
+
+Test(interv_grads, forwards_are_the_references)
+{
+    fx f;
+    fx_open(&f, "{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"1:2\"]}", 3, copy_labels, 2.0);
+    fs_error err = {{0}};
+    fs_acts *run = &f.t.acts, pa, pb, fin;
+    const fs_model_config *c = &f.m.cfg;
+    fs_forward(&f.m, run, f.t.clamps, B);
+    fs_acts *all[3] = {&pa, &pb, &fin};
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(fs_acts_create(all[k], c, 3, B, &err), 0, "%s", err.msg);
+        memcpy(fs_leaf_ptr(all[k], L_EXAMPLES, 0), fs_leaf_ptr(run, L_EXAMPLES, 0),
+               sizeof(float) * B * run->leaves[L_EXAMPLES].numel);
+        memcpy(fs_leaf_ptr(all[k], L_LABELS, 0), fs_leaf_ptr(run, L_LABELS, 0),
+               sizeof(float) * B * run->leaves[L_LABELS].numel);
+    }
+    fs_forward(&f.m, &pa, NULL, B);
+    int N = run->N, out0 = fs_block_leaf_id(0, B_OUT), sc1 = fs_block_leaf_id(1, B_ATTN_SCORES);
+    float shifted[B * 5 * DM];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < N; i++)
+            memcpy(shifted + ((size_t)b * N + i) * DM,
+                   fs_leaf_ptr(&pa, L_EMBEDDING, b) + (size_t)(i == 0 || i == N - 1 ? i : i - 1) * DM,
+                   sizeof(float) * DM);
+    fs_clamp_set cb, cf;
+    fs_clamp_set_init(&cb, &pb);
+    clamp_whole(&cb, &pb, out0, shifted);
+    fs_forward(&f.m, &pb, &cb, B);
+    fs_clamp_set_init(&cf, &fin);
+    clamp_whole(&cf, &fin, out0, fs_leaf_ptr(&pa, L_EMBEDDING, 0));
+    clamp_whole(&cf, &fin, sc1, fs_leaf_ptr(&pb, sc1, 0));
+    float *v1 = calloc(fin.leaves[fs_block_leaf_id(1, B_V)].numel * B, sizeof(float));
+    uint8_t *m1 = calloc(fin.leaves[fs_block_leaf_id(1, B_V)].numel * B, 1);
+    size_t per = fin.leaves[fs_block_leaf_id(1, B_V)].numel, ph = per / H;
+    for (int b = 0; b < B; b++)
+        memset(m1 + b * per + 2 * ph, 1, ph); /* head 2's values = 0 */
+    fs_clamp_set_leaf(&cf, &fin, fs_block_leaf_id(1, B_V), v1, m1, B);
+    fs_forward(&f.m, &fin, &cf, B);
+    int id_out = fs_top_after(c, L_OUT);
+    for (size_t i = 0; i < run->leaves[id_out].numel * B; i++)
+        cr_assert_eq(fs_leaf_ptr(run, id_out, 0)[i], fs_leaf_ptr(&fin, id_out, 0)[i], "out[%zu]", i);
+    free(v1);
+    free(m1);
+    fs_clamp_set_free(&cb);
+    fs_clamp_set_free(&cf);
+    fx_close(&f);
+
+    /* perfect copy: the query's out row from the clean pass's pre-softmax scores (pa is
+     * that clean pass: the same model and inputs) */
+    fx_open(&f, "{\"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0);
+    fs_forward(&f.m, &f.t.acts, f.t.clamps, B);
+    int pre = fs_block_leaf_id(1, B_ATTN_PRE_SOFTMAX);
+    for (int b = 0; b < B; b++) {
+        const float *z = fs_leaf_ptr(&f.t.acts, id_out, b) + 2 * C;
+        const float *q = fs_leaf_ptr(&pa, pre, b) + ((size_t)3 * N + N - 1) * N;
+        int y0 = copy_labels[b * 3], y1 = copy_labels[b * 3 + 1];
+        for (int cl = 0; cl < C; cl++) {
+            float want = cl == y1 ? q[3] : cl == y0 ? q[1] : -1e9f;
+            cr_assert_eq(z[cl], want, "seq %d class %d: %g, expected %g", b, cl, z[cl], want);
+        }
+    }
+    fx_close(&f);
+    for (int k = 0; k < 3; k++)
+        fs_acts_free(all[k]);
 }
 
 /* The issue's example: q/k gradients of both layers non-zero under preserve patterns
