@@ -29,7 +29,7 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all lib deps deps-python deps-slurm test test-install test-python test-slurm install uninstall \
+.PHONY: all lib deps deps-python deps-report deps-slurm test test-install test-python test-report test-slurm install uninstall \
         asan-test valgrind bench bench-compare check-layers clean
 
 all: fewshot lib
@@ -46,6 +46,11 @@ deps-python:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    python3-numpy python3-cffi python3-pytest
+
+# fewshot report: Chart.js (inlined into every report) and Chromium (the browser test).
+deps-report:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libjs-chart.js chromium
 
 # Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
 deps-slurm:
@@ -106,7 +111,16 @@ PYTHON  ?= /usr/bin/python3
 test-python: fewshot lib
 	FEWSHOT_LIB=$(CURDIR)/$(BUILD)/libfewshot.so PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q python/tests
 
-$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
+# The report's HTML template (a normal file in the repo) compiled into the binary.
+$(BUILD)/gen/report_template.c: src/cli/report/template.html
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from $< by the Makefile */'; echo 'const char fs_report_template[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; } > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/report_template.o: $(BUILD)/gen/report_template.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/gen/report_template.o $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 fewshot: $(BUILD)/fewshot
@@ -118,6 +132,10 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 # Tests run from the repository root; golden files are read from tests/golden.
 test: $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
+
+# fewshot report in headless Chromium (needs make deps-report): tests/report_test.sh.
+test-report: fewshot
+	tests/report_test.sh
 
 # Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
 test-slurm: fewshot

@@ -60,6 +60,10 @@ void th_tiny_config(fs_model_config *c);
  * +-noise on every element (so biases and LayerNorm parameters are not trivial). */
 void th_random_model(fs_model *m, const fs_model_config *cfg, uint64_t seed, double noise);
 
+/* A run config (JSON text) that trains in about a second on datasets/synth_small.h5:
+ * d_model 16, 2 heads, 2 layers, 3200 sequences, evaluators fsl_train and fsl_val_rl. */
+extern const char th_tiny_run_config[];
+
 /* ---- random numbers (splitmix64) ---- */
 
 typedef struct {

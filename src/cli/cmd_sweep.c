@@ -753,16 +753,8 @@ static void read_run(const char *dir, const char *name, const char *metric, colu
         r->v[MAX_COLS + 1] = cJSON_IsNumber(iter) ? iter->valuedouble : 0;
         r->has[MAX_COLS + 1] = true;
     }
-    /* phase change: first evaluation with acc >= 0.5 + (final - 0.5) / 2, if final > 0.5 */
-    if (k > 0 && acc[k - 1] > 0.5) {
-        double thr = 0.5 + (acc[k - 1] - 0.5) / 2;
-        for (int i = 0; i < k; i++)
-            if (acc[i] >= thr) {
-                r->v[MAX_COLS] = it[i];
-                r->has[MAX_COLS] = true;
-                break;
-            }
-    }
+    r->v[MAX_COLS] = fs_phase_change(it, acc, (size_t)k);
+    r->has[MAX_COLS] = !isnan(r->v[MAX_COLS]);
     free(it);
     free(acc);
     cJSON_Delete(last);

@@ -23,6 +23,7 @@ static const command commands[] = {
     {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
     {"sweep", fs_cmd_sweep, "grids of training runs: plan, run (local pool), slurm, summarize"},
     {"bench", fs_cmd_bench, "measure training and evaluation throughput"},
+    {"report", fs_cmd_report, "draw runs and sweeps as one self-contained HTML file (curves, attention)"},
 };
 
 static void usage(FILE *f)
