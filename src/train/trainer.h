@@ -2,7 +2,8 @@
  * by whole sequences (each thread owns its sequences' slice of every leaf and its own
  * gradient buffer), gradients summed in a fixed order (deterministic for a fixed thread
  * count), then one optimizer update, sliced across the same threads -- all in one
- * parallel region per step. All memory is allocated once in fs_trainer_init. */
+ * parallel region per step. All memory is allocated once in fs_trainer_init (and
+ * fs_trainer_hold, for the gradients through computed clamps). */
 #ifndef FEWSHOT_TRAINER_H
 #define FEWSHOT_TRAINER_H
 
