@@ -242,7 +242,7 @@ Test(sweep, failed_run_is_recorded)
  * command then finishes them. */
 Test(sweep, sigterm_stops_and_resumes)
 {
-    const char *f = sweep_file("s.json", "\"set\": {\"train.train_iters\": 16000, \"train.ckpt_every\": 0},"
+    const char *f = sweep_file("s.json", "\"set\": {\"train.train_iters\": 320000, \"train.ckpt_every\": 0},"
                                          " \"axes\": {\"seed\": [5, 6]}");
     char sw[256];
     snprintf(sw, sizeof sw, "%s/sw", dir);
