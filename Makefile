@@ -29,8 +29,8 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all lib deps deps-cache deps-python deps-report deps-slurm test test-install test-python test-report test-slurm install uninstall \
-        asan-test valgrind bench bench-compare check-layers clean
+.PHONY: all lib deps deps-bench deps-cache deps-python deps-report deps-slurm test test-portable test-avx2 test-install test-python \
+        test-report test-slurm install uninstall asan-test valgrind bench bench-compare bench-compare-sizes check-layers clean
 
 all: fewshot lib
 
@@ -45,6 +45,10 @@ deps:
 deps-cache:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hdf5-tools
+
+# Optional: PyTorch for `make bench-compare` (Debian's python3-torch, CPU only, on OpenBLAS).
+deps-bench:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy libopenblas0-pthread
 
 # The Python module's dependencies (numpy, cffi in ABI mode, pytest).
 deps-python:
@@ -135,8 +139,20 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 
 # Tests run from the repository root; golden files are read from tests/golden.
-test: $(BUILD)/test_fewshot fewshot
+test: check-layers $(BUILD)/test_fewshot fewshot
 	$(BUILD)/test_fewshot -j2
+
+# The other vector widths: SIMDe's portable code (what ARM builds run; no -march) and
+# AVX2/FMA (8-float vectors on any x86-64 since 2013), each in its own build folder,
+# running the golden, finite-difference, kernel and key-value cache tests.
+WIDTH_TESTS = @(golden|fdcheck|kernels|kernel_table|kvcache)/*
+test-portable:
+	$(MAKE) BUILD=build-portable OPT="-O2 -DSIMDE_NO_NATIVE" build-portable/test_fewshot build-portable/fewshot
+	FEWSHOT_BIN=build-portable/fewshot build-portable/test_fewshot -j2 --filter '$(WIDTH_TESTS)'
+
+test-avx2:
+	$(MAKE) BUILD=build-avx2 OPT="-O3 -mavx2 -mfma" build-avx2/test_fewshot build-avx2/fewshot
+	FEWSHOT_BIN=build-avx2/fewshot build-avx2/test_fewshot -j2
 
 # fewshot report in headless Chromium (needs make deps-report): tests/report_test.sh.
 test-report: fewshot
@@ -168,5 +184,9 @@ bench: fewshot
 bench-compare: fewshot
 	python3 bench/compare.py
 
+# The same on the model-size ladder (fewshot bench --sizes), training only.
+bench-compare-sizes: fewshot
+	python3 bench/compare.py --sizes
+
 clean:
-	rm -rf build build-asan build-valgrind fewshot fewshot-asan
+	rm -rf build build-asan build-valgrind build-portable build-avx2 fewshot fewshot-asan

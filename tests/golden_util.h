@@ -6,7 +6,10 @@
 #include <stdbool.h>
 
 #include "fewshot/cache.h"
+#include "fewshot/interventions.h"
 #include "fewshot/model.h"
+#include "fewshot/seqio.h"
+#include "train/trainer.h"
 
 #define GOLDEN_DIR "tests/golden"
 
@@ -25,5 +28,18 @@ cJSON *golden_cache_tree(const fs_acts *a, int nseq, bool batched);
 
 /* Load golden/NAME/config.json's model and params into m. */
 void golden_load_model(const char *name, fs_model *m);
+
+/* golden/NAME's model, the batch of golden/NAME/INPUT, what `src` holds on (bound and
+ * filled) and a trainer through it (weight decay 0). */
+typedef struct {
+    fs_model m;
+    fs_seq_batch batch;
+    fs_trainer t;
+    fs_held held;
+    fs_held_clamps hc;
+} golden_held;
+
+void golden_held_open(golden_held *g, const char *name, const char *input, const fs_held_source *src, int threads);
+void golden_held_close(golden_held *g);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "model/position.h"
 
 typedef struct {
     const fs_model *m;
@@ -55,22 +56,6 @@ static void norm_forward(const fs_model *m, float *out, float *mean, float *rstd
         fs_layernorm_forward(out, mean, rstd, in, w, b, rows, d);
 }
 
-/* pos_embedding [N, d]: APE = columns of pos_embed.weight; sinusoidal (docs/model.md). */
-static void position_embedding(const fs_model *m, float *pos, int N)
-{
-    int d = m->cfg.d_model;
-    for (int p = 0; p < N; p++)
-        for (int i = 0; i < d; i++) {
-            if (m->cfg.pos_embedding == FS_POS_APE) {
-                pos[p * d + i] = m->p.pos_w[(size_t)i * FS_APE_MAX_TOKENS + p];
-            } else {
-                float inv = (float)(1.0 / pow(m->cfg.rope_base, (double)(2 * (i / 2)) / d));
-                float angle = (float)p * inv;
-                pos[p * d + i] = (i % 2 == 0) ? sinf(angle) : cosf(angle);
-            }
-        }
-}
-
 static void embed_forward(const fwd *f)
 {
     const fs_model *m = f->m;
@@ -111,7 +96,7 @@ static void embed_forward(const fwd *f)
         copy_leaf(f, L_EMBEDDING, L_TOK_EMBEDDING);
     } else {
         for (int b = f->b0; b < f->b1; b++)
-            position_embedding(m, fs_leaf_ptr(a, L_POS_EMBEDDING, b), N);
+            fs_position_embedding(m, 0, N, fs_leaf_ptr(a, L_POS_EMBEDDING, b));
         CLAMP(L_POS_EMBEDDING);
         float *emb = LEAF(L_EMBEDDING);
         const float *tok = LEAF(L_TOK_EMBEDDING), *pos = LEAF(L_POS_EMBEDDING);
@@ -306,20 +291,27 @@ void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps,
 /* Packing pays off once a few sequences share the weights. */
 enum { PACK_MIN_SEQS = 8 };
 
+void fs_forward_packed(const fs_model *m, fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int nseq)
+{
+    if (nseq < PACK_MIN_SEQS) /* as fs_forward: the same results for the same batch */
+        pk = NULL;
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        if (pk) {
+            fs_packed_update(pk, t, nt);
+#pragma omp barrier
+        }
+        int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
+        fs_forward_range_packed(m, pk, a, clamps, b0, b1);
+    }
+}
+
 void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int nseq)
 {
     fs_packed pk;
     bool packed = nseq >= PACK_MIN_SEQS && fs_packed_init(&pk, m) == 0;
-#pragma omp parallel
-    {
-        int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        if (packed) {
-            fs_packed_update(&pk, t, nt);
-#pragma omp barrier
-        }
-        int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
-        fs_forward_range_packed(m, packed ? &pk : NULL, a, clamps, b0, b1);
-    }
+    fs_forward_packed(m, packed ? &pk : NULL, a, clamps, nseq);
     if (packed)
         fs_packed_free(&pk);
 }
