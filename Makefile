@@ -29,7 +29,7 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all lib deps deps-bench deps-python deps-report deps-slurm test test-portable test-avx2 test-install test-python \
+.PHONY: all lib deps deps-bench deps-cache deps-python deps-report deps-slurm test test-portable test-avx2 test-install test-python \
         test-report test-slurm install uninstall asan-test valgrind bench bench-compare bench-compare-sizes check-layers clean
 
 all: fewshot lib
@@ -40,6 +40,11 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# Optional: h5dump/h5ls to inspect cache files (README "Caches for many sequences").
+deps-cache:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends hdf5-tools
 
 # Optional: PyTorch for `make bench-compare` (Debian's python3-torch, CPU only, on OpenBLAS).
 deps-bench:

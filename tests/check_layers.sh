@@ -16,7 +16,7 @@ public_layer() {
         error|version) echo base ;;
         config|model|cache|forward) echo model ;;
         interventions) echo interp ;;
-        safetensors|data|seqio) echo io ;;
+        safetensors|data|seqio|cachefile) echo io ;;
         train) echo train ;;
         kvcache) echo kv ;;
         api) echo api ;;

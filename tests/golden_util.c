@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
+#include "base/fileio.h"
+#include "fewshot/cachefile.h"
 #include "fewshot/config.h"
 #include "fewshot/safetensors.h"
 
@@ -117,4 +121,53 @@ void golden_load_model(const char *name, fs_model *m)
     snprintf(path, sizeof path, GOLDEN_DIR "/%s/params.safetensors", name);
     cr_assert_eq(fs_model_load(m, &cfg.model, path, &err), 0, "%s", err.msg);
     fs_run_config_free(&cfg);
+}
+
+cJSON *golden_cache_tree(const fs_acts *a, int nseq, bool batched)
+{
+    char path[] = "/tmp/fewshot_golden_cache_XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0, "mkstemp");
+    close(fd);
+    bool *sel = calloc((size_t)a->count, sizeof *sel);
+    fs_error err = {{0}};
+    cr_assert_geq(fs_leaf_select(a, NULL, sel, &err), 1, "%s", err.msg);
+    fs_cache_file_opts opts = {.format = FS_CACHE_JSON, .batched = batched};
+    fs_cache_writer *w;
+    cr_assert_eq(fs_cache_writer_open(&w, path, a, sel, nseq, &opts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_cache_writer_put(w, a, nseq, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_cache_writer_close(w, &err), 0, "%s", err.msg);
+    cJSON *tree = fs_json_load(path, &err);
+    cr_assert_not_null(tree, "%s", err.msg);
+    unlink(path);
+    free(sel);
+    return tree;
+}
+
+void golden_held_open(golden_held *g, const char *name, const char *input, const fs_held_source *src, int threads)
+{
+    fs_error err = {{0}};
+    char path[512];
+    memset(g, 0, sizeof *g);
+    golden_load_model(name, &g->m);
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s/%s", name, input);
+    cr_assert_eq(fs_seq_batch_load(path, g->m.cfg.input_dim, g->m.cfg.num_classes, &g->batch, &err), 0, "%s", err.msg);
+    fs_train_config tc = {0};
+    fs_optim_config oc = fs_optim_config_from_train(&tc);
+    oc.weight_decay = 0;
+    cr_assert_eq(fs_trainer_init(&g->t, &g->m, g->batch.P, g->batch.B, threads, &oc, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&g->t.acts, g->batch.examples, g->batch.labels, 0, g->batch.B);
+    cr_assert_eq(fs_held_load(&g->held, src, &g->m.cfg, g->batch.P, g->batch.B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&g->hc, &g->held, &g->t.acts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_trainer_hold(&g->t, &g->hc, &err), 0, "%s", err.msg);
+    g->t.clamps = fs_held_update(&g->hc, &g->m, &g->t.acts, g->batch.B);
+}
+
+void golden_held_close(golden_held *g)
+{
+    fs_held_unbind(&g->hc);
+    fs_held_free(&g->held);
+    fs_trainer_free(&g->t);
+    fs_seq_batch_free(&g->batch);
+    fs_model_free(&g->m);
 }

@@ -40,7 +40,7 @@ static int check_forward_file(const char *model_name, const char *file, bool cla
     }
     fs_acts_set_inputs(&acts, batch.examples, batch.labels, 0, batch.B);
     fs_forward(&m, &acts, &clamps, batch.B);
-    cJSON *ours = fs_cache_to_json(&acts, batch.B, batch.batched);
+    cJSON *ours = golden_cache_tree(&acts, batch.B, batch.batched);
     char why[512] = "";
     const cJSON *want = cJSON_GetObjectItem(doc, clamp ? "result" : "cache");
     cr_assert_not_null(want, "%s has no expected cache", file);

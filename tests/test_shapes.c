@@ -82,7 +82,7 @@ static char *shapes_text(const fs_model_config *cfg, int P, int B, bool batched)
     fs_acts a;
     fs_error err = {{0}};
     cr_assert_eq(fs_acts_create(&a, cfg, P, B, &err), 0, "%s", err.msg);
-    cJSON *tree = fs_cache_shapes_json(&a, B, batched);
+    cJSON *tree = fs_cache_shapes_json(&a, B, batched, NULL);
     char *text = fs_json_print_sorted(tree);
     cJSON_Delete(tree);
     fs_acts_free(&a);
@@ -172,7 +172,7 @@ static void check_tree(const fs_model_config *c, int P, int B, bool batched)
     fs_acts a;
     fs_error err = {{0}};
     cr_assert_eq(fs_acts_create(&a, c, P, B, &err), 0, "%s", err.msg);
-    cJSON *t = fs_cache_shapes_json(&a, B, batched);
+    cJSON *t = fs_cache_shapes_json(&a, B, batched, NULL);
     for (int i = 0; top_keys[i]; i++)
         check_leaf(t, top_keys[i], "top", c, P, B, batched);
     const cJSON *tr = cJSON_GetObjectItem(t, "transformer_output");

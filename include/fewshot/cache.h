@@ -50,6 +50,15 @@ static inline float *fs_leaf_ptr(const fs_acts *a, int leaf, int b)
     return a->arena + a->leaves[leaf].offset + (size_t)b * a->leaves[leaf].numel;
 }
 int fs_leaf_find(const fs_acts *a, const char *path); /* -1 if none */
+/* Dotted name of a leaf: its path with indices as components,
+ * "transformer_output.block_outputs.1.attn_output.attn_scores". */
+void fs_leaf_dotted(const fs_leaf *l, char *out, size_t n);
+/* TransformerLens' names_filter: sel[i] (for every leaf of the table) = leaf i is visible
+ * and its dotted name matches one of the comma-separated glob patterns ('*' matches any
+ * characters, dots included; "[1]" may be written for ".1"). NULL or "" selects every
+ * visible leaf. A pattern matching nothing is an error listing the nearest names.
+ * Returns the number of selected leaves, or -1. */
+int fs_leaf_select(const fs_acts *a, const char *patterns, bool *sel, fs_error *err);
 
 /* Clamps: for each leaf, an optional value and mask ([numel] applied to every
  * sequence, or [B][numel] per sequence). Built from cache/mask JSON trees. */
@@ -77,14 +86,18 @@ int fs_clamp_set_load(fs_clamp_set *c, const fs_acts *a, const char *cache_path,
 void fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float *value, const uint8_t *mask,
                        int batch);
 
+/* Whether any leaf's clamp is per sequence (values indexed by the sequence's slot, so a
+ * batch processed in chunks must keep them in one chunk). */
+bool fs_clamp_set_per_sequence(const fs_clamp_set *c);
 /* A per-sequence clamp must have exactly nseq sequences. */
 int fs_clamp_check_batch(const fs_clamp_set *c, const fs_acts *a, int nseq, const char *origin, fs_error *err);
 /* Apply a leaf's clamp to sequences [b0, b1) (no-op when it has none). */
 void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1);
 
-/* JSON dumps of sequences [0, nseq): batched = leaves get a leading B. */
-void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched);       /* returns cJSON* */
-void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched);   /* returns cJSON* */
+/* Shapes of the leaves (those with sel[i], every one if sel is NULL) for nseq sequences:
+ * batched = leaves get a leading B. Returns a cJSON*. The values themselves are written
+ * by fewshot/cachefile.h. */
+void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched, const bool *sel);
 /* Print a cJSON tree with keys sorted and tab indentation, like the README's shape listing. */
 char *fs_json_print_sorted(const void *json);
 

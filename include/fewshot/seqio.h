@@ -23,6 +23,17 @@ int fs_seq_batch_from_json(const cJSON *root, const char *origin, int input_dim,
 int fs_seq_batch_load(const char *path, int input_dim, int num_classes, fs_seq_batch *out, fs_error *err);
 void fs_seq_batch_free(fs_seq_batch *s);
 
+/* HDF5 sequence files: "examples" [B][P][D] floats and "labels" [B][P] integers (or
+ * integral floats), read in chunks of sequences (every malformation is an error naming
+ * the file and dataset). */
+typedef struct fs_seq_h5 fs_seq_h5;
+bool fs_file_is_hdf5(const char *path); /* starts with the HDF5 signature */
+int fs_seq_h5_open(fs_seq_h5 **r, const char *path, int input_dim, int num_classes, int *B, int *P,
+                   fs_error *err);
+/* Sequences [b0, b0 + n) into examples [n][P][D] and labels [n][P]. */
+int fs_seq_h5_read(fs_seq_h5 *r, int b0, int n, float *examples, int *labels, fs_error *err);
+void fs_seq_h5_close(fs_seq_h5 *r);
+
 /* Copy sequences [0, nseq) of examples/labels into the arena's input leaves at b0. */
 void fs_acts_set_inputs(fs_acts *a, const float *examples, const int *labels, int b0, int nseq);
 

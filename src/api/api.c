@@ -168,19 +168,6 @@ void fs_api_param_copy(const fs_api_model *m, int i, float *out)
 
 /* ---- layouts ---- */
 
-/* "a.block_outputs[1].b" -> "a.block_outputs.1.b" */
-static void dotted(const char *path, char *out, size_t n)
-{
-    size_t j = 0;
-    for (const char *s = path; *s && j + 1 < n; s++) {
-        if (*s == '[')
-            out[j++] = '.';
-        else if (*s != ']')
-            out[j++] = *s;
-    }
-    out[j] = 0;
-}
-
 int fs_api_layout_create(const fs_api_model *m, int P, fs_api_layout **out, fs_error *err)
 {
     *out = NULL;
@@ -200,7 +187,7 @@ int fs_api_layout_create(const fs_api_model *m, int P, fs_api_layout **out, fs_e
     for (int i = 0; i < l->acts.count; i++)
         if (!l->acts.leaves[i].hidden) {
             l->leaf[l->count] = i;
-            dotted(l->acts.leaves[i].path, l->name[l->count], sizeof l->name[0]);
+            fs_leaf_dotted(&l->acts.leaves[i], l->name[l->count], sizeof l->name[0]);
             l->count++;
         }
     *out = l;
@@ -433,6 +420,10 @@ int fs_api_loss_and_grads(const fs_api_model *m, const float *examples, const in
     fs_held_clamps hc;
     if (fs_held_bind(&hc, held, &t.acts, err))
         goto out_trainer;
+    if (fs_trainer_hold(&t, &hc, err)) {
+        fs_held_unbind(&hc);
+        goto out_trainer;
+    }
     t.clamps = fs_held_update(&hc, &m->model, &t.acts, (int)B);
     *loss = fs_trainer_grad(&t, (int)B);
     for (int i = 0; i < m->model.layout.count; i++) {

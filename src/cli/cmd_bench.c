@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli/bench_cache.h"
 #include "cli/cli.h"
 #include "fewshot/data.h"
 #include "fewshot/forward.h"
@@ -349,8 +350,8 @@ static void print_phase_text(const phase_rate *p)
     printf("  [%.2f G multiply-adds/s, %.1f%% of peak]\n", p->madds * 1e-9, 100 * fraction(p));
 }
 
-static void print_result(const bench_state *s, const bench_result *r, int threads, int cores, int load,
-                         const char *source, bool json)
+static void print_result(const bench_state *s, const bench_result *r, const fs_bench_cache_result *cache, int threads,
+                         int cores, int load, const char *source, bool json)
 {
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
@@ -374,6 +375,8 @@ static void print_result(const bench_state *s, const bench_result *r, int thread
         if (load > 0)
             printf(", \"load\": %d, \"train_quiet_steps_per_s\": %.1f, \"train_loaded_fraction\": %.3f", load,
                    r->train_quiet.per_s, r->train_quiet.per_s > 0 ? r->train.per_s / r->train_quiet.per_s : 0);
+        if (cache)
+            fs_bench_cache_print(cache, true);
         printf("}\n");
         return;
     }
@@ -402,6 +405,8 @@ static void print_result(const bench_state *s, const bench_result *r, int thread
         printf("classify: %.0f queries/s", r->classify.per_s);
         print_phase_text(&r->classify);
     }
+    if (cache)
+        fs_bench_cache_print(cache, false);
     printf("peak RSS: %.1f MiB\n", r->peak_rss_mb);
 }
 
@@ -523,7 +528,13 @@ int fs_cmd_bench(int argc, char **argv)
         bench_free(&s);
         return fs_cli_error("--load: cannot start the competitor processes");
     }
-    print_result(&s, &r, (int)threads, cores, (int)load, source, json);
+    fs_bench_cache_result cache_r; /* cache dumps of the evaluator's sequences (issue 14) */
+    if (s.has_eval && fs_bench_cache(&s.model, s.eval.examples, s.eval.labels, s.eval.n, s.eval.P, seconds, &cache_r, &err)) {
+        rc = fs_cli_error(err.msg);
+        bench_free(&s);
+        return rc;
+    }
+    print_result(&s, &r, s.has_eval ? &cache_r : NULL, (int)threads, cores, (int)load, source, json);
     bench_free(&s);
     return 0;
 }

@@ -5,9 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/numfmt.h"
+#include "base/ostream.h"
 #include "cli/cli.h"
 #include "base/json.h"
 #include "fewshot/kvcache.h"
+#include "fewshot/seqio.h"
 #include <cjson/cJSON.h>
 
 static const fs_opt opts[] = {
@@ -39,22 +42,10 @@ static const char about[] =
     "Queries may carry \"labels\": [Q] (JSON) for accuracy. --kv-keep/--kv-policy evict context tokens\n"
     "(positions keep their RoPE phases; the query stays at position 2k); --kv-sweep compares policies.";
 
-/* An HDF5 file starts with the signature \211HDF\r\n\032\n. */
-static bool is_hdf5(const char *path)
-{
-    unsigned char sig[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return false;
-    size_t n = fread(sig, 1, sizeof sig, f);
-    fclose(f);
-    return n == 8 && !memcmp(sig, "\211HDF\r\n\032\n", 8);
-}
-
 static int load_queries(const fs_args *a, int input_dim, fs_kv_queries *q, fs_error *err)
 {
     const char *path = fs_arg(a, "--queries"), *dataset = fs_arg(a, "--queries-path");
-    if (dataset || is_hdf5(path))
+    if (dataset || fs_file_is_hdf5(path))
         return fs_kv_queries_load_h5(path, dataset, input_dim, q, err);
     return fs_kv_queries_load_json(path, input_dim, q, err);
 }
@@ -62,15 +53,24 @@ static int load_queries(const fs_args *a, int input_dim, fs_kv_queries *q, fs_er
 /* Lines [q0, q1): {"label": argmax, "probs": softmax(logits)} (%.9g round-trips float32). */
 static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size_t *len)
 {
-    size_t cap = (q1 - q0) * (size_t)(32 + 18 * C) + 1, n = 0;
+    size_t cap = (q1 - q0) * (size_t)(32 + (FS_G9_MAX + 2) * C) + 1, n = 0;
     char *text = malloc(cap);
     float *probs = malloc(sizeof(float) * (size_t)C);
-    text[0] = 0;
+    if (!text || !probs) {
+        free(text);
+        free(probs);
+        return NULL;
+    }
     for (size_t i = q0; i < q1; i++) {
         int label = fs_kv_probs(logits + i * C, C, probs);
         n += (size_t)snprintf(text + n, cap - n, "{\"label\": %d, \"probs\": [", label);
-        for (int k = 0; k < C; k++)
-            n += (size_t)snprintf(text + n, cap - n, "%s%.9g", k ? ", " : "", probs[k]);
+        for (int k = 0; k < C; k++) {
+            if (k) {
+                text[n++] = ',';
+                text[n++] = ' ';
+            }
+            n += (size_t)fs_format_g9(text + n, probs[k]);
+        }
         n += (size_t)snprintf(text + n, cap - n, "]}\n");
     }
     free(probs);
@@ -78,28 +78,37 @@ static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size
     return text;
 }
 
-/* One line per query, formatted in parallel blocks and joined in order. */
-static char *format_predictions(const float *logits, size_t nq, int C, int threads)
+/* One line per query, formatted in parallel blocks and streamed to the output in order
+ * (memory: one group of blocks). */
+static int write_predictions(const fs_args *a, const float *logits, size_t nq, int C, int threads, fs_error *err)
 {
-    enum { BLOCK = 4096 };
-    size_t blocks = (nq + BLOCK - 1) / BLOCK, total = 0;
-    char **parts = calloc(blocks ? blocks : 1, sizeof *parts);
-    size_t *lens = calloc(blocks ? blocks : 1, sizeof *lens);
+    enum { BLOCK = 4096, GROUP = 16 };
+    fs_ostream o;
+    if (fs_ostream_open(&o, fs_arg(a, "-o"), err))
+        return -1;
+    char *parts[GROUP];
+    size_t lens[GROUP];
+    bool ok = true;
+    for (size_t g0 = 0; g0 < nq && ok; g0 += (size_t)BLOCK * GROUP) {
+        size_t blocks = (nq - g0 + BLOCK - 1) / BLOCK;
+        blocks = blocks < GROUP ? blocks : GROUP;
 #pragma omp parallel for schedule(dynamic) num_threads(threads > 0 ? threads : omp_get_max_threads())
-    for (size_t b = 0; b < blocks; b++)
-        parts[b] = format_lines(logits, b * BLOCK, b * BLOCK + BLOCK < nq ? b * BLOCK + BLOCK : nq, C, &lens[b]);
-    for (size_t b = 0; b < blocks; b++)
-        total += lens[b];
-    char *text = malloc(total + 1), *at = text;
-    for (size_t b = 0; b < blocks; b++) {
-        memcpy(at, parts[b], lens[b]);
-        at += lens[b];
-        free(parts[b]);
+        for (size_t b = 0; b < blocks; b++) {
+            size_t q0 = g0 + b * BLOCK, q1 = q0 + BLOCK < nq ? q0 + BLOCK : nq;
+            parts[b] = format_lines(logits, q0, q1, C, &lens[b]);
+        }
+        for (size_t b = 0; b < blocks; b++) {
+            ok = ok && parts[b];
+            if (ok)
+                fs_ostream_write(&o, parts[b], lens[b]);
+            free(parts[b]);
+        }
     }
-    *at = 0;
-    free(parts);
-    free(lens);
-    return text;
+    if (!ok) {
+        fs_ostream_abort(&o);
+        return fs_fail(err, "out of memory formatting the predictions");
+    }
+    return fs_ostream_close(&o, err);
 }
 
 static int load_checked_queries(const fs_args *a, const fs_model *m, fs_kv_queries *q)
@@ -228,9 +237,8 @@ static int classify(const fs_args *a, const fs_model *m, const fs_kv_context *ct
                 q.count, fs_kv_pairs(&c), c.seq, seconds, q.count / (seconds > 0 ? seconds : 1e-9));
         if ((stats || q.labels) && (pred = predictions(logits, q.count, C)))
             report_quality(&q, pred, full);
-        char *text = format_predictions(logits, q.count, C, threads);
-        rc = fs_cli_output(a, text);
-        free(text);
+        fs_error err = {{0}};
+        rc = write_predictions(a, logits, q.count, C, threads, &err) ? fs_cli_error(err.msg) : 0;
     }
     fs_kv_free(&c);
 done:

@@ -1,18 +1,21 @@
 /* fewshot eval: metrics of a model on the config's evaluators or on given sequences. */
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "base/json.h"
+#include "base/ostream.h"
 #include "train/run.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
     {"--config", "FILE", "run config (data + eval sections; model section optional with a fewshot model file)"},
     {"--model", "FILE", "model parameters or a training checkpoint (.safetensors)"},
-    {"--input", "FILE", "evaluate these sequences instead of the evaluators ({examples, labels})"},
+    {"--input", "FILE", "evaluate these sequences instead of the evaluators (JSON {examples, labels} or HDF5)"},
     {"--per-sequence", NULL, "with --input: every sequence's metrics, {\"metrics\": {\"acc\": [...], ...}}"},
     {"--cache", "FILE", "clamp values (cache tree) held on during evaluation (default: the config's clamps)"},
     {"--mask", "FILE", "clamp mask"},
@@ -29,33 +32,106 @@ static int load_held(const fs_args *args, const fs_run_config *cfg, int P, int n
     return fs_held_load(held, &src, &cfg->model, P, nseq, err);
 }
 
-static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs_model *model, fs_error *err)
+/* A number as cJSON_Print writes it (integers plain, else %1.15g if it reads back within
+ * DBL_EPSILON, else %1.17g), so the streamed per-sequence output keeps its old text. */
+static void put_cjson_number(fs_ostream *o, double d)
 {
-    fs_seq_batch batch;
-    if (fs_seq_batch_load(fs_arg(args, "--input"), model->cfg.input_dim, model->cfg.num_classes, &batch, err))
+    char *at = fs_ostream_reserve(o, 32);
+    int n;
+    if (!at)
+        return;
+    if (isnan(d) || isinf(d))
+        n = snprintf(at, 32, "null");
+    else if (d == (double)(int)d && fabs(d) < 2147483647.0)
+        n = snprintf(at, 32, "%d", (int)d);
+    else {
+        n = snprintf(at, 32, "%1.15g", d);
+        double back = strtod(at, NULL); /* cJSON's test: equal within DBL_EPSILON relative */
+        if (fabs(back - d) > fmax(fabs(back), fabs(d)) * DBL_EPSILON)
+            n = snprintf(at, 32, "%1.17g", d);
+    }
+    fs_ostream_advance(o, (size_t)n);
+}
+
+/* {"metrics": {"<metric>": [one per sequence], ...}}, streamed (cJSON_Print's layout). */
+static int write_per_sequence(const fs_args *args, const fs_metrics *per, int B, fs_error *err)
+{
+    fs_ostream o;
+    if (fs_ostream_open(&o, fs_arg(args, "-o"), err))
+        return -1;
+    fs_ostream_puts(&o, "{\n\t\"metrics\":\t{\n");
+    for (int k = 0; k < FS_NUM_METRICS; k++) {
+        fs_ostream_printf(&o, "\t\t\"%s\":\t[", fs_metric_names[k]);
+        for (int b = 0; b < B; b++) {
+            if (b)
+                fs_ostream_write(&o, ", ", 2);
+            fs_metrics copy = per[b];
+            put_cjson_number(&o, *fs_metric_field(&copy, k));
+        }
+        fs_ostream_puts(&o, k + 1 < FS_NUM_METRICS ? "],\n" : "]\n");
+    }
+    fs_ostream_puts(&o, "\t}\n}\n");
+    return fs_ostream_close(&o, err);
+}
+
+enum { H5_EVAL_CHUNK = 4096 };
+
+/* An HDF5 input, read and evaluated chunk by chunk (the mean weights each chunk by its
+ * size; per-sequence clamp files need every sequence in one chunk). */
+static int eval_h5(fs_seq_h5 *r, int B, int P, const fs_model *model, const fs_held *held, fs_eval_ws *ws,
+                   fs_metrics *mean, fs_metrics *per, fs_error *err)
+{
+    int chunk = B < H5_EVAL_CHUNK || fs_clamp_set_per_sequence(&held->files) ? B : H5_EVAL_CHUNK, rc = 0;
+    float *ex = malloc(sizeof(float) * (size_t)chunk * P * model->cfg.input_dim);
+    int *lab = malloc(sizeof(int) * (size_t)chunk * P);
+    memset(mean, 0, sizeof *mean);
+    if (!ex || !lab)
+        rc = fs_fail(err, "out of memory for %d sequences", chunk);
+    for (int b0 = 0; rc == 0 && b0 < B; b0 += chunk) {
+        int n = B - b0 < chunk ? B - b0 : chunk;
+        fs_metrics m;
+        rc = fs_seq_h5_read(r, b0, n, ex, lab, err) ||
+             fs_eval_sequences(model, ex, lab, n, P, held, ws, &m, per + b0, err);
+        for (int k = 0; rc == 0 && k < FS_NUM_METRICS; k++)
+            *fs_metric_field(mean, k) += *fs_metric_field(&m, k) * n / B;
+    }
+    free(ex);
+    free(lab);
+    return rc ? -1 : 0;
+}
+
+/* Metrics of the --input sequences (JSON or HDF5): the mean (returned as JSON), or every
+ * sequence's, streamed to the output (*streamed set, NULL returned). */
+static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs_model *model, bool *streamed,
+                         fs_error *err)
+{
+    const char *input = fs_arg(args, "--input");
+    fs_seq_batch batch = {0};
+    fs_seq_h5 *h5 = NULL;
+    int B, P;
+    if (fs_file_is_hdf5(input) ? fs_seq_h5_open(&h5, input, model->cfg.input_dim, model->cfg.num_classes, &B, &P, err)
+                               : fs_seq_batch_load(input, model->cfg.input_dim, model->cfg.num_classes, &batch, err))
         return NULL;
+    if (!h5)
+        B = batch.B, P = batch.P;
     fs_held held;
     cJSON *out = NULL;
-    fs_metrics mean, *per = calloc((size_t)batch.B, sizeof *per);
+    fs_metrics mean, *per = calloc((size_t)B, sizeof *per);
     fs_eval_ws ws = {0};
-    if (load_held(args, cfg, batch.P, batch.B, &held, err) == 0) {
-        if (fs_eval_sequences(model, batch.examples, batch.labels, batch.B, batch.P, &held, &ws, &mean, per, err) == 0) {
-            if (fs_flag(args, "--per-sequence")) {
-                out = cJSON_CreateObject();
-                cJSON *ms = cJSON_AddObjectToObject(out, "metrics");
-                for (int k = 0; k < FS_NUM_METRICS; k++) {
-                    cJSON *arr = cJSON_AddArrayToObject(ms, fs_metric_names[k]);
-                    for (int b = 0; b < batch.B; b++)
-                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(*fs_metric_field(&per[b], k)));
-                }
-            } else {
-                out = fs_metrics_object(&mean);
-            }
-        }
+    if (!per) {
+        fs_fail(err, "out of memory for %d sequences", B);
+    } else if (load_held(args, cfg, P, B, &held, err) == 0) {
+        int rc = h5 ? eval_h5(h5, B, P, model, &held, &ws, &mean, per, err)
+                    : fs_eval_sequences(model, batch.examples, batch.labels, B, P, &held, &ws, &mean, per, err);
+        if (rc == 0 && fs_flag(args, "--per-sequence"))
+            *streamed = write_per_sequence(args, per, B, err) == 0;
+        else if (rc == 0)
+            out = fs_metrics_object(&mean);
         fs_eval_ws_free(&ws);
         fs_held_free(&held);
     }
     free(per);
+    fs_seq_h5_close(h5);
     fs_seq_batch_free(&batch);
     return out;
 }
@@ -108,9 +184,12 @@ int fs_cmd_eval(int argc, char **argv)
     }
     cfg.input_dim_given = cfg.num_classes_given = true; /* the model fixes them */
     fs_error err = {{0}};
-    cJSON *out = fs_arg(&args, "--input") ? eval_input(&args, &cfg, &model, &err)
+    bool streamed = false;
+    cJSON *out = fs_arg(&args, "--input") ? eval_input(&args, &cfg, &model, &streamed, &err)
                                           : eval_evaluators(&args, &cfg, &model, &err);
-    if (!out) {
+    if (streamed) {
+        rc = 0;
+    } else if (!out) {
         rc = fs_cli_error(err.msg);
     } else {
         char *text = fs_json_text(out);

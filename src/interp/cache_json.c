@@ -1,5 +1,5 @@
-/* JSON views of the cache tree: full dumps, shape dumps, and path navigation shared
- * with clamp loading. All walk the leaf table (docs/cache.md). */
+/* JSON views of the cache tree: the shape dump, printed with sorted keys. It walks the
+ * leaf table (docs/cache.md); values are streamed by fewshot/cachefile.h. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,36 +7,7 @@
 #include <string.h>
 
 #include "fewshot/cache.h"
-#include "interp/path.h"
-
-/* Split "a.b[2].c" into components; an index component has key NULL. */
-int fs_path_split(const char *path, fs_path_part *parts, int max)
-{
-    int n = 0;
-    const char *s = path;
-    while (*s && n < max) {
-        if (*s == '.') {
-            s++;
-            continue;
-        }
-        if (*s == '[') {
-            parts[n].key[0] = 0;
-            parts[n].index = atoi(s + 1);
-            n++;
-            s = strchr(s, ']');
-            if (!s)
-                break;
-            s++;
-            continue;
-        }
-        size_t len = strcspn(s, ".[");
-        snprintf(parts[n].key, sizeof parts[n].key, "%.*s", (int)len, s);
-        parts[n].index = -1;
-        n++;
-        s += len;
-    }
-    return n;
-}
+#include "model/path.h"
 
 /* Walk/create the container for a leaf path and attach `item` as its last component. */
 static void tree_insert(cJSON *root, const char *path, cJSON *item)
@@ -62,31 +33,6 @@ static void tree_insert(cJSON *root, const char *path, cJSON *item)
     cJSON_AddItemToObject(node, parts[n - 1].key, item);
 }
 
-static cJSON *float_array(const float *x, const int *shape, int ndim, bool is_int)
-{
-    cJSON *arr = cJSON_CreateArray();
-    if (ndim == 0)
-        return arr;
-    size_t stride = 1;
-    for (int i = 1; i < ndim; i++)
-        stride *= (size_t)shape[i];
-    for (int i = 0; i < shape[0]; i++) {
-        if (ndim > 1) {
-            cJSON_AddItemToArray(arr, float_array(x + (size_t)i * stride, shape + 1, ndim - 1, is_int));
-        } else {
-            char buf[32];
-            if (is_int)
-                snprintf(buf, sizeof buf, "%d", (int)x[i]);
-            else if (isfinite(x[i]))
-                snprintf(buf, sizeof buf, "%.9g", (double)x[i]);
-            else
-                snprintf(buf, sizeof buf, "%s", isnan(x[i]) ? "NaN" : x[i] > 0 ? "Infinity" : "-Infinity");
-            cJSON_AddItemToArray(arr, cJSON_CreateRaw(buf));
-        }
-    }
-    return arr;
-}
-
 /* Full shape of leaf l as dumped: [nseq] + per-sequence shape when batched. */
 static int dump_shape(const fs_leaf *l, int nseq, bool batched, int *shape)
 {
@@ -99,13 +45,13 @@ static int dump_shape(const fs_leaf *l, int nseq, bool batched, int *shape)
 }
 
 /* One walk over the leaf table builds both views: `leaf_json` makes a leaf's value. */
-static cJSON *cache_tree(const fs_acts *a, int nseq, bool batched,
+static cJSON *cache_tree(const fs_acts *a, int nseq, bool batched, const bool *sel,
                          cJSON *(*leaf_json)(const fs_acts *a, int leaf, const int *shape, int nd))
 {
     cJSON *root = cJSON_CreateObject();
     for (int i = 0; i < a->count; i++) {
         const fs_leaf *l = &a->leaves[i];
-        if (l->hidden)
+        if (l->hidden || (sel && !sel[i]))
             continue;
         int shape[5];
         int nd = dump_shape(l, nseq, batched, shape);
@@ -114,20 +60,16 @@ static cJSON *cache_tree(const fs_acts *a, int nseq, bool batched,
     return root;
 }
 
-static cJSON *leaf_values(const fs_acts *a, int leaf, const int *shape, int nd)
-{
-    return float_array(fs_leaf_ptr(a, leaf, 0), shape, nd, a->leaves[leaf].is_int);
-}
-
 static cJSON *leaf_shape(const fs_acts *a, int leaf, const int *shape, int nd)
 {
     (void)a, (void)leaf;
     return cJSON_CreateIntArray(shape, nd);
 }
 
-void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_values); }
-
-void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_shape); }
+void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched, const bool *sel)
+{
+    return cache_tree(a, nseq, batched, sel, leaf_shape);
+}
 
 /* --- printing with sorted keys (the README's shape listing layout) --- */
 

@@ -7,7 +7,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/model.h"
-#include "interp/path.h"
+#include "model/path.h"
 #include "base/fileio.h"
 
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a)
@@ -44,6 +44,14 @@ void fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float 
     memcpy(k->value, value, n * sizeof(float));
     memcpy(k->mask, mask, n);
     k->batch = batch;
+}
+
+bool fs_clamp_set_per_sequence(const fs_clamp_set *c)
+{
+    for (int i = 0; c && c->leaf && i < c->count; i++)
+        if (c->leaf[i].mask && c->leaf[i].batch > 0)
+            return true;
+    return false;
 }
 
 void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1)

@@ -1,5 +1,6 @@
 /* Safetensors reader/writer, F32 only. See include/fewshot/safetensors.h. */
 #include "fewshot/safetensors.h"
+#include "io/st_header.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -846,4 +847,19 @@ int fs_st_write(const char *path, const fs_st_tensor *tensors, int count,
     free(header.p);
     free(order);
     return rc;
+}
+
+int fs_st_header(const char *path, const fs_st_tensor *const *order, int count, const char *const *meta_keys,
+                 const char *const *meta_values, int meta_count, char **text, size_t *len, fs_error *err)
+{
+    if (check_meta_for_write(path, meta_keys, meta_values, meta_count, err) != 0)
+        return -1;
+    st_buf header = {0};
+    if (build_header(path, order, count, meta_keys, meta_values, meta_count, &header, err) != 0) {
+        free(header.p);
+        return -1;
+    }
+    *text = header.p;
+    *len = header.len;
+    return 0;
 }
