@@ -155,8 +155,8 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
             if (!ws->qws)
                 return fs_fail(err, "evaluation: out of memory");
         }
-        if (!ws->logits)
-            ws->logits = fs_alloc(sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C);
+        if (!ws->logits && !(ws->logits = fs_alloc(sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C)))
+            return fs_fail_alloc(err, "evaluation logits", sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C);
         for (int first = 0; first < n; first += EVAL_QUERY_CHUNK) {
             int count = n - first < EVAL_QUERY_CHUNK ? n - first : EVAL_QUERY_CHUNK;
             fs_forward_query_logits(m, ws->qws, examples + (size_t)first * P * D, labels + (size_t)first * P, count,
