@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,6 +152,32 @@ void *fs_json_load(const char *path, fs_error *err)
     }
     free(text);
     return root;
+}
+
+/* ---------------------------------------------------------------- non-finite JSON numbers */
+
+const char *fs_nonfinite_name(double x) { return isnan(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity"; }
+
+void *fs_json_float(double x) { return isfinite(x) ? cJSON_CreateNumber(x) : cJSON_CreateString(fs_nonfinite_name(x)); }
+
+int fs_json_get_float(const void *item, double *out)
+{
+    const cJSON *v = item;
+    if (cJSON_IsNumber(v)) {
+        *out = v->valuedouble;
+        return 0;
+    }
+    if (!cJSON_IsString(v))
+        return -1;
+    if (!strcmp(v->valuestring, "NaN"))
+        *out = NAN;
+    else if (!strcmp(v->valuestring, "Infinity"))
+        *out = INFINITY;
+    else if (!strcmp(v->valuestring, "-Infinity"))
+        *out = -INFINITY;
+    else
+        return -1;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- writing */

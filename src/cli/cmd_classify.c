@@ -1,11 +1,13 @@
 /* fewshot classify: many queries against one context with a frozen key-value cache
  * (issue 7; SPEC section 7). */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "base/fileio.h"
 #include "fewshot/kvcache.h"
 
 static const fs_opt opts[] = {
@@ -98,9 +100,18 @@ static int classify(const fs_args *a, const fs_kv_cache *c, int threads)
         return fs_cli_error(err.msg);
     int C = c->model->cfg.num_classes;
     float *logits = malloc(sizeof(float) * q.count * (size_t)C);
+    if (!logits) {
+        fs_kv_queries_free(&q);
+        return fs_cli_error("out of memory for the logits");
+    }
     double t0 = omp_get_wtime();
     int rc = fs_kv_classify(c, q.examples, q.count, logits, threads, &err);
     double seconds = omp_get_wtime() - t0;
+    /* probabilities from non-finite logits are meaningless: an error, never "-nan" on stdout */
+    for (size_t i = 0; rc == 0 && i < q.count * (size_t)C; i++)
+        if (!isfinite(logits[i]))
+            rc = fs_fail(&err, "%s: query %zu: the model's logits are %s (inputs too large for float32?); no "
+                         "predictions written", fs_arg(a, "--queries"), i / (size_t)C, fs_nonfinite_name(logits[i]));
     if (rc == 0) {
         fprintf(stderr, "classified %zu queries against %d context pairs in %.3f s (%.0f queries/s)\n", q.count,
                 fs_kv_pairs(c), seconds, q.count / (seconds > 0 ? seconds : 1e-9));

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "base/fileio.h"
 #include "fewshot/run.h"
 #include "fewshot/seqio.h"
 
@@ -56,7 +57,7 @@ static cJSON *metrics_object(const fs_metrics *m)
     cJSON *o = cJSON_CreateObject();
     fs_metrics copy = *m;
     for (int k = 0; k < FS_NUM_METRICS; k++)
-        cJSON_AddNumberToObject(o, fs_metric_names[k], *fs_metric_field(&copy, k));
+        cJSON_AddItemToObject(o, fs_metric_names[k], fs_json_float(*fs_metric_field(&copy, k)));
     return o;
 }
 
@@ -79,7 +80,7 @@ static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs
                 for (int k = 0; k < FS_NUM_METRICS; k++) {
                     cJSON *arr = cJSON_AddArrayToObject(ms, fs_metric_names[k]);
                     for (int b = 0; b < batch.B; b++)
-                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(*fs_metric_field(&per[b], k)));
+                        cJSON_AddItemToArray(arr, fs_json_float(*fs_metric_field(&per[b], k)));
                 }
             } else {
                 out = metrics_object(&mean);

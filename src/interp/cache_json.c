@@ -8,6 +8,7 @@
 
 #include "fewshot/cache.h"
 #include "interp/path.h"
+#include "base/fileio.h"
 
 /* Split "a.b[2].c" into components; an index component has key NULL. */
 int fs_path_split(const char *path, fs_path_part *parts, int max)
@@ -80,7 +81,7 @@ static cJSON *float_array(const float *x, const int *shape, int ndim, bool is_in
             else if (isfinite(x[i]))
                 snprintf(buf, sizeof buf, "%.9g", (double)x[i]);
             else
-                snprintf(buf, sizeof buf, "%s", isnan(x[i]) ? "NaN" : x[i] > 0 ? "Infinity" : "-Infinity");
+                snprintf(buf, sizeof buf, "\"%s\"", fs_nonfinite_name(x[i])); /* docs/formats.md */
             cJSON_AddItemToArray(arr, cJSON_CreateRaw(buf));
         }
     }

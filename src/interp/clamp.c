@@ -112,9 +112,10 @@ static int flatten(const cJSON *v, const int *shape, int nd, float *out, size_t 
             out[(*pos)++] = cJSON_IsTrue(v) ? 1.f : 0.f;
             return 0;
         }
-        if (!cJSON_IsNumber(v))
+        double x;
+        if (fs_json_get_float(v, &x)) /* a number, or "NaN"/"Infinity"/"-Infinity" as a dump writes them */
             return -1;
-        out[(*pos)++] = (float)v->valuedouble;
+        out[(*pos)++] = (float)x;
         return 0;
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != shape[0])

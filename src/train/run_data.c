@@ -100,7 +100,7 @@ void *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m)
         cJSON *e = cJSON_AddObjectToObject(root, rd->sets[i].name);
         fs_metrics copy = m[i];
         for (int k = 0; k < FS_NUM_METRICS; k++)
-            cJSON_AddNumberToObject(e, fs_metric_names[k], *fs_metric_field(&copy, k));
+            cJSON_AddItemToObject(e, fs_metric_names[k], fs_json_float(*fs_metric_field(&copy, k)));
     }
     return root;
 }
