@@ -103,7 +103,15 @@ static int read_position(const fs_st_file *f, const char *path, const fs_train_c
                          fs_run_position *pos, fs_error *err)
 {
     int64_t B = t->train_bs, total = (t->train_iters + B - 1) / B, step, iter, window;
-    if (meta_int(f, path, "step", 1, total, &step, err) || meta_int(f, path, "iter", 0, INT64_MAX, &iter, err) ||
+    if (meta_int(f, path, "step", 1, total, &step, err))
+        return -1;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    long long named;
+    char tail[16];
+    if (sscanf(base, "step_%lld.%15s", &named, tail) == 2 && named != step)
+        return fs_fail(err, "%s: checkpoint metadata says step %lld but the file is named for step %lld", path,
+                       (long long)step, named);
+    if (meta_int(f, path, "iter", 0, INT64_MAX, &iter, err) ||
         meta_int(f, path, "log_steps", 0, step, &window, err) ||
         meta_sum(f, path, "log_loss_sum", &pos->loss_sum, err) ||
         meta_sum(f, path, "log_grad_norm_sum", &pos->grad_norm_sum, err))
@@ -116,12 +124,6 @@ static int read_position(const fs_st_file *f, const char *path, const fs_train_c
         return fs_fail(err, "%s: checkpoint metadata: a log window of %lld steps with sums %g, %g is inconsistent "
                        "with log_every %lld and train_bs %lld", path, (long long)window, pos->loss_sum,
                        pos->grad_norm_sum, (long long)t->log_every, (long long)B);
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    long long named;
-    char tail[16];
-    if (sscanf(base, "step_%lld.%15s", &named, tail) == 2 && named != step)
-        return fs_fail(err, "%s: checkpoint metadata says step %lld but the file is named for step %lld", path,
-                       (long long)step, named);
     s->step = step;
     pos->iter = iter;
     pos->window_steps = window;
