@@ -180,6 +180,19 @@ int fs_json_get_float(const void *item, double *out)
     return 0;
 }
 
+char *fs_json_print_line(const void *json)
+{
+    char *text = cJSON_Print(json);
+    size_t n = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, n + 2) : NULL;
+    if (!line) {
+        free(text);
+        return NULL;
+    }
+    line[n] = '\n', line[n + 1] = 0;
+    return line;
+}
+
 /* ---------------------------------------------------------------- writing */
 
 static char *str_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -41,6 +41,8 @@ const char *fs_nonfinite_name(double x); /* "NaN", "Infinity", "-Infinity" (x no
 void *fs_json_float(double x);           /* cJSON number, or the string for a non-finite x */
 /* A cJSON number or one of the three strings into *out; -1 for anything else. */
 int fs_json_get_float(const void *item, double *out);
+/* cJSON_Print of a tree plus a final newline, or NULL when out of memory (caller frees). */
+char *fs_json_print_line(const void *json);
 
 /* ---- writing: every output file goes through fs_outfile ----
  * Regular files (new or existing) are written to "<path>.tmp.<pid>" in the same directory

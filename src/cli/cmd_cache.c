@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "base/fileio.h"
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
@@ -98,16 +99,16 @@ int fs_cmd_cache(int argc, char **argv)
         }
         fs_forward(&model, &acts, iv_arg ? &iv.clamps : &clamps, batch.B);
         cJSON *tree = fs_cache_to_json(&acts, batch.B, batch.batched);
-        text = cJSON_Print(tree);
+        text = fs_json_print_line(tree);
         cJSON_Delete(tree);
         fs_interventions_free(&iv);
         fs_clamp_set_free(&clamps);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n';
-        text[n + 1] = 0;
     }
     fs_acts_free(&acts);
+    if (!text) {
+        fs_cli_error("out of memory printing the cache");
+        goto fail;
+    }
     rc = fs_cli_output(&args, text);
     free(text);
     fs_seq_batch_free(&batch);

@@ -54,6 +54,12 @@ static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size
     size_t cap = (q1 - q0) * (size_t)(32 + 18 * C) + 1, n = 0;
     char *text = malloc(cap);
     float *probs = malloc(sizeof(float) * (size_t)C);
+    *len = 0;
+    if (!text || !probs) {
+        free(text);
+        free(probs);
+        return NULL;
+    }
     text[0] = 0;
     for (size_t i = q0; i < q1; i++) {
         int label = fs_kv_probs(logits + i * C, C, probs);
@@ -67,25 +73,34 @@ static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size
     return text;
 }
 
-/* One line per query, formatted in parallel blocks and joined in order. */
+/* One line per query, formatted in parallel blocks and joined in order (NULL: out of memory). */
 static char *format_predictions(const float *logits, size_t nq, int C, int threads)
 {
     enum { BLOCK = 4096 };
     size_t blocks = (nq + BLOCK - 1) / BLOCK, total = 0;
     char **parts = calloc(blocks ? blocks : 1, sizeof *parts);
     size_t *lens = calloc(blocks ? blocks : 1, sizeof *lens);
+    if (!parts || !lens) {
+        free(parts);
+        free(lens);
+        return NULL;
+    }
 #pragma omp parallel for schedule(dynamic) num_threads(threads > 0 ? threads : omp_get_max_threads())
     for (size_t b = 0; b < blocks; b++)
         parts[b] = format_lines(logits, b * BLOCK, b * BLOCK + BLOCK < nq ? b * BLOCK + BLOCK : nq, C, &lens[b]);
+    bool complete = true;
     for (size_t b = 0; b < blocks; b++)
-        total += lens[b];
-    char *text = malloc(total + 1), *at = text;
+        total += lens[b], complete = complete && parts[b];
+    char *text = complete ? malloc(total + 1) : NULL, *at = text;
     for (size_t b = 0; b < blocks; b++) {
-        memcpy(at, parts[b], lens[b]);
-        at += lens[b];
+        if (text) {
+            memcpy(at, parts[b], lens[b]);
+            at += lens[b];
+        }
         free(parts[b]);
     }
-    *at = 0;
+    if (text)
+        *at = 0;
     free(parts);
     free(lens);
     return text;
@@ -116,7 +131,7 @@ static int classify(const fs_args *a, const fs_kv_cache *c, int threads)
         fprintf(stderr, "classified %zu queries against %d context pairs in %.3f s (%.0f queries/s)\n", q.count,
                 fs_kv_pairs(c), seconds, q.count / (seconds > 0 ? seconds : 1e-9));
         char *text = format_predictions(logits, q.count, C, threads);
-        rc = fs_cli_output(a, text);
+        rc = text ? fs_cli_output(a, text) : fs_cli_error("out of memory formatting the predictions");
         free(text);
     } else {
         rc = fs_cli_error(err.msg);
@@ -162,6 +177,10 @@ static int run(const fs_args *a, const fs_model *m)
     int rc = 0;
     if (stats) {
         char *table = fs_kv_stats_table(&c);
+        if (!table) {
+            fs_kv_free(&c);
+            return fs_cli_error("out of memory for the --kv-stats table");
+        }
         if (queries)
             fputs(table, stderr);
         else

@@ -148,11 +148,8 @@ int fs_cmd_eval(int argc, char **argv)
     if (!out) {
         rc = fs_cli_error(err.msg);
     } else {
-        char *text = cJSON_Print(out);
-        size_t n = strlen(text);
-        text = realloc(text, n + 2);
-        text[n] = '\n', text[n + 1] = 0;
-        rc = fs_cli_output(&args, text);
+        char *text = fs_json_print_line(out);
+        rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the result");
         free(text);
         cJSON_Delete(out);
     }

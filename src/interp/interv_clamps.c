@@ -72,6 +72,10 @@ int fs_interventions_init(fs_intervention_clamps *ic, const fs_interventions *iv
     ic->capacity = a->B;
     fs_clamp_set_init(&ic->clamps, a);
     ic->touched = calloc((size_t)a->count, 1);
+    if (!ic->touched || !ic->clamps.leaf) {
+        fs_interventions_free(ic);
+        return fs_fail(err, "interventions: out of memory");
+    }
     mark_touched(iv, c, ic->touched);
     for (int i = 0; i < a->count; i++) {
         const fs_clamp *k = base && base->leaf ? &base->leaf[i] : NULL;
@@ -87,8 +91,13 @@ int fs_interventions_init(fs_intervention_clamps *ic, const fs_interventions *iv
             ic->clamps.leaf[i].mask = calloc(n + 1, 1);
             ic->clamps.leaf[i].batch = a->B;
             ic->clamps.active++;
-        } else if (has_base) {
-            fs_clamp_set_leaf(&ic->clamps, a, i, k->value, k->mask, k->batch);
+            if (!ic->clamps.leaf[i].value || !ic->clamps.leaf[i].mask) {
+                fs_interventions_free(ic);
+                return fs_fail(err, "%s: out of memory for the intervention clamps", a->leaves[i].path);
+            }
+        } else if (has_base && fs_clamp_set_leaf(&ic->clamps, a, i, k->value, k->mask, k->batch)) {
+            fs_interventions_free(ic);
+            return fs_fail(err, "%s: out of memory for the intervention clamps", a->leaves[i].path);
         }
     }
     return 0;

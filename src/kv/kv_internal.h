@@ -59,7 +59,7 @@ typedef struct {
 } kv_position;
 
 /* kv_kernels.c */
-void kv_linear_pack(kv_linear *l, const float *w, const float *bias, int n, int k, int block);
+int kv_linear_pack(kv_linear *l, const float *w, const float *bias, int n, int k, int block); /* -1: no memory */
 void kv_linear_free(kv_linear *l);
 void kv_matmul(float *out, const float *in, const kv_linear *l);      /* out[n][L] = W in[k][L] + b */
 void kv_matmul_gelu(float *out, const float *in, const kv_linear *l); /* gelu(W in + b) */
@@ -75,11 +75,11 @@ void kv_attend_head(float *vals, const float *q, const float *k, const float *v,
                     const float *ctx_v, int seq, int hd, float *scores);
 
 /* kv_step.c */
-struct fs_kv_weights *kv_weights_create(const fs_model *m); /* packs every Linear once */
+struct fs_kv_weights *kv_weights_create(const fs_model *m); /* packs every Linear once; NULL: no memory */
 void kv_weights_free(struct fs_kv_weights *w, int depth);
-void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys);
+int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys); /* -1: no memory (freed) */
 void kv_scratch_free(kv_scratch *s);
-void kv_position_init(kv_position *p, const fs_model *m, int pos);
+int kv_position_init(kv_position *p, const fs_model *m, int pos); /* -1: no memory (freed) */
 void kv_position_free(kv_position *p);
 /* Run s->x (embedded tokens at p->pos) through every block, each token attending to the
  * cache's seq tokens and itself. If new_k/new_v are given, lane `lane`'s keys (after

@@ -108,7 +108,11 @@ int fs_kv_queries_from_json(const void *json, const char *origin, int input_dim,
         return fs_fail(err, "%s: examples: no queries (expected [Q][%d] with Q >= 1)", origin, input_dim);
     q->count = n;
     q->dim = input_dim;
-    q->examples = malloc(sizeof(float) * n * (size_t)input_dim);
+    size_t bytes;
+    if (fs_size_mul(&bytes, SIZE_MAX, FS_DIMS(n, (size_t)input_dim, sizeof(float))) || !(q->examples = malloc(bytes))) {
+        memset(q, 0, sizeof *q);
+        return fs_fail_alloc(err, origin, n * (size_t)input_dim * sizeof(float));
+    }
     size_t i = 0;
     for (const cJSON *row = ex->child; row; row = row->next, i++)
         if (query_row(row, origin, i, input_dim, q->examples + i * input_dim, err)) {

@@ -21,7 +21,7 @@ typedef simde__m512 vec;
 
 /* ---- packed Linear layers ---- */
 
-void kv_linear_pack(kv_linear *l, const float *w, const float *bias, int n, int k, int block)
+int kv_linear_pack(kv_linear *l, const float *w, const float *bias, int n, int k, int block)
 {
     size_t blocks = (size_t)(n + block - 1) / block;
     l->n = n;
@@ -29,11 +29,16 @@ void kv_linear_pack(kv_linear *l, const float *w, const float *bias, int n, int 
     l->block = block;
     l->w = fs_alloc(sizeof(float) * blocks * (size_t)k * block);
     l->bias = fs_alloc(sizeof(float) * (size_t)n);
+    if (!l->w || !l->bias) {
+        kv_linear_free(l);
+        return -1;
+    }
     for (int r = 0; r < n; r++)
         for (int i = 0; i < k; i++)
             l->w[((size_t)(r / block) * k + i) * block + r % block] = w[(size_t)r * k + i];
     if (bias)
         memcpy(l->bias, bias, sizeof(float) * (size_t)n);
+    return 0;
 }
 
 void kv_linear_free(kv_linear *l)

@@ -47,9 +47,18 @@ static void put(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
+    if (!*buf || n < 0)
+        return; /* an allocation failed: the caller gets NULL */
     if (*len + n + 1 > *cap) {
-        *cap = (*len + n + 1) * 2;
-        *buf = realloc(*buf, *cap);
+        size_t want = (*len + n + 1) * 2;
+        char *grown = realloc(*buf, want);
+        if (!grown) {
+            free(*buf);
+            *buf = NULL;
+            return;
+        }
+        *buf = grown;
+        *cap = want;
     }
     va_start(ap, fmt);
     vsnprintf(*buf + *len, *cap - *len, fmt, ap);
@@ -59,8 +68,8 @@ static void put(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 
 char *fs_kv_stats_table(const fs_kv_cache *c)
 {
-    char *buf = NULL;
-    size_t len = 0, cap = 0, keys = 0, values = 0;
+    size_t len = 0, cap = 1024, keys = 0, values = 0;
+    char *buf = malloc(cap);
     put(&buf, &len, &cap, "kv cache: %d context pairs = %d tokens, %d layers, float32 [batch, kv_heads, seq, head_dim]%s%s\n",
         fs_kv_pairs(c), c->seq, c->depth, c->model->cfg.pos_embedding == FS_POS_ROPE ? ", keys after RoPE" : "",
         c->frozen ? ", frozen" : "");

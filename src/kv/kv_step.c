@@ -16,16 +16,22 @@ struct fs_kv_weights *kv_weights_create(const fs_model *m)
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, F = fs_mlp_hidden(c);
     struct fs_kv_weights *w = fs_alloc(sizeof *w);
-    kv_linear_pack(&w->embed, m->p.example_w, m->p.example_b, d, c->input_dim, 16);
-    kv_linear_pack(&w->unembed, m->p.unembed_w, m->p.unembed_b, c->num_classes, d, KV_ROWS);
+    if (!w)
+        return NULL;
+    int bad = kv_linear_pack(&w->embed, m->p.example_w, m->p.example_b, d, c->input_dim, 16);
+    bad |= kv_linear_pack(&w->unembed, m->p.unembed_w, m->p.unembed_b, c->num_classes, d, KV_ROWS);
     for (int l = 0; l < c->depth; l++) {
         const fs_block_params *bp = &m->p.blocks[l];
-        kv_linear_pack(&w->layer[l].qkv, bp->qkv_w, bp->qkv_b, 3 * d, d, KV_ROWS);
-        kv_linear_pack(&w->layer[l].proj, bp->proj_w, NULL, d, d, KV_ROWS);
+        bad |= kv_linear_pack(&w->layer[l].qkv, bp->qkv_w, bp->qkv_b, 3 * d, d, KV_ROWS);
+        bad |= kv_linear_pack(&w->layer[l].proj, bp->proj_w, NULL, d, d, KV_ROWS);
         if (F > 0) {
-            kv_linear_pack(&w->layer[l].fc1, bp->fc1_w, bp->fc1_b, F, d, KV_ROWS);
-            kv_linear_pack(&w->layer[l].fc2, bp->fc2_w, bp->fc2_b, d, F, KV_ROWS);
+            bad |= kv_linear_pack(&w->layer[l].fc1, bp->fc1_w, bp->fc1_b, F, d, KV_ROWS);
+            bad |= kv_linear_pack(&w->layer[l].fc2, bp->fc2_w, bp->fc2_b, d, F, KV_ROWS);
         }
+    }
+    if (bad) {
+        kv_weights_free(w, c->depth);
+        return NULL;
     }
     return w;
 }
@@ -45,7 +51,7 @@ void kv_weights_free(struct fs_kv_weights *w, int depth)
     free(w);
 }
 
-void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
+int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 {
     int d = cfg->d_model;
     s->staged = lanes((cfg->input_dim + 15) / 16 * 16);
@@ -56,6 +62,11 @@ void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
     s->hidden = lanes(fs_mlp_hidden(cfg));
     s->scores = lanes(max_keys);
     s->logits = lanes(cfg->num_classes);
+    if (!s->staged || !s->x || !s->norm || !s->qkv || !s->vals || !s->hidden || !s->scores || !s->logits) {
+        kv_scratch_free(s);
+        return -1;
+    }
+    return 0;
 }
 
 void kv_scratch_free(kv_scratch *s)
@@ -67,7 +78,7 @@ void kv_scratch_free(kv_scratch *s)
 }
 
 /* Position terms as forward.c/kernels.c compute them (float angles, SPEC section 1). */
-void kv_position_init(kv_position *p, const fs_model *m, int pos)
+int kv_position_init(kv_position *p, const fs_model *m, int pos)
 {
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, hd = d / c->num_heads;
@@ -76,15 +87,21 @@ void kv_position_init(kv_position *p, const fs_model *m, int pos)
     if (c->pos_embedding == FS_POS_ROPE) {
         p->rope_cos = fs_alloc(sizeof(float) * (size_t)(hd / 2 + 1));
         p->rope_sin = fs_alloc(sizeof(float) * (size_t)(hd / 2 + 1));
+        if (!p->rope_cos || !p->rope_sin) {
+            kv_position_free(p);
+            return -1;
+        }
         for (int i = 0; i < hd / 2; i++) {
             float inv = (float)(1.0 / pow(c->rope_base, (double)(2 * i) / hd));
             float theta = (float)pos * inv;
             p->rope_cos[i] = cosf(theta);
             p->rope_sin[i] = sinf(theta);
         }
-        return;
+        return 0;
     }
     p->add = fs_alloc(sizeof(float) * (size_t)d);
+    if (!p->add)
+        return -1;
     for (int i = 0; i < d; i++) {
         if (c->pos_embedding == FS_POS_APE) {
             p->add[i] = m->p.pos_w[(size_t)i * FS_APE_MAX_TOKENS + pos];
@@ -94,6 +111,7 @@ void kv_position_init(kv_position *p, const fs_model *m, int pos)
             p->add[i] = (i % 2 == 0) ? sinf(angle) : cosf(angle);
         }
     }
+    return 0;
 }
 
 void kv_position_free(kv_position *p)

@@ -29,6 +29,10 @@ int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err)
     c->depth = cfg->depth;
     c->layer = calloc((size_t)c->depth, sizeof *c->layer);
     c->weights = kv_weights_create(m);
+    if (!c->layer || !c->weights) {
+        fs_kv_free(c);
+        return fs_fail(err, "kv cache: out of memory for the packed weights");
+    }
     return 0;
 }
 
@@ -44,31 +48,42 @@ void fs_kv_free(fs_kv_cache *c)
     memset(c, 0, sizeof *c);
 }
 
-/* [H][capacity][hd] with rows [0, seq) of each head kept. */
-static float *relayout(float *old, int heads, int seq, int old_cap, int new_cap, int hd)
+/* Every layer's keys and values as [H][cap][hd], rows [0, seq) of each head kept. All
+ * buffers are allocated before any is replaced, so out of memory leaves the cache as it was. */
+static int set_capacity(fs_kv_cache *c, int cap, fs_error *err)
 {
-    float *fresh = new_cap > 0 ? fs_alloc(sizeof(float) * (size_t)heads * new_cap * hd) : NULL;
-    for (int h = 0; h < heads && seq > 0; h++)
-        memcpy(fresh + (size_t)h * new_cap * hd, old + (size_t)h * old_cap * hd, sizeof(float) * (size_t)seq * hd);
-    free(old);
-    return fresh;
-}
-
-static void set_capacity(fs_kv_cache *c, int cap)
-{
-    for (int l = 0; l < c->depth; l++) {
-        c->layer[l].keys = relayout(c->layer[l].keys, c->heads, c->seq, c->capacity, cap, c->head_dim);
-        c->layer[l].values = relayout(c->layer[l].values, c->heads, c->seq, c->capacity, cap, c->head_dim);
+    size_t per = (size_t)c->heads * (size_t)(cap > 0 ? cap : 1) * c->head_dim, hd = (size_t)c->head_dim;
+    float **fresh = calloc(2 * (size_t)c->depth, sizeof *fresh);
+    bool ok = fresh != NULL;
+    for (int i = 0; ok && i < 2 * c->depth; i++)
+        ok = (fresh[i] = fs_alloc(sizeof(float) * per)) != NULL;
+    if (!ok) {
+        for (int i = 0; fresh && i < 2 * c->depth; i++)
+            free(fresh[i]);
+        free(fresh);
+        return fs_fail_alloc(err, "kv cache", sizeof(float) * per * 2 * (size_t)c->depth);
     }
+    for (int l = 0; l < c->depth; l++) {
+        float **old[2] = {&c->layer[l].keys, &c->layer[l].values};
+        for (int kv = 0; kv < 2; kv++) {
+            float *to = fresh[2 * l + kv];
+            for (int h = 0; h < c->heads && c->seq > 0; h++)
+                memcpy(to + (size_t)h * cap * hd, *old[kv] + (size_t)h * c->capacity * hd, sizeof(float) * c->seq * hd);
+            free(*old[kv]);
+            *old[kv] = to;
+        }
+    }
+    free(fresh);
     c->capacity = cap;
+    return 0;
 }
 
-static void reserve(fs_kv_cache *c, int tokens)
+static int reserve(fs_kv_cache *c, int tokens, fs_error *err)
 {
     if (tokens <= c->capacity)
-        return;
+        return 0;
     int cap = c->capacity * 2 > tokens ? c->capacity * 2 : tokens;
-    set_capacity(c, cap < 8 ? 8 : cap);
+    return set_capacity(c, cap < 8 ? 8 : cap, err);
 }
 
 /* A context of `pairs` pairs puts the query at token 2*pairs: APE has 32 positions. */
@@ -110,11 +125,16 @@ static int build_by_forward(fs_kv_cache *c, const float *examples, const int *la
         return -1;
     float *ex = calloc((size_t)(pairs + 1) * D, sizeof(float));
     int *lab = calloc((size_t)(pairs + 1), sizeof(int));
+    if (!ex || !lab || reserve(c, tokens, err)) {
+        free(ex);
+        free(lab);
+        fs_acts_free(&a);
+        return ex && lab ? -1 : fs_fail(err, "kv cache: out of memory for the context");
+    }
     memcpy(ex, examples, sizeof(float) * (size_t)pairs * D);
     memcpy(lab, labels, sizeof(int) * (size_t)pairs);
     fs_acts_set_inputs(&a, ex, lab, 0, 1);
     fs_forward_range(m, &a, NULL, 0, 1);
-    reserve(c, tokens);
     for (int l = 0; l < c->depth; l++) {
         const float *K = fs_leaf_ptr(&a, fs_block_leaf_id(l, B_K), 0), *V = fs_leaf_ptr(&a, fs_block_leaf_id(l, B_V), 0);
         for (int h = 0; h < c->heads; h++) {
@@ -167,10 +187,11 @@ static void store_token(fs_kv_cache *c, const float *new_k, const float *new_v)
 }
 
 /* Run one token (exemplar or label) at position seq and append its keys/values. */
-static void append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
+static int append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
 {
     kv_position p;
-    kv_position_init(&p, c->model, c->seq);
+    if (kv_position_init(&p, c->model, c->seq))
+        return -1;
     if (example)
         kv_embed_examples(c, &p, s, example, 1);
     else
@@ -178,6 +199,7 @@ static void append_token(fs_kv_cache *c, kv_scratch *s, const float *example, in
     kv_step(c, &p, s, new_k, new_v, 0, 0);
     store_token(c, new_k, new_v);
     kv_position_free(&p);
+    return 0;
 }
 
 int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
@@ -185,23 +207,29 @@ int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
     if (check_mutable(c, "append", err) || check_context_length(c, fs_kv_pairs(c) + 1L, err) ||
         check_label(c, label, fs_kv_pairs(c), err))
         return -1;
-    reserve(c, c->seq + 2);
+    if (reserve(c, c->seq + 2, err))
+        return -1;
     size_t per_token = (size_t)c->depth * c->heads * c->head_dim;
     float *new_k = malloc(sizeof(float) * per_token), *new_v = malloc(sizeof(float) * per_token);
     kv_scratch s;
-    kv_scratch_init(&s, &c->model->cfg, c->seq + 2);
-    append_token(c, &s, example, 0, new_k, new_v);
-    append_token(c, &s, NULL, label, new_k, new_v);
-    kv_scratch_free(&s);
+    int rc = !new_k || !new_v || kv_scratch_init(&s, &c->model->cfg, c->seq + 2) ? -1 : 0;
+    if (rc == 0) {
+        int seq = c->seq;
+        if (append_token(c, &s, example, 0, new_k, new_v) || append_token(c, &s, NULL, label, new_k, new_v)) {
+            c->seq = seq; /* all or nothing: the pair is not half-appended */
+            rc = -1;
+        }
+        kv_scratch_free(&s);
+    }
     free(new_k);
     free(new_v);
-    return 0;
+    return rc ? fs_fail(err, "kv cache: out of memory appending a context pair") : 0;
 }
 
 void fs_kv_freeze(fs_kv_cache *c)
 {
     if (c->capacity != c->seq)
-        set_capacity(c, c->seq);
+        set_capacity(c, c->seq, NULL); /* shrinking: out of memory keeps the larger buffers */
     c->frozen = true;
 }
 
@@ -232,21 +260,25 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
     if ((size_t)nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
     kv_position p;
-    kv_position_init(&p, c->model, c->seq);
-#pragma omp parallel num_threads(nt)
+    if (kv_position_init(&p, c->model, c->seq))
+        return fs_fail(err, "kv cache: out of memory");
+    int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
     {
         kv_scratch s;
-        kv_scratch_init(&s, cfg, c->seq + 1);
+        failed = kv_scratch_init(&s, cfg, c->seq + 1) != 0;
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < chunks; ch++) {
             size_t q0 = ch * KV_LANES;
             int rows = nq - q0 < KV_LANES ? (int)(nq - q0) : KV_LANES;
-            classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
+            if (!failed)
+                classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
         }
-        kv_scratch_free(&s);
+        if (!failed)
+            kv_scratch_free(&s);
     }
     kv_position_free(&p);
-    return 0;
+    return failed ? fs_fail(err, "kv cache: out of memory for the per-thread scratch") : 0;
 }
 
 int fs_kv_probs(const float *logits, int C, float *probs)

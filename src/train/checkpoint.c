@@ -28,6 +28,8 @@ int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_stat
 {
     int n = m->layout.count;
     fs_st_tensor *ts = calloc((size_t)n * 3, sizeof *ts);
+    if (!ts)
+        return fs_fail(err, "%s: out of memory", path);
     for (int i = 0; i < n; i++) {
         describe(&ts[i], &m->layout.tensors[i], "", m->params);
         describe(&ts[n + i], &m->layout.tensors[i], "optim.m.", s->m);

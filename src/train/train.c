@@ -154,28 +154,22 @@ static int save_config(run *r, bool resume, fs_error *err)
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", r->dir);
     cJSON *j = fs_run_config_to_json(r->cfg);
-    char *text = cJSON_Print(j);
+    char *text = fs_json_print_line(j);
     cJSON_Delete(j);
+    if (!text)
+        return fs_fail(err, "%s: out of memory", path);
     int rc = 0;
     if (resume) {
         size_t n;
         char *old = fs_read_file(path, &n, err);
         if (!old)
             rc = -1;
-        else if (strcmp(old, text) != 0 && strncmp(old, text, strlen(text)) != 0)
+        else if (strcmp(old, text) != 0)
             rc = fs_fail(err, "%s: the run was started with a different config; resume with the same config "
                               "(or use another --out)", path);
         free(old);
     } else {
-        size_t n = strlen(text);
-        char *line = realloc(text, n + 2);
-        if (!line)
-            rc = fs_fail(err, "%s: out of memory", path);
-        else {
-            text = line;
-            text[n] = '\n', text[n + 1] = 0;
-            rc = fs_write_file_atomic(path, text, err);
-        }
+        rc = fs_write_file_atomic(path, text, err);
     }
     free(text);
     return rc;
