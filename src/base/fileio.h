@@ -34,7 +34,7 @@ size_t fs_max_input_bytes(void);
 char *fs_read_file(const char *path, size_t *len, fs_error *err);
 void *fs_json_load(const char *path, fs_error *err); /* cJSON* */
 
-/* ---- non-finite numbers in JSON (docs/formats.md "Non-finite numbers") ----
+/* ---- non-finite numbers in JSON (README "Robustness and limits") ----
  * JSON has no NaN or infinity. fewshot writes a non-finite value as one of the strings
  * "NaN", "Infinity", "-Infinity", and its readers of float values accept them back. */
 const char *fs_nonfinite_name(double x); /* "NaN", "Infinity", "-Infinity" (x non-finite) */

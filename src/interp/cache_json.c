@@ -81,7 +81,7 @@ static cJSON *float_array(const float *x, const int *shape, int ndim, bool is_in
             else if (isfinite(x[i]))
                 snprintf(buf, sizeof buf, "%.9g", (double)x[i]);
             else
-                snprintf(buf, sizeof buf, "\"%s\"", fs_nonfinite_name(x[i])); /* docs/formats.md */
+                snprintf(buf, sizeof buf, "\"%s\"", fs_nonfinite_name(x[i])); /* README "Robustness" */
             cJSON_AddItemToArray(arr, cJSON_CreateRaw(buf));
         }
     }
