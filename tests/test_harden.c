@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,19 +24,10 @@ static char dir[128];
 static void setup(void) { th_tmpdir(dir, sizeof dir, "harden"); }
 static void teardown(void) { th_rmtree(dir); }
 
-/* The tiny run of test_train.c: 200 steps of 16 sequences on datasets/synth_small.h5. */
-static const char tiny_config[] =
-    "{\"model\": {\"d_model\": 16, \"num_heads\": 2, \"depth\": 2, \"mlp_ratio\": 2, \"init_seed\": 5},\n"
-    " \"data\": {\"file\": \"datasets/synth_small.h5\", \"class_split\": [100, 50, 50], \"exemplar_split\": [3, 2, 0],\n"
-    "          \"fs_relabel\": 5, \"fs_relabel_split\": [8, 2, 0]},\n"
-    " \"train\": {\"train_iters\": 3200, \"train_bs\": 16, \"train_context_len\": 2, \"lr\": 0.001, \"train_seed\": 0,\n"
-    "           \"eval_every\": 800, \"log_every\": 320, \"ckpt_every\": 1600, \"threads\": 2},\n"
-    " \"eval\": {\"eval_seed\": 1, \"eval_iters\": 100, \"evaluators\": [{\"name\": \"fsl_train\"}]}}\n";
-
 static const char *tiny(void)
 {
     const char *p = th_path(dir, "tiny.json");
-    th_write_text(p, tiny_config);
+    th_write_text(p, th_tiny_run_config);
     return p;
 }
 
@@ -46,6 +38,22 @@ static void expect_error(const th_run_result *r, const char *n1, const char *n2)
     cr_expect(strstr(r->err, n1) != NULL, "stderr should mention '%s': %s", n1, r->err);
     if (n2)
         cr_expect(strstr(r->err, n2) != NULL, "stderr should mention '%s': %s", n2, r->err);
+}
+
+/* Run the binary (th_run's command line) and require exit 0. */
+static void run_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void run_ok(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = NULL;
+    cr_assert_geq(vasprintf(&line, fmt, ap), 0);
+    va_end(ap);
+    th_run_result r;
+    th_run(&r, "%s", line);
+    cr_assert(r.exited && r.code == 0, "%s: %s", line, th_describe(&r));
+    th_run_free(&r);
+    free(line);
 }
 
 static bool exists(const char *path)
@@ -61,10 +69,7 @@ Test(harden, output_symlink_is_followed_and_kept, .init = setup, .fini = teardow
     const char *real = th_path(dir, "real.safetensors"), *link = th_path(dir, "link.safetensors");
     th_write_text(real, "old");
     cr_assert_eq(symlink("real.safetensors", link), 0);
-    th_run_result r;
-    th_run(&r, "init -o %s", link);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("init -o %s", link);
     struct stat st;
     cr_assert_eq(lstat(link, &st), 0);
     cr_expect(S_ISLNK(st.st_mode), "the symlink itself must survive");
@@ -92,10 +97,7 @@ Test(harden, output_character_device_is_written_through)
 {
     struct stat before, after;
     cr_assert_eq(stat("/dev/null", &before), 0);
-    th_run_result r;
-    th_run(&r, "init -o /dev/null");
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("init -o /dev/null");
     cr_assert_eq(stat("/dev/null", &after), 0);
     cr_expect(S_ISCHR(after.st_mode) && after.st_ino == before.st_ino && after.st_rdev == before.st_rdev,
               "/dev/null must stay the same character device");
@@ -114,10 +116,7 @@ Test(harden, output_fifo_is_written_through, .init = setup, .fini = teardown)
             fwrite(buf, 1, n, out);
         _exit(in && out && fclose(out) == 0 ? 0 : 1);
     }
-    th_run_result r;
-    th_run(&r, "init -o %s", fifo);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("init -o %s", fifo);
     int status;
     waitpid(reader, &status, 0);
     struct stat st;
@@ -156,10 +155,7 @@ Test(harden, run_directory_is_locked, .init = setup, .fini = teardown, .timeout 
 Test(harden, stale_temp_files_are_removed_on_resume, .init = setup, .fini = teardown, .timeout = 60)
 {
     const char *out = th_path(dir, "run");
-    th_run_result r;
-    th_run(&r, "train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
     const char *stale1 = th_path(out, "metrics.jsonl.tmp.4242");
     char stale2[1024], keep[1024];
     snprintf(stale2, sizeof stale2, "%s/checkpoints/step_00000030.safetensors.tmp.99", out);
@@ -167,9 +163,7 @@ Test(harden, stale_temp_files_are_removed_on_resume, .init = setup, .fini = tear
     th_write_text(stale1, "partial");
     th_write_text(stale2, "partial");
     th_write_text(keep, "not ours");
-    th_run(&r, "train --config %s --out %s --no-progress --resume --stop-after 640", tiny(), out);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("train --config %s --out %s --no-progress --resume --stop-after 640", tiny(), out);
     cr_expect(!exists(stale1) && !exists(stale2), "interrupted writes' temp files are removed");
     cr_expect(exists(keep), "other files are kept");
 }
@@ -180,10 +174,7 @@ Test(harden, sigterm_checkpoints_and_resume_matches, .init = setup, .fini = tear
 {
     const char *cfg = tiny(), *a = th_path(dir, "straight"), *b = th_path(dir, "killed");
     const char *longer = "train.train_iters=16000";
-    th_run_result r;
-    th_run(&r, "train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress", cfg, a, longer);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress", cfg, a, longer);
     pid_t pid = fork();
     if (pid == 0) {
         freopen("/dev/null", "w", stderr);
@@ -205,10 +196,8 @@ Test(harden, sigterm_checkpoints_and_resume_matches, .init = setup, .fini = tear
     int status;
     waitpid(pid, &status, 0);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 143, "SIGTERM exits with 128 + 15 (status %d)", status);
-    th_run(&r, "train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress --resume", cfg, b,
+    run_ok("train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress --resume", cfg, b,
            longer);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
     char *m1 = th_read_file(th_path(a, "metrics.jsonl"), NULL), *m2 = th_read_file(metrics, NULL);
     cr_assert(m1 && m2);
     cr_expect_str_eq(m1, m2, "the resumed run's metrics equal the uninterrupted run's");
@@ -253,9 +242,7 @@ Test(harden, input_reads_are_capped, .init = setup, .fini = teardown)
     cr_assert_eq(setenv("FEWSHOT_MAX_INPUT_MB", "1", 1), 0);
     const char *model = th_path(dir, "m.safetensors");
     th_run_result r;
-    th_run(&r, "init -o %s", model);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("init -o %s", model);
     th_run(&r, "cache --model %s --input /dev/zero", model);
     expect_error(&r, "/dev/zero", "larger than 1 MB");
     th_run_free(&r);
@@ -333,20 +320,25 @@ Test(harden, divergence_stops_at_the_step_and_keeps_good_checkpoints, .init = se
 
 /* ---------------------------------------------------------------- 12. non-finite outputs */
 
+/* {"examples": [[3e38 x 512]]REST}: finite inputs whose activations overflow float32. */
+static void write_huge_inputs(const char *path, const char *rest)
+{
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{\"examples\": [[", f);
+    for (int i = 0; i < 512; i++)
+        fprintf(f, "%s3e38", i ? ", " : "");
+    fprintf(f, "]]%s}", rest);
+    fclose(f);
+}
+
 /* Inputs too large for float32 arithmetic: classify fails instead of printing -nan. */
 Test(harden, classify_refuses_non_finite_probabilities, .init = setup, .fini = teardown)
 {
     const char *model = th_path(dir, "m.safetensors"), *queries = th_path(dir, "q.json");
     th_run_result r;
-    th_run(&r, "init -o %s", model);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    FILE *f = fopen(queries, "w");
-    fputs("{\"examples\": [[", f);
-    for (int i = 0; i < 512; i++)
-        fprintf(f, "%s3e38", i ? ", " : "");
-    fputs("]]}", f);
-    fclose(f);
+    run_ok("init -o %s", model);
+    write_huge_inputs(queries, "");
     th_run(&r, "classify --model %s --context datasets/examples/classify_context.json --queries %s", model, queries);
     expect_error(&r, "query 0", "logits are");
     cr_expect(strstr(r.out, "nan") == NULL, "no predictions: %s", r.out);
@@ -371,18 +363,9 @@ Test(harden, cache_dump_with_non_finite_values_is_valid_input, .init = setup, .f
     const char *model = th_path(dir, "m.safetensors"), *input = th_path(dir, "in.json");
     const char *dump = th_path(dir, "dump.json"), *mask = th_path(dir, "mask.json");
     th_run_result r;
-    th_run(&r, "init -o %s", model);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    FILE *f = fopen(input, "w");
-    fputs("{\"examples\": [[", f);
-    for (int i = 0; i < 512; i++)
-        fprintf(f, "%s3e38", i ? ", " : "");
-    fputs("]], \"labels\": [0]}", f);
-    fclose(f);
-    th_run(&r, "cache --model %s --input %s -o %s", model, input, dump);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("init -o %s", model);
+    write_huge_inputs(input, ", \"labels\": [0]");
+    run_ok("cache --model %s --input %s -o %s", model, input, dump);
     char *text = th_read_file(dump, NULL);
     cr_assert_not_null(text);
     cr_expect(strstr(text, "\"NaN\"") || strstr(text, "\"Infinity\"") || strstr(text, "\"-Infinity\""),
@@ -456,9 +439,7 @@ Test(harden, damaged_checkpoint_metadata_is_rejected, .init = setup, .fini = tea
 {
     const char *out = th_path(dir, "run");
     th_run_result r;
-    th_run(&r, "train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    run_ok("train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
     char ckpt[1024];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoints/step_00000020.safetensors", out);
     static const struct {

@@ -2,7 +2,7 @@
 #include "base/isolate.h"
 
 #include <errno.h>
-#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,25 +18,12 @@ typedef struct {
     fs_error err;
 } reply_head;
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        c += k, n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *p, size_t n)
+/* All n bytes through fd (write when `out`, else read); -1 on error or end of file. */
+static int transfer(int fd, void *p, size_t n, bool out)
 {
     char *c = p;
     while (n > 0) {
-        ssize_t k = read(fd, c, n);
+        ssize_t k = out ? write(fd, c, n) : read(fd, c, n);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
@@ -53,7 +40,7 @@ static void child(int fd, fs_isolated_fn fn, void *arg)
     size_t len = 0;
     h.rc = fn(arg, &out, &len, &h.err) ? -1 : 0;
     h.len = h.rc == 0 ? len : 0;
-    int ok = write_all(fd, &h, sizeof h) == 0 && (h.len == 0 || write_all(fd, out, len) == 0);
+    int ok = transfer(fd, &h, sizeof h, true) == 0 && (h.len == 0 || transfer(fd, out, len, true) == 0);
     _exit(ok ? 0 : 1);
 }
 
@@ -78,14 +65,14 @@ int fs_run_isolated(fs_isolated_fn fn, void *arg, const char *what, void **out, 
     reply_head h;
     int rc = 0;
     void *data = NULL;
-    if (read_all(fds[0], &h, sizeof h) != 0)
+    if (transfer(fds[0], &h, sizeof h, false) != 0)
         rc = -2; /* the child died before answering */
     else if (h.rc != 0) {
         h.err.msg[sizeof h.err.msg - 1] = 0;
         rc = fs_fail(err, "%s", h.err.msg);
     } else if (h.len > fs_memory_limit() || !(data = malloc(h.len ? (size_t)h.len : 1)))
         rc = fs_fail_alloc(err, what, (size_t)h.len);
-    else if (read_all(fds[0], data, (size_t)h.len) != 0)
+    else if (transfer(fds[0], data, (size_t)h.len, false) != 0)
         rc = -2;
     close(fds[0]);
     int status = 0;
