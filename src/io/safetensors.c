@@ -82,21 +82,14 @@ static size_t first_nonfinite(const float *x, size_t n)
 /* Product of the dims into *numel; -1 if numel * 4 bytes would not be exact/representable. */
 static int shape_numel(int ndim, const int64_t *shape, size_t *numel)
 {
+    size_t f[FS_ST_MAX_DIMS];
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0) {
-            *numel = 0;
-            return 0;
-        }
-    }
-    uint64_t n = 1;
-    const uint64_t limit = (ST_MAX_EXACT / 4 < SIZE_MAX / 4) ? ST_MAX_EXACT / 4 : SIZE_MAX / 4;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (uint64_t)shape[i] > limit / n)
+        if (shape[i] < 0)
             return -1;
-        n *= (uint64_t)shape[i];
+        f[i] = (size_t)shape[i];
     }
-    *numel = (size_t)n;
-    return 0;
+    const uint64_t limit = (ST_MAX_EXACT / 4 < SIZE_MAX / 4) ? ST_MAX_EXACT / 4 : SIZE_MAX / 4;
+    return fs_size_mul(numel, (size_t)limit, ndim, f);
 }
 
 /* "[64, 512]" into buf. */
