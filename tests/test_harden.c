@@ -5,6 +5,8 @@
 #include <criterion/criterion.h>
 
 #include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -462,4 +464,35 @@ Test(harden, damaged_checkpoint_metadata_is_rejected, .init = setup, .fini = tea
         th_run_free(&r);
         th_copy_file(saved, ckpt);
     }
+}
+
+/* ---------------------------------------------------------------- the helpers themselves */
+
+Test(harden, size_mul_checks_size_t_and_int_overflow)
+{
+    size_t n = 7;
+    cr_expect_eq(fs_size_mul(&n, SIZE_MAX, FS_DIMS(16777216, 1048576, 1048576, sizeof(float))), -1, "2^66 bytes");
+    cr_expect_eq(fs_size_mul(&n, INT_MAX, FS_DIMS(65536, 32768)), -1, "2^31 does not fit an int");
+    cr_expect_eq(fs_size_mul(&n, INT_MAX, FS_DIMS(65536, 32767)), 0);
+    cr_expect_eq(n, (size_t)65536 * 32767);
+    cr_expect_eq(fs_size_mul(&n, 10, FS_DIMS(SIZE_MAX, 0)), 0, "a zero factor never overflows");
+    cr_expect_eq(n, 0);
+    cr_expect_eq(fs_size_mul(&n, SIZE_MAX, FS_DIMS((size_t)-1 /* a negative int */, 2)), -1);
+}
+
+Test(harden, non_finite_json_strings_round_trip)
+{
+    const double xs[] = {NAN, INFINITY, -INFINITY, 1.5};
+    for (int i = 0; i < 4; i++) {
+        cJSON *j = fs_json_float(xs[i]);
+        double back = 0;
+        cr_assert_eq(fs_json_get_float(j, &back), 0);
+        cr_expect(isnan(xs[i]) ? isnan(back) : back == xs[i], "value %d", i);
+        cr_expect_eq(cJSON_IsString(j), !isfinite(xs[i]));
+        cJSON_Delete(j);
+    }
+    cJSON *bad = cJSON_CreateString("nan");
+    double x;
+    cr_expect_eq(fs_json_get_float(bad, &x), -1, "only the three exact spellings");
+    cJSON_Delete(bad);
 }
