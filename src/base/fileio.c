@@ -227,14 +227,13 @@ int fs_outfile_begin(fs_outfile *o, const char *path, fs_error *err)
     struct stat st;
     char *resolved = NULL;
     if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
-        resolved = realpath(path, NULL);
-        if (!resolved)
+        if (stat(path, &st) != 0) /* follows the link */
             return fs_fail(err, "%s: is a symbolic link to a missing or unreachable file (%s); refusing to write "
                            "through it", path, strerror(errno));
-        if (stat(resolved, &st) != 0) {
-            free(resolved);
-            return fs_fail(err, "%s: cannot stat the symbolic link's target (%s)", path, strerror(errno));
-        }
+        /* a regular file is replaced where it is (the link is kept); FIFOs and devices
+         * (/dev/stdout -> a pipe) are opened through the link */
+        if (S_ISREG(st.st_mode) && !(resolved = realpath(path, NULL)))
+            return fs_fail(err, "%s: cannot resolve the symbolic link (%s)", path, strerror(errno));
     } else if (lstat(path, &st) != 0) {
         st.st_mode = S_IFREG; /* new file */
     }
