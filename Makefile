@@ -59,7 +59,8 @@ check-layers:
 	tests/check_layers.sh
 
 # gcc ASan+UBSan, then clang's UBSan (it checks what gcc's does not, e.g. pointer
-# arithmetic on NULL): both run the whole suite against their own binary.
+# arithmetic on NULL): both run the whole suite against their own binary. clang gets
+# -ffp-contract=off, gcc's default under -std=c11, so bit-exact tests see the same floats.
 asan-test:
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_OPT)" \
 	    build-asan/test_fewshot build-asan/fewshot
@@ -68,7 +69,7 @@ asan-test:
 	    UBSAN_OPTIONS=print_stacktrace=1 build-asan/test_fewshot -j2
 	$(MAKE) ubsan-clang-test
 
-UBSAN_CLANG_OPT = -O2 -march=native -g -fno-omit-frame-pointer -fsanitize=undefined,float-cast-overflow \
+UBSAN_CLANG_OPT = -O2 -march=native -g -ffp-contract=off -fno-omit-frame-pointer -fsanitize=undefined,float-cast-overflow \
                   -fno-sanitize-recover=all
 ubsan-clang-test: deps-fuzz
 	$(MAKE) CC=clang BUILD=build-ubsan OPT="$(UBSAN_CLANG_OPT)" build-ubsan/test_fewshot build-ubsan/fewshot
@@ -78,7 +79,7 @@ ubsan-clang-test: deps-fuzz
 # ---- fuzzing (tests/fuzz/README.md): libFuzzer targets built with clang ----
 FUZZ_TARGETS := safetensors seqjson config clamps checkpoint classify hdf5
 FUZZ_SECONDS ?= 60
-FUZZ_OPT = -O1 -march=native -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_OPT = -O1 -march=native -g -ffp-contract=off -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # each target's seed corpus: the repository's own files of that format
 FUZZ_SEEDS_safetensors = tests/golden/*/*.safetensors tests/fuzz/seeds/checkpoint
 FUZZ_SEEDS_seqjson = datasets/examples/seq_doc.json datasets/examples/batch_doc.json tests/fuzz/seeds/seqjson
