@@ -2,7 +2,7 @@
 CC      ?= cc
 OPT     ?= -O3 -march=native
 CFLAGS  ?= $(OPT) -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc \
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wmissing-prototypes -Wunused-macros -fopenmp -Iinclude -Isrc \
            $(shell pkg-config --cflags hdf5 2>/dev/null)
 LDLIBS  += -lcjson $(shell pkg-config --libs hdf5 2>/dev/null || echo -lhdf5_serial) -lm -fopenmp
 
@@ -19,8 +19,8 @@ HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
 
-.PHONY: all deps test asan-test ubsan-clang-test valgrind bench bench-compare check-layers clean \
-        deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
+.PHONY: all deps deps-slurm test test-slurm asan-test ubsan-clang-test valgrind bench bench-compare check-layers \
+        clean deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
 
 all: fewshot
 
@@ -28,6 +28,11 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
+deps-slurm:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge
 
 $(BUILD)/src/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -38,6 +43,7 @@ $(BUILD)/tests/%.o: tests/%.c $(HEADERS) $(wildcard tests/*.h)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libfewshot.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
@@ -53,6 +59,10 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 # targets' seeds and kept crash inputs (tests/fuzz/regressions) are replayed too.
 test: $(BUILD)/test_fewshot fewshot fuzz-replay
 	$(BUILD)/test_fewshot -j2
+
+# Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
+test-slurm: fewshot
+	tests/slurm_test.sh ./fewshot
 
 # Includes point only downward through the layers (tests/check_layers.sh).
 check-layers:

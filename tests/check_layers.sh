@@ -17,7 +17,7 @@ public_layer() {
         config|model|cache|forward) echo model ;;
         interventions) echo interp ;;
         safetensors|data|seqio) echo io ;;
-        optim|sampler|eval|run|train) echo train ;;
+        train) echo train ;;
         kvcache) echo kv ;;
         *) echo unknown ;;
     esac

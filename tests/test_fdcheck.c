@@ -19,8 +19,9 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "kernels/kernels.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 #include "helpers.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fewshot/eval.h"
+#include "train/eval.h"
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
@@ -249,9 +249,9 @@ Test(golden, eval_metrics_per_sequence)
     const cJSON *want = cJSON_GetObjectItem(doc, "metrics");
     fs_acts layout;
     cr_assert_eq(fs_acts_create(&layout, &m.cfg, batch.P, 1, &err), 0);
-    fs_clamp_set none;
-    fs_clamp_set_init(&none, &layout);
-    fs_eval_clamps via_cache = {&none, NULL};
+    fs_held via_cache = {0}; /* an empty clamp file: the cache-writing forward */
+    fs_interventions_default(&via_cache.iv);
+    fs_clamp_set_init(&via_cache.files, &layout);
     for (int pass = 0; pass < 2; pass++) {
         fs_metrics mean, *per = calloc((size_t)batch.B, sizeof *per);
         fs_eval_ws ws = {0};
@@ -273,7 +273,7 @@ Test(golden, eval_metrics_per_sequence)
         fs_eval_ws_free(&ws);
         free(per);
     }
-    fs_clamp_set_free(&none);
+    fs_held_free(&via_cache);
     fs_acts_free(&layout);
     fs_seq_batch_free(&batch);
     cJSON_Delete(doc);

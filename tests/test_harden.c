@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/json.h"
 #include "fewshot/model.h"
 #include "fewshot/safetensors.h"
 #include "helpers.h"

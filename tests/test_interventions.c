@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "fewshot/interventions.h"
 #include "base/rng.h"
 #include "fewshot/seqio.h"
@@ -39,8 +40,31 @@ typedef struct {
     float *x;
     int *y;
     fs_acts clean, run;
-    fs_intervention_clamps ic;
+    fs_held held;
+    fs_held_clamps ic;
 } fx;
+
+/* Hold the interventions `json` (on top of `files`, may be NULL: moved into h) on the
+ * layout of `a` and fill them for its first nseq sequences. */
+static void hold(fs_held *h, fs_held_clamps *hc, const char *json, fs_clamp_set *files, const fs_model *m,
+                 fs_acts *a, int nseq)
+{
+    fs_error err = {{0}};
+    fs_held_source src = {.intervene = json};
+    cr_assert_eq(fs_held_load(h, &src, &m->cfg, a->P, nseq, &err), 0, "%s", err.msg);
+    if (files) {
+        h->files = *files;
+        memset(files, 0, sizeof *files);
+    }
+    cr_assert_eq(fs_held_bind(hc, h, a, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_update(hc, m, a, nseq), &hc->clamps);
+}
+
+static void unhold(fs_held *h, fs_held_clamps *hc)
+{
+    fs_held_unbind(hc);
+    fs_held_free(h);
+}
 
 static void fx_open(fx *f, int B, int P, const int *labels, double mlp_ratio)
 {
@@ -67,14 +91,13 @@ static void fx_open(fx *f, int B, int P, const int *labels, double mlp_ratio)
 
 static void fx_intervene(fx *f, const char *json)
 {
-    fs_error err = {{0}};
-    cr_assert_eq(fs_interventions_build(&f->ic, json, NULL, &f->m, &f->run, f->B, &err), 0, "%s", err.msg);
+    hold(&f->held, &f->ic, json, NULL, &f->m, &f->run, f->B);
     fs_forward(&f->m, &f->run, &f->ic.clamps, f->B);
 }
 
 static void fx_close(fx *f)
 {
-    fs_interventions_free(&f->ic);
+    unhold(&f->held, &f->ic);
     fs_acts_free(&f->clean);
     fs_acts_free(&f->run);
     fs_model_free(&f->m);
@@ -289,7 +312,7 @@ Test(interventions, match_heads)
     for (int h = 1; h <= 2; h++)
         for (int j = 0; j < f.N; j++)
             NEAR(att(&f, &f.run, 1, B_ATTN_SCORES, 0, h, 6, j), j == 3, 0);
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fx_intervene(&f, "{\"match_heads\": [\"1:1\"], \"match_temperature\": 0.5}");
     double cs[3], sum = 0;
     const float *xq = f.x + 3 * D_IN;
@@ -381,7 +404,7 @@ Test(interventions, update_per_batch_reuses_buffers)
     /* next batch: 2 sequences with other labels */
     int next[] = {1, 0, 0, 0, 1, 1};
     fs_acts_set_inputs(&f.run, f.x, next, 0, 2);
-    fs_interventions_update(&f.ic, &f.m, &f.run, 2);
+    fs_held_update(&f.ic, &f.m, &f.run, 2);
     fs_forward(&f.m, &f.run, &f.ic.clamps, 2);
     cr_assert_eq(f.ic.clamps.leaf[id].value, buf);
     NEAR(att(&f, &f.run, 1, B_ATTN_SCORES, 0, 0, 4, 1), 0.f, 0);
@@ -400,9 +423,7 @@ Test(interventions, on_top_of_clamp_files)
     uint8_t mask[DM * 5] = {0};
     memset(mask + 4 * DM, 1, DM); /* zero the query's token embedding */
     fs_clamp_set_leaf(&base, &f.run, L_TOK_EMBEDDING, zeros, mask, 0);
-    fs_error err = {{0}};
-    cr_assert_eq(fs_interventions_build(&f.ic, "{\"ablate_heads\": [\"1:0\"]}", &base, &f.m, &f.run, 2, &err), 0, "%s",
-                 err.msg);
+    hold(&f.held, &f.ic, "{\"ablate_heads\": [\"1:0\"]}", &base, &f.m, &f.run, 2);
     fs_forward(&f.m, &f.run, &f.ic.clamps, 2);
     for (int b = 0; b < 2; b++) {
         for (int c = 0; c < DM; c++)
@@ -424,7 +445,7 @@ static void trainer_open(fs_trainer *t, fx *f, const char *json)
     oc.weight_decay = 0;
     cr_assert_eq(fs_trainer_init(t, &f->m, f->P, f->B, 1, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&t->acts, f->x, f->y, 0, f->B);
-    cr_assert_eq(fs_interventions_build(&f->ic, json, NULL, &f->m, &t->acts, f->B, &err), 0, "%s", err.msg);
+    hold(&f->held, &f->ic, json, NULL, &f->m, &t->acts, f->B);
     t->clamps = &f->ic.clamps;
 }
 
@@ -444,7 +465,7 @@ Test(interventions, clamped_elements_get_no_gradient)
                 s += fabsf(g.blocks[1].qkv_w[r * DM + c]);
         cr_assert(h == 2 ? s == 0 : s > 0, "head %d value weights: |grad| %g", h, s);
     }
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
     /* preserved patterns are constants: no gradient reaches any query or key */
@@ -454,7 +475,7 @@ Test(interventions, clamped_elements_get_no_gradient)
     for (int l = 0; l < DEPTH; l++)
         for (int i = 0; i < 2 * DM * DM; i++)
             cr_assert_eq(g.blocks[l].qkv_w[i], 0.f);
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
     /* temperature: the head's scores are clamped, the other heads' queries still learn */
@@ -468,7 +489,7 @@ Test(interventions, clamped_elements_get_no_gradient)
                 s += fabsf(g.blocks[1].qkv_w[r * DM + c]);
         cr_assert(h == 2 ? s == 0 : s > 0, "head %d query weights: |grad| %g", h, s);
     }
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
     fx_close(&f);
 }
@@ -511,7 +532,7 @@ Test(interventions, gradient_matches_finite_differences)
         checked++;
     }
     cr_assert_geq(checked, 8);
-    fs_interventions_free(&f.ic);
+    unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
     fx_close(&f);
 }
@@ -532,15 +553,16 @@ static void golden_forward(const char *clamp_file, const char *json)
     fs_acts acts;
     cr_assert_eq(fs_acts_create(&acts, &m.cfg, batch.P, batch.B, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&acts, batch.examples, batch.labels, 0, batch.B);
-    fs_intervention_clamps ic;
-    cr_assert_eq(fs_interventions_build(&ic, json, NULL, &m, &acts, batch.B, &err), 0, "%s", err.msg);
+    fs_held held;
+    fs_held_clamps ic;
+    hold(&held, &ic, json, NULL, &m, &acts, batch.B);
     fs_forward(&m, &acts, &ic.clamps, batch.B);
     cJSON *ours = fs_cache_to_json(&acts, batch.B, batch.batched);
     char why[512] = "";
     cr_assert_geq(golden_compare_tree(ours, cJSON_GetObjectItem(doc, "result"), "", why, sizeof why), 0, "%s: %s",
                   clamp_file, why);
     cJSON_Delete(ours);
-    fs_interventions_free(&ic);
+    unhold(&held, &ic);
     fs_acts_free(&acts);
     fs_seq_batch_free(&batch);
     cJSON_Delete(doc);
@@ -573,9 +595,9 @@ Test(interventions, golden_ablate_value_head_gradients)
     fs_trainer t;
     cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 2, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
-    fs_intervention_clamps ic;
-    cr_assert_eq(fs_interventions_build(&ic, "{\"ablate_heads\": [\"1:7\"]}", NULL, &m, &t.acts, batch.B, &err), 0,
-                 "%s", err.msg);
+    fs_held held;
+    fs_held_clamps ic;
+    hold(&held, &ic, "{\"ablate_heads\": [\"1:7\"]}", NULL, &m, &t.acts, batch.B);
     t.clamps = &ic.clamps;
     double loss = fs_trainer_grad(&t, batch.B);
     cJSON *want = fs_json_load(GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.json", &err);
@@ -587,7 +609,7 @@ Test(interventions, golden_ablate_value_head_gradients)
                                        sizeof why),
                  0, "%s", why);
     cJSON_Delete(want);
-    fs_interventions_free(&ic);
+    unhold(&held, &ic);
     fs_trainer_free(&t);
     fs_seq_batch_free(&batch);
     fs_model_free(&m);
@@ -746,4 +768,107 @@ Test(interventions, clamp_file_validation_errors)
                        "transformer_output.block_outputs[2]", "out of range");
     expect_clamp_error("{}", BLOCK1("v"), v, 4, path, "the clamp cache has no value");
     expect_clamp_error(BLOCK1("v"), "{}", v, 4, path, "the mask (mask.json) has no entry");
+}
+
+/* ---- what is held on: one loader for a config's clamps section and the command line ---- */
+
+/* dir/name = {"tok_embedding": value [batch?][5][DM]} (P = 3 pairs, 5 tokens). */
+static void write_leaf_file(const char *dir, const char *name, int batch, const char *fill)
+{
+    static char text[1 << 16];
+    int shape[3] = {batch, 5, DM};
+    text[0] = 0;
+    snprintf(text, sizeof text, "{\"tok_embedding\": ");
+    arr_text(text, sizeof text, batch ? shape : shape + 1, batch ? 3 : 2, fill);
+    snprintf(text + strlen(text), sizeof text - strlen(text), "}\n");
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+Test(interventions, held_on_resolves_config_and_command_line)
+{
+    char dir[] = "/tmp/fewshot_held_XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    write_leaf_file(dir, "c.json", 0, "0.5");
+    write_leaf_file(dir, "m.json", 0, "true");
+    write_leaf_file(dir, "cb.json", 2, "0.25");
+    write_leaf_file(dir, "mb.json", 2, "true");
+    char c[160], m[160], cb[160], mb[160];
+    snprintf(c, sizeof c, "%s/c.json", dir);
+    snprintf(m, sizeof m, "%s/m.json", dir);
+    snprintf(cb, sizeof cb, "%s/cb.json", dir);
+    snprintf(mb, sizeof mb, "%s/mb.json", dir);
+    fs_model_config cfg = small_cfg(2.0);
+    fs_clamps_config section = {0};
+    snprintf(section.cache_file, sizeof section.cache_file, "%s", c);
+    snprintf(section.mask_file, sizeof section.mask_file, "%s", m);
+    section.named = cJSON_Parse("{\"ablate_heads\": [\"1:0\"]}");
+    fs_error err = {{0}};
+    fs_held h;
+
+    /* the section alone: its files and its named interventions */
+    fs_held_source src = {.config = &section, .origin = "run.json"};
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(h.files.active, 1);
+    cr_assert(h.has_iv && h.iv.ablate_heads.n == 1);
+    cr_assert_eq(h.files.leaf[L_TOK_EMBEDDING].value[0], 0.5f);
+    fs_held_free(&h);
+
+    /* --intervene replaces the named interventions, the files stay */
+    src.intervene = "{\"induction_heads\": [\"1:1\"]}";
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(h.files.active, 1);
+    cr_assert(h.iv.ablate_heads.n == 0 && h.iv.induction_heads.n == 1);
+    fs_held_free(&h);
+
+    /* --cache/--mask replace the files; per-sequence ones must match the input's count and
+     * are refused on sampled sequences */
+    src.intervene = NULL;
+    src.cache = cb, src.mask = mb;
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), -1);
+    cr_assert(strstr(err.msg, "per-sequence") && strstr(err.msg, "tok_embedding"), "%s", err.msg);
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 4, &err), -1);
+    cr_assert(strstr(err.msg, "holds 2 sequences but the input has 4"), "%s", err.msg);
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 2, &err), 0, "%s", err.msg);
+    cr_assert_eq(h.files.leaf[L_TOK_EMBEDDING].batch, 2);
+    cr_assert_eq(h.files.leaf[L_TOK_EMBEDDING].value[0], 0.25f);
+    cr_assert(h.has_iv && h.iv.ablate_heads.n == 1, "the section's interventions stay");
+    fs_held_free(&h);
+
+    /* --cache without --mask, and a section with only one of the two */
+    src.mask = NULL;
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 2, &err), -1);
+    cr_assert(strstr(err.msg, "--cache and --mask go together"), "%s", err.msg);
+    src.cache = NULL;
+    section.mask_file[0] = 0;
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), -1);
+    cr_assert(strstr(err.msg, "run.json") && strstr(err.msg, "go together"), "%s", err.msg);
+
+    /* bound to another sequence length, clamp files do not apply; nothing else held: NULL */
+    cJSON_Delete(section.named);
+    section.named = NULL;
+    snprintf(section.mask_file, sizeof section.mask_file, "%s", m);
+    cr_assert_eq(fs_held_load(&h, &src, &cfg, 3, 0, &err), 0, "%s", err.msg);
+    cr_assert(!h.has_iv);
+    fs_model model;
+    cr_assert_eq(fs_model_create(&model, &cfg, &err), 0, "%s", err.msg);
+    for (int P = 3; P <= 4; P++) {
+        fs_acts a;
+        cr_assert_eq(fs_acts_create(&a, &cfg, P, 2, &err), 0, "%s", err.msg);
+        fs_held_clamps hc;
+        cr_assert_eq(fs_held_bind(&hc, &h, &a, &err), 0, "%s", err.msg);
+        cr_assert(fs_held_bound(&hc, &h));
+        cr_assert_eq(fs_held_update(&hc, &model, &a, 2), P == 3 ? &h.files : NULL);
+        fs_held_unbind(&hc);
+        fs_acts_free(&a);
+    }
+    fs_model_free(&model);
+    fs_held_free(&h);
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }

@@ -12,9 +12,10 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "kernels/kernels.h"
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 

@@ -12,6 +12,7 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "fewshot/kvcache.h"
 #include "base/rng.h"
 #include "fewshot/seqio.h"

@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <math.h>
 
-#include "fewshot/optim.h"
+#include "train/optim.h"
 #include "base/fileio.h"
 
 static fs_optim_config cfg(fs_optimizer_kind kind)

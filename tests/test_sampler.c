@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 
 enum { K = 30, E = 5, MAXP = 64 };
 

@@ -202,3 +202,134 @@ Test(train, intervene_held_on_and_recorded, .init = make_dir, .fini = remove_dir
     cr_assert_eq(run("train --config %s --out %s/bad --intervene '{\"ablate_heads\": [\"5:0\"]}'", cfg, out), 1,
                  "a layer out of range is an error");
 }
+
+/* Write the tiny config with a clamps section naming clamp files (the query's token
+ * embedding held at zero) into dir/clamped.json. */
+static void write_clamped_config(void)
+{
+    char path[128];
+    const char *names[2] = {"cache", "mask"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/%s.json", dir, names[k]);
+        FILE *f = fopen(path, "w");
+        cr_assert_not_null(f);
+        fputs("{\"tok_embedding\": [", f);
+        for (int n = 0; n < 5; n++)
+            for (int c = 0; c < 16; c++)
+                fprintf(f, "%s%s%s%s", c ? "" : n ? ", [" : "[", k == 0 ? "0" : n == 4 ? "true" : "false",
+                        c < 15 ? ", " : "]", "");
+        fputs("]}\n", f);
+        fclose(f);
+    }
+    char *text = strdup(th_tiny_run_config);
+    char *end = strrchr(text, '}');
+    *end = 0;
+    snprintf(path, sizeof path, "%s/clamped.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "%s,\n \"clamps\": {\"cache\": \"%s/cache.json\", \"mask\": \"%s/mask.json\"}}\n", text, dir, dir);
+    fclose(f);
+    free(text);
+}
+
+/* The last eval line of a run's metrics.jsonl: its "evals" object. */
+static cJSON *last_evals(const char *out)
+{
+    char *text = slurp("%s/metrics.jsonl", out);
+    cJSON *evals = NULL;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        cr_assert_not_null(j, "%s", line);
+        if (strcmp(cJSON_GetObjectItem(j, "type")->valuestring, "eval") == 0) {
+            cJSON_Delete(evals);
+            evals = cJSON_DetachItemFromObject(j, "evals");
+        }
+        cJSON_Delete(j);
+    }
+    free(text);
+    cr_assert_not_null(evals);
+    return evals;
+}
+
+/* `fewshot ARGS` (a command without --no-progress); its exit status. */
+static int run_cmd(const char *args)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>>%s/stderr.txt", bin(), args, dir);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* `fewshot eval` from the run's recorded config and final checkpoint. */
+static cJSON *eval_recorded(const char *out)
+{
+    char args[600];
+    snprintf(args, sizeof args, "eval --config %s/config.json --model %s/checkpoints/step_00000020.safetensors -o %s/eval.json",
+             out, out, out);
+    cr_assert_eq(run_cmd(args), 0, "%s", args);
+    char *text = slurp("%s/eval.json", out);
+    cJSON *j = cJSON_Parse(text);
+    cr_assert_not_null(j, "%s", text);
+    free(text);
+    return j;
+}
+
+/* Clamp files of the config's clamps section plus named interventions from the command
+ * line: the recorded config keeps both, so evaluating from it repeats the run's last
+ * eval line exactly (and differs from the run without the clamp files). */
+Test(train, recorded_config_keeps_every_clamp_source, .init = make_dir, .fini = remove_dir, .timeout = 180)
+{
+    write_clamped_config();
+    char cfg[128], out[128];
+    snprintf(cfg, sizeof cfg, "%s/clamped.json", dir);
+    const char *extra[2] = {"--intervene '{\"ablate_heads\": [\"1:0\"]}'", "--set 'clamps.ablate_heads=[\"1:0\"]'"};
+    cJSON *first = NULL;
+    for (int k = 0; k < 2; k++) {
+        snprintf(out, sizeof out, "%s/run%d", dir, k);
+        char args[512];
+        snprintf(args, sizeof args, "train --config %s --out %s --set train.train_iters=320 %s", cfg, out, extra[k]);
+        cr_assert_eq(run("%s%s", args, ""), 0, "%s", args);
+        char *text = slurp("%s/config.json", out);
+        cr_assert_not_null(strstr(text, "\"ablate_heads\""), "%s", text);
+        cr_assert_not_null(strstr(text, "/cache.json\""), "%s", text);
+        cr_assert_not_null(strstr(text, "/mask.json\""), "%s", text);
+        free(text);
+        cJSON *logged = last_evals(out), *again = eval_recorded(out);
+        cr_assert(cJSON_Compare(logged, again, true), "run %d: the last eval line and eval from the recorded config differ",
+                  k);
+        if (k == 0)
+            first = logged;
+        else
+            cr_assert(cJSON_Compare(first, logged, true), "--intervene and --set clamps.* hold on the same");
+        if (k == 1)
+            cJSON_Delete(logged);
+        cJSON_Delete(again);
+    }
+    /* without the clamp files the numbers differ: the test sees a dropped source */
+    snprintf(out, sizeof out, "%s/run0", dir);
+    char *recorded = slurp("%s/config.json", out);
+    cJSON *c = cJSON_Parse(recorded);
+    free(recorded);
+    cJSON_DeleteItemFromObject(c, "clamps");
+    char path[160];
+    snprintf(path, sizeof path, "%s/no_files.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    char *no_clamps = cJSON_Print(c);
+    fputs(no_clamps, f);
+    fclose(f);
+    free(no_clamps);
+    cJSON_Delete(c);
+    char args[800];
+    snprintf(args, sizeof args,
+             "eval --config %s --model %s/checkpoints/step_00000020.safetensors --intervene "
+             "'{\"ablate_heads\": [\"1:0\"]}' -o %s/eval_no_files.json",
+             path, out, out);
+    cr_assert_eq(run_cmd(args), 0, "%s", args);
+    char *text = slurp("%s/eval_no_files.json", out);
+    cJSON *no_files = cJSON_Parse(text);
+    free(text);
+    cr_assert(!cJSON_Compare(first, no_files, true), "the clamp files change nothing: the test cannot fail");
+    cJSON_Delete(no_files);
+    cJSON_Delete(first);
+}

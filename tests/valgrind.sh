@@ -19,6 +19,9 @@ vg classify --model "$tmp/m.safetensors" --context datasets/examples/classify_co
 vg train --config configs/default.json --out "$tmp/run" --set train.train_iters=640 --set eval.eval_iters=50 \
     --no-progress 2>/dev/null
 vg eval --config "$tmp/run/config.json" --model "$tmp/run/checkpoints/step_00000020.safetensors" -o "$tmp/e.json"
+vg sweep plan configs/sweeps/ih_paper.json >/dev/null
+vg sweep run configs/sweeps/smoke.json --out "$tmp/sweep" -j 2 --no-progress 2>/dev/null
+vg sweep summarize "$tmp/sweep" --csv >/dev/null
 if vg cache --model "$tmp/m.safetensors" --input $G/grad.json --cache /nonexistent --mask /nonexistent 2>/dev/null; then
     echo "expected an error"; exit 1
 fi

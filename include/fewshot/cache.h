@@ -15,28 +15,6 @@
 #include "fewshot/config.h"
 #include "fewshot/error.h"
 
-/* Top-level leaves, in the cache tree's order. */
-typedef enum {
-    L_EXAMPLES, L_LABELS, L_EXAMPLE_EMBEDDING, L_ONEHOT_LABELS, L_LABEL_EMBEDDING, L_TOK_EMBEDDING,
-    L_POS_EMBEDDING, L_EMBEDDING,
-    L_TRANSFORMER_X,
-    L_TOP_BEFORE_BLOCKS_COUNT
-} fs_top_leaf_before;
-
-typedef enum {
-    L_PRE_UNEMBED, L_FINAL_MEAN, L_FINAL_RSTD, L_TRANSFORMER_OUT, L_UNEMBEDDING, L_OUT, L_LOGPROBS,
-    L_TOP_AFTER_BLOCKS_COUNT
-} fs_top_leaf_after;
-
-/* Per-block leaves, in the tree's order (hidden ones interleaved where computed). */
-typedef enum {
-    B_X, B_NORM_INP, B_LN1_MEAN, B_LN1_RSTD,
-    B_ATTN_X, B_QKV_RAW, B_QKV, B_PRE_ROPE_Q, B_PRE_ROPE_K, B_V, B_Q, B_K, B_ATTN_PRE_SOFTMAX, B_ATTN_SCORES,
-    B_ATTN_POST_DROP, B_VALUES_PRE_PROJ, B_VALUES_POST_PROJ, B_ATTN_OUT,
-    B_RESIDUAL_POST_ATTN, B_NORM_RESIDUAL_POST_ATTN, B_LN2_MEAN, B_LN2_RSTD, B_MLP_FC1, B_MLP_GELU, B_MLP, B_OUT,
-    B_COUNT
-} fs_block_leaf;
-
 typedef enum { FS_SCOPE_TOP, FS_SCOPE_TRANSFORMER, FS_SCOPE_BLOCK, FS_SCOPE_ATTN } fs_scope;
 
 typedef struct {
@@ -64,17 +42,9 @@ typedef struct {
     float *arena;
 } fs_acts;
 
-/* Index of a leaf in the table. */
-static inline int fs_top_before(int which) { return which; }
-static inline int fs_block_leaf_id(int layer, int which) { return L_TOP_BEFORE_BLOCKS_COUNT + layer * B_COUNT + which; }
-static inline int fs_top_after(const fs_model_config *cfg, int which)
-{
-    return L_TOP_BEFORE_BLOCKS_COUNT + cfg->depth * B_COUNT + which;
-}
-
 int fs_acts_create(fs_acts *a, const fs_model_config *cfg, int P, int B, fs_error *err);
 void fs_acts_free(fs_acts *a);
-/* Pointer to sequence b of a leaf. */
+/* Pointer to sequence b of leaf number `leaf` (fs_leaf_find gives it from a path). */
 static inline float *fs_leaf_ptr(const fs_acts *a, int leaf, int b)
 {
     return a->arena + a->leaves[leaf].offset + (size_t)b * a->leaves[leaf].numel;
@@ -99,7 +69,7 @@ typedef struct {
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a);
 void fs_clamp_set_free(fs_clamp_set *c);
 /* Parse `cache` and `mask` trees (cJSON objects) into c; errors name the path. */
-int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const void *cache_json, const void *mask_json,
+int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache_json, const cJSON *mask_json,
                            const char *cache_origin, const char *mask_origin, fs_error *err);
 int fs_clamp_set_load(fs_clamp_set *c, const fs_acts *a, const char *cache_path, const char *mask_path,
                       fs_error *err);
@@ -112,8 +82,6 @@ int fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float *
 int fs_clamp_check_batch(const fs_clamp_set *c, const fs_acts *a, int nseq, const char *origin, fs_error *err);
 /* Apply a leaf's clamp to sequences [b0, b1) (no-op when it has none). */
 void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1);
-/* Zero the gradient at clamped elements (they are constants, SPEC section 3). */
-void fs_clamp_stop_grad(const fs_clamp_set *c, const fs_acts *a, float *grad_arena, int leaf, int b0, int b1);
 
 /* JSON dumps of sequences [0, nseq): batched = leaves get a leading B. */
 void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched);       /* returns cJSON* */

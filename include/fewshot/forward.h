@@ -21,32 +21,6 @@ void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *
                        const fs_param_ptrs *grads, int b0, int b1, double denom);
 size_t fs_backward_scratch_floats(const fs_acts *a);
 
-/* The weight matrices of the forward's products transposed to [in][out] (the layout
- * the matrix kernel streams), in one buffer. Bound to a model's parameter memory at
- * init; refresh after every parameter change with fs_packed_update, which splits the
- * work into `nparts` (one call per thread, then a barrier before the forward). */
-typedef struct {
-    const float *src; /* [rows][cols] in the parameters */
-    int rows, cols;
-    size_t offset;    /* of the [cols][rows] transpose in buf */
-} fs_packed_mat;
-
-typedef struct {
-    float *buf;
-    int count;
-    fs_packed_mat mat[2 + 4 * FS_MAX_DEPTH];
-    const float *example_wt, *label_wt; /* [D][d], [C][d] */
-    const float *qkv_wt[FS_MAX_DEPTH], *proj_wt[FS_MAX_DEPTH], *fc1_wt[FS_MAX_DEPTH], *fc2_wt[FS_MAX_DEPTH];
-} fs_packed;
-
-int fs_packed_init(fs_packed *pk, const fs_model *m); /* -1 when out of memory */
-void fs_packed_free(fs_packed *pk);
-void fs_packed_update(fs_packed *pk, int part, int nparts);
-
-/* fs_forward_range with packed weights (NULL = unpacked kernels); same results up to rounding. */
-void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int b0,
-                             int b1);
-
 /* Forward on sequences [0, nseq), split across OpenMP threads by whole sequences. */
 void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int nseq);
 

@@ -24,7 +24,7 @@
  *
  * Clamps are composed in the reference's order (preserve, temperature, embedding,
  * ablation, previous-token, induction, match, disallow, silence: later ones win where
- * they overlap), on top of any clamp files given as `base`. Clamped elements are
+ * they overlap), on top of the clamp files held on with them (fs_held). Clamped elements are
  * constants for the backward (SPEC 3), including the clean-pass values. */
 #ifndef FEWSHOT_INTERVENTIONS_H
 #define FEWSHOT_INTERVENTIONS_H
@@ -80,28 +80,54 @@ bool fs_interventions_any(const fs_interventions *iv);
 /* preserve or head_temperature: the update runs a clean forward pass first. */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 
-/* A clamp set holding `base` (may be NULL; not owned, must outlive this) plus the
- * interventions, with per-sequence buffers for acts->B sequences allocated once. */
+/* What is held on during a forward (SPEC section 3): clamp files (a cache tree and its
+ * mask) and named interventions, composed as above. One loader builds it from a config's
+ * `clamps` section, overridden by the command line's --cache/--mask and --intervene. */
 typedef struct {
-    fs_interventions spec;
-    fs_clamp_set clamps;        /* pass &clamps to fs_forward / fs_trainer.clamps */
-    const fs_clamp_set *base;
+    fs_clamp_set files;  /* the clamp files, for sequences of files.P pairs (files.leaf NULL: none) */
+    fs_interventions iv; /* named interventions */
+    bool has_iv;         /* fs_interventions_any(&iv) */
+} fs_held;
+
+/* Where it comes from; every field may be NULL. --cache/--mask replace the section's
+ * files, --intervene replaces its named interventions. */
+typedef struct {
+    const fs_clamps_config *config; /* a run config's clamps section */
+    const char *origin;             /* names the config in errors */
+    const char *cache, *mask;       /* --cache/--mask (given together) */
+    const char *intervene;          /* --intervene: inline JSON or a JSON file */
+} fs_held_source;
+
+/* Load for sequences of P pairs. Per-sequence clamps ([B] + leaf shape) must hold exactly
+ * nseq sequences; nseq = 0 refuses them (sampled sequences: training, evaluators). */
+int fs_held_load(fs_held *h, const fs_held_source *src, const fs_model_config *cfg, int P, int nseq,
+                 fs_error *err);
+void fs_held_free(fs_held *h);
+
+/* Write --cache/--mask/--intervene into the config's clamps section (as fs_held_load
+ * would resolve them), so that a run's recorded config reproduces what it held on. */
+int fs_held_record(fs_run_config *cfg, const fs_held_source *src, fs_error *err);
+
+/* What is held on, bound to one activation layout: the forward's clamp set, with
+ * per-sequence buffers for the interventions (allocated once, refilled per batch).
+ * Clamp files built for another sequence length are not applied. */
+typedef struct {
+    fs_interventions iv;        /* copied from the fs_held */
+    bool has_iv;
+    int P, count;               /* the layout: pairs per sequence, leaves */
+    const fs_clamp_set *files;  /* its clamp files when they apply to this layout (borrowed), else NULL */
+    fs_clamp_set clamps;        /* files + interventions, per sequence (when has_iv) */
     uint8_t *touched;           /* [leaf count]: leaves the interventions write */
-    int capacity;               /* sequences */
-} fs_intervention_clamps;
+} fs_held_clamps;
 
-int fs_interventions_init(fs_intervention_clamps *ic, const fs_interventions *iv, const fs_acts *a,
-                          const fs_clamp_set *base, fs_error *err);
-/* Recompute the clamps for sequences [0, nseq) whose inputs are in `a` (call once per
- * batch, and again after the parameters change when a clean pass is needed). Runs the
- * clean pass in `a` itself when needed, so run the clamped forward afterwards. No
- * allocation. The range form does the same for [b0, b1) on the calling thread. */
-void fs_interventions_update(fs_intervention_clamps *ic, const fs_model *m, fs_acts *a, int nseq);
-void fs_interventions_update_range(fs_intervention_clamps *ic, const fs_model *m, fs_acts *a, int b0, int b1);
-void fs_interventions_free(fs_intervention_clamps *ic);
-
-/* For commands: parse `json_or_file`, init on top of `base` and update for [0, nseq). */
-int fs_interventions_build(fs_intervention_clamps *ic, const char *json_or_file, const fs_clamp_set *base,
-                           const fs_model *m, fs_acts *a, int nseq, fs_error *err);
+int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err);
+/* Whether hc was bound to what h holds now (same interventions, same clamp files). */
+bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h);
+/* The clamp set for the forward of sequences [0, nseq) whose inputs are in `a` (NULL when
+ * nothing is held on). Recomputes the interventions from the inputs; when they need a
+ * clean pass, runs it in `a` first, so run the clamped forward afterwards. Call per batch
+ * and again after the parameters change. No allocation. */
+const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq);
+void fs_held_unbind(fs_held_clamps *hc);
 
 #endif

@@ -94,17 +94,12 @@ typedef struct {
 } fs_kv_queries;
 
 int fs_kv_context_load(const char *path, const fs_model_config *cfg, fs_kv_context *ctx, fs_error *err);
-int fs_kv_context_from_json(const void *json, const char *origin, const fs_model_config *cfg, fs_kv_context *ctx,
+int fs_kv_context_from_json(const cJSON *json, const char *origin, const fs_model_config *cfg, fs_kv_context *ctx,
                             fs_error *err);
 void fs_kv_context_free(fs_kv_context *ctx);
 int fs_kv_queries_load_json(const char *path, int input_dim, fs_kv_queries *q, fs_error *err);
-int fs_kv_queries_from_json(const void *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err);
+int fs_kv_queries_from_json(const cJSON *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err);
 int fs_kv_queries_load_h5(const char *path, const char *dataset, int input_dim, fs_kv_queries *q, fs_error *err);
 void fs_kv_queries_free(fs_kv_queries *q);
-
-/* Throughput of fs_kv_classify on random inputs: a context of `context_pairs` pairs,
- * `nqueries` queries, `threads` (0 = all cores). Returns queries per second, or a
- * negative number when the cache cannot be built (e.g. APE beyond 15 context pairs). */
-double fs_kv_bench_queries_per_s(const fs_model *m, int context_pairs, size_t nqueries, int threads);
 
 #endif

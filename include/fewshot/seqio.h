@@ -18,7 +18,7 @@ typedef struct {
 } fs_seq_batch;
 
 /* Parse a JSON document (already read) or a file. `num_classes` bounds the labels. */
-int fs_seq_batch_from_json(const void *root, const char *origin, int input_dim, int num_classes,
+int fs_seq_batch_from_json(const cJSON *root, const char *origin, int input_dim, int num_classes,
                            fs_seq_batch *out, fs_error *err);
 int fs_seq_batch_load(const char *path, int input_dim, int num_classes, fs_seq_batch *out, fs_error *err);
 void fs_seq_batch_free(fs_seq_batch *s);

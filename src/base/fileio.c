@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,45 +151,6 @@ void *fs_json_load(const char *path, fs_error *err)
     }
     free(text);
     return root;
-}
-
-/* ---------------------------------------------------------------- non-finite JSON numbers */
-
-const char *fs_nonfinite_name(double x) { return isnan(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity"; }
-
-void *fs_json_float(double x) { return isfinite(x) ? cJSON_CreateNumber(x) : cJSON_CreateString(fs_nonfinite_name(x)); }
-
-int fs_json_get_float(const void *item, double *out)
-{
-    const cJSON *v = item;
-    if (cJSON_IsNumber(v)) {
-        *out = v->valuedouble;
-        return 0;
-    }
-    if (!cJSON_IsString(v))
-        return -1;
-    if (!strcmp(v->valuestring, "NaN"))
-        *out = NAN;
-    else if (!strcmp(v->valuestring, "Infinity"))
-        *out = INFINITY;
-    else if (!strcmp(v->valuestring, "-Infinity"))
-        *out = -INFINITY;
-    else
-        return -1;
-    return 0;
-}
-
-char *fs_json_print_line(const void *json)
-{
-    char *text = cJSON_Print(json);
-    size_t n = text ? strlen(text) : 0;
-    char *line = text ? realloc(text, n + 2) : NULL;
-    if (!line) {
-        free(text);
-        return NULL;
-    }
-    line[n] = '\n', line[n + 1] = 0;
-    return line;
 }
 
 /* ---------------------------------------------------------------- writing */
@@ -362,6 +322,22 @@ int fs_write_file_atomic(const char *path, const char *text, fs_error *err)
 }
 
 /* ---------------------------------------------------------------- run directories */
+
+int fs_mkdir_p(const char *path, fs_error *err)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s", path) >= (int)sizeof tmp)
+        return fs_fail(err, "%.200s...: path too long", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    if (mkdir(tmp, 0755) && errno != EEXIST)
+        return fs_fail(err, "%s: cannot create directory (%s)", path, strerror(errno));
+    return 0;
+}
 
 int fs_dir_lock(const char *dir, int *fd, fs_error *err)
 {

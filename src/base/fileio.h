@@ -34,16 +34,6 @@ size_t fs_max_input_bytes(void);
 char *fs_read_file(const char *path, size_t *len, fs_error *err);
 void *fs_json_load(const char *path, fs_error *err); /* cJSON* */
 
-/* ---- non-finite numbers in JSON (README "Robustness and limits") ----
- * JSON has no NaN or infinity. fewshot writes a non-finite value as one of the strings
- * "NaN", "Infinity", "-Infinity", and its readers of float values accept them back. */
-const char *fs_nonfinite_name(double x); /* "NaN", "Infinity", "-Infinity" (x non-finite) */
-void *fs_json_float(double x);           /* cJSON number, or the string for a non-finite x */
-/* A cJSON number or one of the three strings into *out; -1 for anything else. */
-int fs_json_get_float(const void *item, double *out);
-/* cJSON_Print of a tree plus a final newline, or NULL when out of memory (caller frees). */
-char *fs_json_print_line(const void *json);
-
 /* ---- writing: every output file goes through fs_outfile ----
  * Regular files (new or existing) are written to "<path>.tmp.<pid>" in the same directory
  * and renamed over the target once complete (fsync'd), so readers never see a partial file.
@@ -70,6 +60,8 @@ int fs_write_file_atomic(const char *path, const char *text, fs_error *err);
 
 /* ---- run directories ---- */
 
+/* mkdir -p (existing directories are fine). */
+int fs_mkdir_p(const char *path, fs_error *err);
 /* Take the exclusive lock "<dir>/lock" (flock) for the life of the process or until
  * fs_dir_unlock; the file records "pid P on host H". If another process holds it, the
  * error names that holder. *fd gets the descriptor (close-on-exec). */

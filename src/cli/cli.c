@@ -160,6 +160,12 @@ int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m)
     return 0;
 }
 
+fs_held_source fs_cli_held(const fs_args *a, const fs_clamps_config *config, const char *origin)
+{
+    return (fs_held_source){.config = config, .origin = origin, .cache = fs_arg(a, "--cache"),
+                            .mask = fs_arg(a, "--mask"), .intervene = fs_arg(a, "--intervene")};
+}
+
 int fs_cli_output(const fs_args *a, const char *text)
 {
     const char *out = fs_arg(a, "-o");

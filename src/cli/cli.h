@@ -3,8 +3,10 @@
 #define FEWSHOT_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "fewshot/config.h"
+#include "fewshot/interventions.h"
 #include "fewshot/model.h"
 
 enum { FS_CLI_MAX_OPTS = 40, FS_CLI_MAX_SETS = 64 };
@@ -37,10 +39,19 @@ int fs_cli_run_config(const fs_args *a, fs_run_config *cfg, bool require_config)
  * the model (an explicit --config must agree with the file). */
 int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m);
 
+/* What --cache/--mask and --intervene ask to hold on (on top of `config`, may be NULL). */
+fs_held_source fs_cli_held(const fs_args *a, const fs_clamps_config *config, const char *origin);
+
 int fs_cli_error(const char *msg); /* prints "fewshot: msg" to stderr, returns 1 */
 
 /* Write text to -o FILE atomically, or to stdout. */
 int fs_cli_output(const fs_args *a, const char *text);
+
+/* fewshot bench's classify phase: throughput of fs_kv_classify on random inputs, a
+ * context of `context_pairs` pairs, `nqueries` queries, `threads` (0 = all cores).
+ * Queries per second, or a negative number when the cache cannot be built (e.g. APE
+ * beyond 15 context pairs). */
+double fs_kv_bench_queries_per_s(const fs_model *m, int context_pairs, size_t nqueries, int threads);
 
 /* Subcommands. */
 int fs_cmd_init(int argc, char **argv);
@@ -52,5 +63,6 @@ int fs_cmd_eval(int argc, char **argv);
 int fs_cmd_classify(int argc, char **argv);
 int fs_cmd_dataset(int argc, char **argv);
 int fs_cmd_bench(int argc, char **argv);
+int fs_cmd_sweep(int argc, char **argv);
 
 #endif

@@ -14,7 +14,7 @@
 #include "fewshot/data.h"
 #include "fewshot/forward.h"
 #include "fewshot/kvcache.h"
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 

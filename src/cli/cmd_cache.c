@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "base/fileio.h"
+#include "base/json.h"
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
@@ -74,42 +74,28 @@ int fs_cmd_cache(int argc, char **argv)
         text = fs_json_print_sorted(tree);
         cJSON_Delete(tree);
     } else {
-        fs_clamp_set clamps = {0};
-        fs_clamp_set_init(&clamps, &acts);
-        const char *cpath = fs_arg(&args, "--cache"), *mpath = fs_arg(&args, "--mask");
-        if ((cpath != NULL) != (mpath != NULL)) {
-            fs_clamp_set_free(&clamps);
+        fs_held_source src = fs_cli_held(&args, NULL, NULL);
+        fs_held held;
+        fs_held_clamps hc;
+        if (fs_held_load(&held, &src, &cfg.model, batch.P, batch.B, &err)) {
             fs_acts_free(&acts);
-            fs_cli_error("--cache and --mask go together");
-            goto fail;
+            goto fail_err;
         }
-        if (cpath && (fs_clamp_set_load(&clamps, &acts, cpath, mpath, &err) ||
-                      fs_clamp_check_batch(&clamps, &acts, batch.B, cpath, &err))) {
-            fs_clamp_set_free(&clamps);
+        if (fs_held_bind(&hc, &held, &acts, &err)) {
+            fs_held_free(&held);
             fs_acts_free(&acts);
             goto fail_err;
         }
         fs_acts_set_inputs(&acts, batch.examples, batch.labels, 0, batch.B);
-        fs_intervention_clamps iv = {0};
-        const char *iv_arg = fs_arg(&args, "--intervene");
-        if (iv_arg && fs_interventions_build(&iv, iv_arg, &clamps, &model, &acts, batch.B, &err)) {
-            fs_clamp_set_free(&clamps);
-            fs_acts_free(&acts);
-            goto fail_err;
-        }
-        fs_forward(&model, &acts, iv_arg ? &iv.clamps : &clamps, batch.B);
+        fs_forward(&model, &acts, fs_held_update(&hc, &model, &acts, batch.B), batch.B);
+        fs_held_unbind(&hc);
+        fs_held_free(&held);
         cJSON *tree = fs_cache_to_json(&acts, batch.B, batch.batched);
-        text = fs_json_print_line(tree);
+        text = fs_json_text(tree);
         cJSON_Delete(tree);
-        fs_interventions_free(&iv);
-        fs_clamp_set_free(&clamps);
     }
     fs_acts_free(&acts);
-    if (!text) {
-        fs_cli_error("out of memory printing the cache");
-        goto fail;
-    }
-    rc = fs_cli_output(&args, text);
+    rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the cache");
     free(text);
     fs_seq_batch_free(&batch);
     fs_model_free(&model);

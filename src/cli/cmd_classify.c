@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "base/fileio.h"
+#include "base/json.h"
 #include "fewshot/kvcache.h"
 
 static const fs_opt opts[] = {

@@ -5,8 +5,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "base/fileio.h"
-#include "fewshot/run.h"
+#include "base/json.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 
 static const fs_opt opts[] = {
@@ -22,43 +22,11 @@ static const fs_opt opts[] = {
     {NULL, NULL, NULL},
 };
 
-/* Clamp files (CLI, else config) for sequences of P pairs, and named interventions. */
-static int load_held(const fs_args *args, const fs_run_config *cfg, int P, fs_clamp_set *clamps,
-                     fs_interventions *iv, fs_error *err)
+/* What is held on: --cache/--mask and --intervene, else the config's clamps section. */
+static int load_held(const fs_args *args, const fs_run_config *cfg, int P, int nseq, fs_held *held, fs_error *err)
 {
-    const char *cpath = fs_arg(args, "--cache"), *mpath = fs_arg(args, "--mask");
-    if ((cpath != NULL) != (mpath != NULL))
-        return fs_fail(err, "--cache and --mask go together");
-    if (!cpath && cfg->clamps.cache_file[0]) {
-        cpath = cfg->clamps.cache_file;
-        mpath = cfg->clamps.mask_file;
-    }
-    fs_interventions_default(iv);
-    if (fs_arg(args, "--intervene")) {
-        if (fs_interventions_from_arg(iv, fs_arg(args, "--intervene"), &cfg->model, err))
-            return -1;
-    } else if (cfg->clamps.named &&
-               fs_interventions_from_json(iv, cfg->clamps.named, &cfg->model, "config clamps", err)) {
-        return -1;
-    }
-    if (!cpath)
-        return 0;
-    fs_acts layout;
-    if (fs_acts_create(&layout, &cfg->model, P, 1, err))
-        return -1;
-    fs_clamp_set_init(clamps, &layout);
-    int rc = fs_clamp_set_load(clamps, &layout, cpath, mpath, err);
-    fs_acts_free(&layout);
-    return rc;
-}
-
-static cJSON *metrics_object(const fs_metrics *m)
-{
-    cJSON *o = cJSON_CreateObject();
-    fs_metrics copy = *m;
-    for (int k = 0; k < FS_NUM_METRICS; k++)
-        cJSON_AddItemToObject(o, fs_metric_names[k], fs_json_float(*fs_metric_field(&copy, k)));
-    return o;
+    fs_held_source src = fs_cli_held(args, &cfg->clamps, "config clamps");
+    return fs_held_load(held, &src, &cfg->model, P, nseq, err);
 }
 
 static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs_model *model, fs_error *err)
@@ -66,13 +34,11 @@ static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs
     fs_seq_batch batch;
     if (fs_seq_batch_load(fs_arg(args, "--input"), model->cfg.input_dim, model->cfg.num_classes, &batch, err))
         return NULL;
-    fs_clamp_set clamps = {0};
-    fs_interventions iv;
+    fs_held held;
     cJSON *out = NULL;
     fs_metrics mean, *per = calloc((size_t)batch.B, sizeof *per);
     fs_eval_ws ws = {0};
-    if (load_held(args, cfg, batch.P, &clamps, &iv, err) == 0) {
-        fs_eval_clamps held = {clamps.leaf ? &clamps : NULL, &iv};
+    if (load_held(args, cfg, batch.P, batch.B, &held, err) == 0) {
         if (fs_eval_sequences(model, batch.examples, batch.labels, batch.B, batch.P, &held, &ws, &mean, per, err) == 0) {
             if (fs_flag(args, "--per-sequence")) {
                 out = cJSON_CreateObject();
@@ -83,12 +49,12 @@ static cJSON *eval_input(const fs_args *args, const fs_run_config *cfg, const fs
                         cJSON_AddItemToArray(arr, fs_json_float(*fs_metric_field(&per[b], k)));
                 }
             } else {
-                out = metrics_object(&mean);
+                out = fs_metrics_object(&mean);
             }
         }
+        fs_eval_ws_free(&ws);
+        fs_held_free(&held);
     }
-    fs_eval_ws_free(&ws);
-    fs_clamp_set_free(&clamps);
     free(per);
     fs_seq_batch_free(&batch);
     return out;
@@ -105,20 +71,18 @@ static cJSON *eval_evaluators(const fs_args *args, fs_run_config *cfg, const fs_
         fs_fail(err, "%s: eval.evaluators is empty", origin);
         return NULL;
     }
-    fs_clamp_set clamps = {0};
-    fs_interventions iv;
+    fs_held held;
     fs_metrics ms[FS_MAX_EVALUATORS];
     fs_eval_ws ws[FS_MAX_EVALUATORS];
     memset(ws, 0, sizeof ws);
     cJSON *out = NULL;
-    if (load_held(args, cfg, rd.sets[0].P, &clamps, &iv, err) == 0) {
-        fs_eval_clamps held = {clamps.leaf ? &clamps : NULL, &iv};
+    if (load_held(args, cfg, rd.sets[0].P, 0, &held, err) == 0) {
         if (fs_run_evaluate(model, &rd, &held, ws, ms, err) == 0)
             out = fs_metrics_json(&rd, ms);
+        for (int i = 0; i < FS_MAX_EVALUATORS; i++)
+            fs_eval_ws_free(&ws[i]);
+        fs_held_free(&held);
     }
-    for (int i = 0; i < FS_MAX_EVALUATORS; i++)
-        fs_eval_ws_free(&ws[i]);
-    fs_clamp_set_free(&clamps);
     fs_run_data_close(&rd);
     return out;
 }
@@ -148,8 +112,8 @@ int fs_cmd_eval(int argc, char **argv)
     if (!out) {
         rc = fs_cli_error(err.msg);
     } else {
-        char *text = fs_json_print_line(out);
-        rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the result");
+        char *text = fs_json_text(out);
+        rc = text ? fs_cli_output(&args, text) : fs_cli_error("out of memory printing the metrics");
         free(text);
         cJSON_Delete(out);
     }

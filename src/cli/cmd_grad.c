@@ -41,15 +41,14 @@ typedef struct {
     fs_model model;
     fs_seq_batch batch;
     fs_trainer trainer;
-    fs_clamp_set clamps;
-    fs_intervention_clamps iv;
-    bool has_iv;
+    fs_held held;
+    fs_held_clamps hc;
 } session;
 
 static void session_free(session *s)
 {
-    fs_interventions_free(&s->iv);
-    fs_clamp_set_free(&s->clamps);
+    fs_held_unbind(&s->hc);
+    fs_held_free(&s->held);
     fs_trainer_free(&s->trainer);
     fs_seq_batch_free(&s->batch);
     fs_model_free(&s->model);
@@ -76,21 +75,11 @@ static int session_open(session *s, const fs_args *args)
     if (fs_trainer_init(&s->trainer, &s->model, s->batch.P, s->batch.B, (int)threads, &oc, &err))
         return fs_cli_error(err.msg);
     fs_acts_set_inputs(&s->trainer.acts, s->batch.examples, s->batch.labels, 0, s->batch.B);
-    const char *cpath = fs_arg(args, "--cache"), *mpath = fs_arg(args, "--mask");
-    if ((cpath != NULL) != (mpath != NULL))
-        return fs_cli_error("--cache and --mask go together");
-    fs_clamp_set_init(&s->clamps, &s->trainer.acts);
-    if (cpath && (fs_clamp_set_load(&s->clamps, &s->trainer.acts, cpath, mpath, &err) ||
-                  fs_clamp_check_batch(&s->clamps, &s->trainer.acts, s->batch.B, cpath, &err)))
+    fs_held_source src = fs_cli_held(args, NULL, NULL);
+    if (fs_held_load(&s->held, &src, &s->cfg.model, s->batch.P, s->batch.B, &err) ||
+        fs_held_bind(&s->hc, &s->held, &s->trainer.acts, &err))
         return fs_cli_error(err.msg);
-    s->trainer.clamps = &s->clamps;
-    const char *iv_arg = fs_arg(args, "--intervene");
-    if (iv_arg) {
-        if (fs_interventions_build(&s->iv, iv_arg, &s->clamps, &s->model, &s->trainer.acts, s->batch.B, &err))
-            return fs_cli_error(err.msg);
-        s->has_iv = true;
-        s->trainer.clamps = &s->iv.clamps;
-    }
+    s->trainer.clamps = fs_held_update(&s->hc, &s->model, &s->trainer.acts, s->batch.B);
     return 0;
 }
 
@@ -140,8 +129,8 @@ int fs_cmd_steps(int argc, char **argv)
     }
     double *losses = calloc((size_t)steps + 1, sizeof *losses), *norms = calloc((size_t)steps + 1, sizeof *norms);
     for (long long i = 0; i < steps; i++) {
-        if (s.has_iv && i > 0 && fs_interventions_need_clean_pass(&s.iv.spec)) /* clean pass: new parameters */
-            fs_interventions_update(&s.iv, &s.model, &s.trainer.acts, s.batch.B);
+        if (i > 0 && fs_interventions_need_clean_pass(&s.held.iv)) /* clean pass: new parameters */
+            fs_held_update(&s.hc, &s.model, &s.trainer.acts, s.batch.B);
         losses[i] = fs_trainer_step(&s.trainer, s.batch.B, &norms[i]);
     }
     fs_error err = {{0}};

@@ -1,5 +1,4 @@
 /* fewshot train: an in-context classification training run. */
-#include <cjson/cJSON.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
@@ -8,7 +7,6 @@
 #include "cli/cli.h"
 #include "cli/progress.h"
 #include "base/fileio.h"
-#include "fewshot/seqio.h"
 #include "fewshot/train.h"
 
 static const fs_opt opts[] = {
@@ -17,45 +15,14 @@ static const fs_opt opts[] = {
     {"--out", "DIR", "run directory (default: runs/<config name>)"},
     {"--resume", NULL, "continue the run in --out from its latest checkpoint"},
     {"--threads", "T", "worker threads (default: train.threads, 0 = all cores)"},
-    {"--no-progress", NULL, "no progress bar (it is also off when stderr is not a terminal)"},
+    {"--no-progress", NULL, "no progress output (bar on a terminal, plain lines otherwise)"},
+    {"--log-every", "SECONDS", "when stderr is not a terminal: a plain progress line every SECONDS (default 30, 0 = none)"},
     {"--stop-after", "N", "stop after N sequences with a checkpoint (resume later with --resume)"},
     {"--cache", "FILE", "clamp values held on during training and evaluation (= clamps.cache)"},
     {"--mask", "FILE", "clamp mask (= clamps.mask)"},
     {"--intervene", "JSON", "named interventions held on, inline JSON or a file (= the clamps section)"},
     {NULL, NULL, NULL},
 };
-
-/* --cache/--mask/--intervene fill the config's clamps section (saved with the run). */
-static int held_on(const fs_args *args, fs_run_config *cfg, fs_error *err)
-{
-    const char *cache = fs_arg(args, "--cache"), *mask = fs_arg(args, "--mask"), *iv = fs_arg(args, "--intervene");
-    if ((cache != NULL) != (mask != NULL))
-        return fs_fail(err, "--cache and --mask go together");
-    if (!cache && !iv)
-        return 0;
-    cJSON *section = NULL;
-    if (iv) {
-        fs_error ignored;
-        section = iv[0] == '{' ? cJSON_Parse(iv) : fs_json_load(iv, &ignored);
-        if (!cJSON_IsObject(section)) {
-            cJSON_Delete(section);
-            return fs_fail(err, "--intervene: expected a JSON object or a JSON file holding one: %s", iv);
-        }
-    } else {
-        section = cfg->clamps.named ? cJSON_Duplicate(cfg->clamps.named, 1) : cJSON_CreateObject();
-    }
-    if (cache) {
-        cJSON_DeleteItemFromObject(section, "cache");
-        cJSON_DeleteItemFromObject(section, "mask");
-        cJSON_AddStringToObject(section, "cache", cache);
-        cJSON_AddStringToObject(section, "mask", mask);
-    }
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "clamps", section);
-    int rc = fs_run_config_apply(root, "--cache/--mask/--intervene", cfg, err);
-    cJSON_Delete(root);
-    return rc;
-}
 
 static volatile sig_atomic_t stop_signal; /* the signal that asked the run to stop, 0 if none */
 
@@ -85,15 +52,18 @@ int fs_cmd_train(int argc, char **argv)
     fs_run_config cfg;
     if (fs_cli_run_config(&args, &cfg, true))
         return 1;
-    long long threads, stop_after;
+    long long threads, stop_after, log_every;
     if (fs_arg_int(&args, "--threads", cfg.train.threads, 0, 1024, &threads) ||
+        fs_arg_int(&args, "--log-every", 30, 0, 86400, &log_every) ||
         fs_arg_int(&args, "--stop-after", 0, 0, (1LL << 62), &stop_after)) {
         fs_run_config_free(&cfg);
         return 1;
     }
     cfg.train.threads = (int)threads;
     fs_error err = {{0}};
-    if (held_on(&args, &cfg, &err)) {
+    /* --cache/--mask/--intervene go into the clamps section, saved with the run */
+    fs_held_source held = fs_cli_held(&args, NULL, NULL);
+    if (fs_held_record(&cfg, &held, &err)) {
         fs_run_config_free(&cfg);
         return fs_cli_error(err.msg);
     }
@@ -115,7 +85,7 @@ int fs_cmd_train(int argc, char **argv)
         snprintf(out, sizeof out, "runs/%s", base);
     }
     fs_progress bar;
-    fs_progress_start(&bar, !fs_flag(&args, "--no-progress"));
+    fs_progress_start(&bar, !fs_flag(&args, "--no-progress"), (double)log_every);
     /* Ctrl-C, and SIGTERM (SLURM, systemd, timeout, preemption): checkpoint, then exit 128+signal. */
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"eval", fs_cmd_eval, "evaluate a model (evaluators, or given sequences)"},
     {"classify", fs_cmd_classify, "classify many queries against one context (frozen KV cache)"},
     {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
+    {"sweep", fs_cmd_sweep, "grids of training runs: plan, run (local pool), slurm, summarize"},
     {"bench", fs_cmd_bench, "measure training and evaluation throughput"},
 };
 

@@ -9,6 +9,7 @@
 #include "fewshot/cache.h"
 #include "interp/path.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 /* Split "a.b[2].c" into components; an index component has key NULL. */
 int fs_path_split(const char *path, fs_path_part *parts, int max)

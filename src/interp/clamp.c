@@ -9,6 +9,7 @@
 #include "fewshot/model.h"
 #include "interp/path.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a)
 {
@@ -70,21 +71,6 @@ void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1)
         for (size_t i = 0; i < n; i++)
             if (m[i])
                 x[i] = v[i];
-    }
-}
-
-void fs_clamp_stop_grad(const fs_clamp_set *c, const fs_acts *a, float *grad_arena, int leaf, int b0, int b1)
-{
-    if (!c || !c->leaf || !c->leaf[leaf].mask)
-        return;
-    const fs_clamp *k = &c->leaf[leaf];
-    size_t n = a->leaves[leaf].numel;
-    for (int b = b0; b < b1; b++) {
-        float *g = grad_arena + a->leaves[leaf].offset + (size_t)b * n;
-        const uint8_t *m = k->mask + (k->batch ? (size_t)b * n : 0);
-        for (size_t i = 0; i < n; i++)
-            if (m[i])
-                g[i] = 0;
     }
 }
 
@@ -275,7 +261,7 @@ static int walk(fs_clamp_set *c, const load_ctx *ctx, const cJSON *node, const c
     return 0;
 }
 
-int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const void *cache_json, const void *mask_json,
+int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache_json, const cJSON *mask_json,
                            const char *cache_origin, const char *mask_origin, fs_error *err)
 {
     const cJSON *cache = cache_json, *mask = mask_json;

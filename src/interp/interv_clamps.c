@@ -6,6 +6,7 @@
 
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
+#include "model/leaves.h"
 
 #define NEG_BIG (-1e9f) /* the reference's "forbidden" pre-softmax score */
 
@@ -27,7 +28,7 @@ static void mark_heads(uint8_t *touched, const fs_head_list *l, int which)
 static void mark_touched(const fs_interventions *iv, const fs_model_config *c, uint8_t *t)
 {
     if (iv->ablate_embedding)
-        t[fs_top_before(L_TOK_EMBEDDING)] = 1;
+        t[L_TOK_EMBEDDING] = 1;
     for (int l = iv->preserve_from_layer; l < c->depth; l++) {
         t[fs_block_leaf_id(l, B_ATTN_SCORES)] |= iv->preserve_patterns;
         t[fs_block_leaf_id(l, B_V)] |= iv->preserve_values;
@@ -43,18 +44,37 @@ static void mark_touched(const fs_interventions *iv, const fs_model_config *c, u
     mark_heads(t, &iv->head_temperature, B_ATTN_PRE_SOFTMAX);
 }
 
-void fs_interventions_free(fs_intervention_clamps *ic)
+void fs_held_unbind(fs_held_clamps *hc)
 {
-    fs_clamp_set_free(&ic->clamps);
-    free(ic->touched);
-    ic->touched = NULL;
+    fs_clamp_set_free(&hc->clamps);
+    free(hc->touched);
+    memset(hc, 0, sizeof *hc);
 }
 
-int fs_interventions_init(fs_intervention_clamps *ic, const fs_interventions *iv, const fs_acts *a,
-                          const fs_clamp_set *base, fs_error *err)
+/* The held clamp files if they were built for this layout (clamp files are per length). */
+static const fs_clamp_set *files_for(const fs_held *h, int P, int count)
 {
-    ic->touched = NULL;
-    memset(&ic->clamps, 0, sizeof ic->clamps);
+    return h->files.leaf && h->files.P == P && h->files.count == count ? &h->files : NULL;
+}
+
+bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h)
+{
+    if (hc->has_iv != h->has_iv || (h->has_iv && memcmp(&hc->iv, &h->iv, sizeof h->iv) != 0))
+        return false;
+    return hc->files == files_for(h, hc->P, hc->count);
+}
+
+int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err)
+{
+    memset(hc, 0, sizeof *hc);
+    hc->iv = h->iv;
+    hc->has_iv = h->has_iv;
+    hc->P = a->P;
+    hc->count = a->count;
+    hc->files = files_for(h, a->P, a->count);
+    if (!h->has_iv)
+        return 0;
+    const fs_interventions *iv = &hc->iv;
     const fs_model_config *c = &a->cfg;
     for (int k = 0; all_lists(iv, k); k++)
         for (int i = 0; i < all_lists(iv, k)->n; i++) {
@@ -66,38 +86,34 @@ int fs_interventions_init(fs_intervention_clamps *ic, const fs_interventions *iv
     if (iv->preserve_from_layer < 0 || iv->preserve_from_layer >= c->depth)
         return fs_fail(err, "interventions: preserve_from_layer %d out of range (%d layers)", iv->preserve_from_layer,
                        c->depth);
-    if (iv != &ic->spec)
-        ic->spec = *iv;
-    ic->base = base;
-    ic->capacity = a->B;
-    fs_clamp_set_init(&ic->clamps, a);
-    ic->touched = calloc((size_t)a->count, 1);
-    if (!ic->touched || !ic->clamps.leaf) {
-        fs_interventions_free(ic);
+    fs_clamp_set_init(&hc->clamps, a);
+    hc->touched = calloc((size_t)a->count, 1);
+    if (!hc->clamps.leaf || !hc->touched) {
+        fs_held_unbind(hc);
         return fs_fail(err, "interventions: out of memory");
     }
-    mark_touched(iv, c, ic->touched);
+    mark_touched(iv, c, hc->touched);
     for (int i = 0; i < a->count; i++) {
-        const fs_clamp *k = base && base->leaf ? &base->leaf[i] : NULL;
+        const fs_clamp *k = hc->files ? &hc->files->leaf[i] : NULL;
         bool has_base = k && k->mask;
         if (has_base && k->batch && k->batch != a->B) {
-            fs_interventions_free(ic);
+            fs_held_unbind(hc);
             return fs_fail(err, "%s: per-sequence clamp holds %d sequences but the batch has %d", a->leaves[i].path,
                            k->batch, a->B);
         }
-        if (ic->touched[i]) {
+        if (hc->touched[i]) {
             size_t n = a->leaves[i].numel * (size_t)a->B;
-            ic->clamps.leaf[i].value = calloc(n + 1, sizeof(float));
-            ic->clamps.leaf[i].mask = calloc(n + 1, 1);
-            ic->clamps.leaf[i].batch = a->B;
-            ic->clamps.active++;
-            if (!ic->clamps.leaf[i].value || !ic->clamps.leaf[i].mask) {
-                fs_interventions_free(ic);
-                return fs_fail(err, "%s: out of memory for the intervention clamps", a->leaves[i].path);
+            hc->clamps.leaf[i].value = calloc(n + 1, sizeof(float));
+            hc->clamps.leaf[i].mask = calloc(n + 1, 1);
+            hc->clamps.leaf[i].batch = a->B;
+            hc->clamps.active++;
+            if (!hc->clamps.leaf[i].value || !hc->clamps.leaf[i].mask) {
+                fs_held_unbind(hc);
+                return fs_fail(err, "interventions: out of memory");
             }
-        } else if (has_base && fs_clamp_set_leaf(&ic->clamps, a, i, k->value, k->mask, k->batch)) {
-            fs_interventions_free(ic);
-            return fs_fail(err, "%s: out of memory for the intervention clamps", a->leaves[i].path);
+        } else if (has_base && fs_clamp_set_leaf(&hc->clamps, a, i, k->value, k->mask, k->batch)) {
+            fs_held_unbind(hc);
+            return fs_fail(err, "interventions: out of memory");
         }
     }
     return 0;
@@ -110,14 +126,14 @@ typedef struct {
     uint8_t *m;
 } slot;
 
-static slot leaf_slot(const fs_intervention_clamps *ic, const fs_acts *a, int leaf, int b)
+static slot leaf_slot(const fs_held_clamps *ic, const fs_acts *a, int leaf, int b)
 {
     size_t at = (size_t)b * a->leaves[leaf].numel;
     return (slot){ic->clamps.leaf[leaf].value + at, ic->clamps.leaf[leaf].mask + at};
 }
 
 /* Slot of head h of an attention leaf ([1,H,N,N] or [1,H,N,hd]) for sequence b. */
-static slot head_slot(const fs_intervention_clamps *ic, const fs_acts *a, int layer, int which, int h, int b)
+static slot head_slot(const fs_held_clamps *ic, const fs_acts *a, int layer, int which, int h, int b)
 {
     int id = fs_block_leaf_id(layer, which);
     size_t per_head = a->leaves[id].numel / (size_t)a->cfg.num_heads;
@@ -132,14 +148,14 @@ static void set(slot s, size_t i, float v)
 }
 
 /* Every touched leaf starts from the base clamp (or nothing), as the reference's setdefault. */
-static void reset(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void reset(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
     for (int i = 0; i < a->count; i++) {
         if (!ic->touched[i])
             continue;
         size_t n = a->leaves[i].numel;
         slot s = leaf_slot(ic, a, i, b);
-        const fs_clamp *k = ic->base && ic->base->leaf ? &ic->base->leaf[i] : NULL;
+        const fs_clamp *k = ic->files ? &ic->files->leaf[i] : NULL;
         if (k && k->mask) {
             size_t at = k->batch ? (size_t)b * n : 0;
             memcpy(s.v, k->value + at, n * sizeof(float));
@@ -151,9 +167,9 @@ static void reset(const fs_intervention_clamps *ic, const fs_acts *a, int b)
     }
 }
 
-static void preserve(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void preserve(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     const bool on[4] = {iv->preserve_patterns, iv->preserve_values, iv->preserve_queries, iv->preserve_keys};
     const int which[4] = {B_ATTN_SCORES, B_V, B_Q, B_K};
     for (int l = iv->preserve_from_layer; l < a->cfg.depth; l++)
@@ -168,11 +184,11 @@ static void preserve(const fs_intervention_clamps *ic, const fs_acts *a, int b)
 }
 
 /* attn_pre_softmax of the head = clean pass's / T (the reference's opto_set_head_temperature). */
-static void temperatures(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void temperatures(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
     size_t NN = (size_t)a->N * a->N;
-    for (int i = 0; i < ic->spec.head_temperature.n; i++) {
-        const fs_head_ref *r = &ic->spec.head_temperature.h[i];
+    for (int i = 0; i < ic->iv.head_temperature.n; i++) {
+        const fs_head_ref *r = &ic->iv.head_temperature.h[i];
         slot s = head_slot(ic, a, r->layer, B_ATTN_PRE_SOFTMAX, r->head, b);
         const float *pre = fs_leaf_ptr(a, fs_block_leaf_id(r->layer, B_ATTN_PRE_SOFTMAX), b) + (size_t)r->head * NN;
         for (size_t j = 0; j < NN; j++)
@@ -180,11 +196,11 @@ static void temperatures(const fs_intervention_clamps *ic, const fs_acts *a, int
     }
 }
 
-static void ablate(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void ablate(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     if (iv->ablate_embedding) {
-        int id = fs_top_before(L_TOK_EMBEDDING);
+        int id = L_TOK_EMBEDDING;
         slot s = leaf_slot(ic, a, id, b);
         for (size_t j = 0; j < a->leaves[id].numel; j++)
             set(s, j, 0.f);
@@ -198,9 +214,9 @@ static void ablate(const fs_intervention_clamps *ic, const fs_acts *a, int b)
 }
 
 /* s on the previous token, 1 - s on itself, token 0 on itself; label rows only if asked. */
-static void prev_token(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void prev_token(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     int N = a->N;
     float st = (float)iv->prev_token_strength;
     for (int k = 0; k < iv->prev_token_heads.n; k++) {
@@ -212,9 +228,9 @@ static void prev_token(const fs_intervention_clamps *ic, const fs_acts *a, int b
 }
 
 /* Query row (token N-1) of the induction pattern from the sequence's labels. */
-static void induction(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void induction(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     int P = a->P, N = a->N, n = P - 1;
     if (!iv->induction_heads.n || n == 0)
         return; /* no context: nothing to attend to */
@@ -235,9 +251,9 @@ static void induction(const fs_intervention_clamps *ic, const fs_acts *a, int b)
 
 /* Query row: cosine similarity of the query example with each context example, at the
  * label tokens, through a softmax with match_temperature (0: hardmax, ties share). */
-static void match(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void match(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     int P = a->P, N = a->N, D = a->cfg.input_dim;
     if (!iv->match_heads.n || P == 1)
         return;
@@ -279,9 +295,9 @@ static void match(const fs_intervention_clamps *ic, const fs_acts *a, int b)
 }
 
 /* Pre-softmax -1e9 on (i, i-1) (label rows only if asked): the softmax renormalises. */
-static void disallow_prev(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void disallow_prev(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     int N = a->N, step = iv->disallow_prev_token_only_label ? 2 : 1;
     for (int k = 0; k < iv->disallow_prev_token_heads.n; k++) {
         const fs_head_ref *r = &iv->disallow_prev_token_heads.h[k];
@@ -292,9 +308,9 @@ static void disallow_prev(const fs_intervention_clamps *ic, const fs_acts *a, in
 }
 
 /* Query row: -1e9 pre-softmax on every exemplar token (the query included). */
-static void silence_non_label(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void silence_non_label(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
-    const fs_interventions *iv = &ic->spec;
+    const fs_interventions *iv = &ic->iv;
     int N = a->N;
     for (int k = 0; k < iv->silence_non_label_heads.n; k++) {
         const fs_head_ref *r = &iv->silence_non_label_heads.h[k];
@@ -305,7 +321,7 @@ static void silence_non_label(const fs_intervention_clamps *ic, const fs_acts *a
 }
 
 /* The reference's order: later interventions overwrite earlier ones where they meet. */
-static void fill_sequence(const fs_intervention_clamps *ic, const fs_acts *a, int b)
+static void fill_sequence(const fs_held_clamps *ic, const fs_acts *a, int b)
 {
     reset(ic, a, b);
     preserve(ic, a, b);
@@ -318,39 +334,14 @@ static void fill_sequence(const fs_intervention_clamps *ic, const fs_acts *a, in
     silence_non_label(ic, a, b);
 }
 
-void fs_interventions_update_range(fs_intervention_clamps *ic, const fs_model *m, fs_acts *a, int b0, int b1)
+const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq)
 {
-    if (fs_interventions_need_clean_pass(&ic->spec))
-        fs_forward_range(m, a, NULL, b0, b1);
-    for (int b = b0; b < b1; b++)
-        fill_sequence(ic, a, b);
-}
-
-void fs_interventions_update(fs_intervention_clamps *ic, const fs_model *m, fs_acts *a, int nseq)
-{
-    if (fs_interventions_need_clean_pass(&ic->spec))
+    if (!hc->has_iv)
+        return hc->files;
+    if (fs_interventions_need_clean_pass(&hc->iv))
         fs_forward(m, a, NULL, nseq);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < nseq; b++)
-        fill_sequence(ic, a, b);
-}
-
-int fs_interventions_build(fs_intervention_clamps *ic, const char *json_or_file, const fs_clamp_set *base,
-                           const fs_model *m, fs_acts *a, int nseq, fs_error *err)
-{
-    memset(ic, 0, sizeof *ic);
-    fs_interventions *iv = malloc(sizeof *iv);
-    int rc = fs_interventions_from_arg(iv, json_or_file, &m->cfg, err);
-    if (!rc)
-        rc = fs_interventions_init(ic, iv, a, base, err);
-    free(iv);
-    if (rc)
-        return -1;
-    if (nseq > ic->capacity) {
-        fs_fail(err, "interventions: %d sequences but buffers for %d", nseq, ic->capacity);
-        fs_interventions_free(ic);
-        return -1;
-    }
-    fs_interventions_update(ic, m, a, nseq);
-    return 0;
+        fill_sequence(hc, a, b);
+    return &hc->clamps;
 }

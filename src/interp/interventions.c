@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "fewshot/interventions.h"
-#include "base/fileio.h"
+#include "interp/held.h"
 
 void fs_interventions_default(fs_interventions *iv)
 {
@@ -260,22 +260,10 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
 int fs_interventions_from_arg(fs_interventions *iv, const char *json_or_file, const fs_model_config *cfg,
                               fs_error *err)
 {
-    const char *s = json_or_file;
-    while (isspace((unsigned char)*s))
-        s++;
-    cJSON *root;
     const char *origin;
-    if (*s == '{') {
-        origin = "--intervene";
-        root = cJSON_Parse(s);
-        if (!root)
-            return fs_fail(err, "--intervene: malformed JSON near \"%.40s\"", cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : s);
-    } else {
-        origin = json_or_file;
-        root = fs_json_load(json_or_file, err);
-        if (!root)
-            return -1;
-    }
+    cJSON *root = fs_json_arg(json_or_file, "--intervene", &origin, err);
+    if (!root)
+        return -1;
     int rc = fs_interventions_from_json(iv, root, cfg, origin, err);
     cJSON_Delete(root);
     return rc;

@@ -1,5 +1,6 @@
 /* Reading sequence inputs and small file helpers. */
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 #include "base/fileio.h"
 
 #include <cjson/cJSON.h>
@@ -59,7 +60,7 @@ static const char *shape_text(const int *s, int nd, char *buf, size_t n)
     return buf;
 }
 
-int fs_seq_batch_from_json(const void *json, const char *origin, int input_dim, int num_classes,
+int fs_seq_batch_from_json(const cJSON *json, const char *origin, int input_dim, int num_classes,
                            fs_seq_batch *out, fs_error *err)
 {
     memset(out, 0, sizeof *out);

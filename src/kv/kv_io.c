@@ -38,7 +38,7 @@ static int check_labels(const cJSON *labels, const char *origin, int C, fs_error
     return 0;
 }
 
-int fs_kv_context_from_json(const void *json, const char *origin, const fs_model_config *cfg, fs_kv_context *ctx,
+int fs_kv_context_from_json(const cJSON *json, const char *origin, const fs_model_config *cfg, fs_kv_context *ctx,
                             fs_error *err)
 {
     memset(ctx, 0, sizeof *ctx);
@@ -92,7 +92,7 @@ static int query_row(const cJSON *row, const char *origin, size_t i, int dim, fl
     return 0;
 }
 
-int fs_kv_queries_from_json(const void *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err)
+int fs_kv_queries_from_json(const cJSON *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err)
 {
     memset(q, 0, sizeof *q);
     const cJSON *root = json;

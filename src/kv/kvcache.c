@@ -10,6 +10,7 @@
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 #include "base/fileio.h"
 
 /* Contexts up to this many pairs are built by one full forward (its attention leaves

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/leaves.h"
 #include "kernels/kernels.h"
 
 /* Space for the RoPE table (tokens x head_dim) on the stack. */

@@ -1,5 +1,6 @@
 /* The leaf table of the activation cache (SPEC section 3) and the arena it lays out. */
 #include "fewshot/cache.h"
+#include "model/leaves.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,6 @@ static const leaf_name top_after[L_TOP_AFTER_BLOCKS_COUNT] = {
     [L_TRANSFORMER_OUT] = {"out", FS_SCOPE_TRANSFORMER, false},
     [L_UNEMBEDDING] = {"unembedding", FS_SCOPE_TOP, false},
     [L_OUT] = {"out", FS_SCOPE_TOP, false},
-    [L_LOGPROBS] = {"query_probs", FS_SCOPE_TOP, true},
 };
 
 static void set_shape(fs_leaf *l, int ndim, int d0, int d1, int d2, int d3)
@@ -131,7 +131,6 @@ static void top_after_shape(fs_leaf *l, int which, const fs_model_config *c, int
     case L_FINAL_RSTD: set_shape(l, 1, N, 0, 0, 0); break;
     case L_UNEMBEDDING: set_shape(l, 2, N, c->num_classes, 0, 0); break;
     case L_OUT: set_shape(l, 2, P, c->num_classes, 0, 0); break;
-    case L_LOGPROBS: set_shape(l, 1, c->num_classes, 0, 0, 0); break;
     default: set_shape(l, 2, N, c->d_model, 0, 0); break;
     }
 }

@@ -585,8 +585,20 @@ cJSON *fs_run_config_to_json(const fs_run_config *c)
     cJSON_AddItemToObject(root, "data", section_to_json(data_keys, &c->data));
     cJSON_AddItemToObject(root, "train", section_to_json(train_keys, &c->train));
     cJSON_AddItemToObject(root, "eval", section_to_json(eval_keys, &c->eval));
-    if (c->clamps.named)
-        cJSON_AddItemToObject(root, "clamps", cJSON_Duplicate(c->clamps.named, 1));
+    if (c->clamps.named || c->clamps.cache_file[0] || c->clamps.mask_file[0]) {
+        /* the clamp files in force: the section may have been replaced since they were set */
+        cJSON *sec = c->clamps.named ? cJSON_Duplicate(c->clamps.named, 1) : cJSON_CreateObject();
+        const char *names[2] = {"cache", "mask"}, *files[2] = {c->clamps.cache_file, c->clamps.mask_file};
+        for (int i = 0; i < 2; i++) {
+            if (!files[i][0])
+                cJSON_DeleteItemFromObject(sec, names[i]);
+            else if (cJSON_HasObjectItem(sec, names[i]))
+                cJSON_ReplaceItemInObjectCaseSensitive(sec, names[i], cJSON_CreateString(files[i]));
+            else
+                cJSON_AddStringToObject(sec, names[i], files[i]);
+        }
+        cJSON_AddItemToObject(root, "clamps", sec);
+    }
     return root;
 }
 

@@ -3,6 +3,8 @@
  * each leaf is computed its clamp is applied (SPEC section 3). Matrix products use the
  * packed (transposed) weights when given, else the dot-product kernel. */
 #include "fewshot/forward.h"
+#include "model/leaves.h"
+#include "model/packed.h"
 
 #include <math.h>
 #include <omp.h>

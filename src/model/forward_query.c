@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/packed.h"
 #include "kernels/kernels.h"
 #include "simd/simd.h"
 

@@ -6,7 +6,7 @@
 
 #include "fewshot/config.h"
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
 
 /* Run position saved with a checkpoint: sequences seen and the partial sums of the
  * current train-log window, so a resumed run logs exactly what an uninterrupted one would. */

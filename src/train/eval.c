@@ -1,5 +1,6 @@
-#include "fewshot/eval.h"
+#include "train/eval.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -8,7 +9,9 @@
 
 #include "fewshot/forward.h"
 #include "fewshot/seqio.h"
+#include "model/leaves.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 const char *const fs_metric_names[FS_NUM_METRICS] = {"loss", "acc", "in_context_acc", "out_context_acc",
                                                      "prob", "in_context_prob", "out_context_prob",
@@ -19,6 +22,15 @@ double *fs_metric_field(fs_metrics *m, int i)
     double *fields[FS_NUM_METRICS] = {&m->loss, &m->acc, &m->in_context_acc, &m->out_context_acc,
                                       &m->prob, &m->in_context_prob, &m->out_context_prob, &m->use_context_prob};
     return fields[i];
+}
+
+cJSON *fs_metrics_object(const fs_metrics *m)
+{
+    cJSON *o = cJSON_CreateObject();
+    fs_metrics copy = *m;
+    for (int k = 0; k < FS_NUM_METRICS; k++)
+        cJSON_AddItemToObject(o, fs_metric_names[k], fs_json_float(*fs_metric_field(&copy, k)));
+    return o;
 }
 
 enum { LOGITS_PLAIN, LOGITS_IN_CONTEXT, LOGITS_OUT_OF_CONTEXT };
@@ -94,8 +106,8 @@ void fs_eval_ws_free(fs_eval_ws *ws)
     if (ws->qws)
         fs_query_ws_free(ws->qws);
     free(ws->logits);
-    if (ws->ic_ready)
-        fs_interventions_free(&ws->ic);
+    if (ws->hc_ready)
+        fs_held_unbind(&ws->hc);
     if (ws->ready)
         fs_acts_free(&ws->acts);
     memset(ws, 0, sizeof *ws);
@@ -117,9 +129,9 @@ static int ws_prepare(fs_eval_ws *ws, const fs_model *m, int P, fs_error *err)
 {
     if (ws->ready && ws->acts.P == P && fs_model_config_equal(&ws->acts.cfg, &m->cfg))
         return 0;
-    if (ws->ic_ready)
-        fs_interventions_free(&ws->ic);
-    ws->ic_ready = false;
+    if (ws->hc_ready)
+        fs_held_unbind(&ws->hc);
+    ws->hc_ready = false;
     if (ws->ready)
         fs_acts_free(&ws->acts);
     ws->ready = false;
@@ -132,21 +144,25 @@ static int ws_prepare(fs_eval_ws *ws, const fs_model *m, int P, fs_error *err)
 }
 
 int fs_eval_sequences(const fs_model *m, const float *examples, const int *labels, int n, int P,
-                      const fs_eval_clamps *clamps, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
+                      const fs_held *held, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
                       fs_error *err)
 {
     int C = m->cfg.num_classes, D = m->cfg.input_dim;
     double sums[FS_NUM_METRICS] = {0};
-    const fs_clamp_set *base = clamps && clamps->base && clamps->base->P == P ? clamps->base : NULL;
-    const fs_interventions *iv = clamps && clamps->iv && fs_interventions_any(clamps->iv) ? clamps->iv : NULL;
-    if ((base || iv) && ws_prepare(ws, m, P, err)) /* the cache-writing forward's arena */
+    bool files = held && held->files.leaf && held->files.P == P;
+    bool clamped = files || (held && held->has_iv);
+    if (clamped && ws_prepare(ws, m, P, err)) /* the cache-writing forward's arena */
         return -1;
-    if (iv && !ws->ic_ready) {
-        if (fs_interventions_init(&ws->ic, iv, &ws->acts, base, err))
-            return -1;
-        ws->ic_ready = true;
+    if (clamped && ws->hc_ready && !fs_held_bound(&ws->hc, held)) { /* held on something else: rebind */
+        fs_held_unbind(&ws->hc);
+        ws->hc_ready = false;
     }
-    if (!base && !iv) { /* nothing held on: the forward-only query path */
+    if (clamped && !ws->hc_ready) {
+        if (fs_held_bind(&ws->hc, held, &ws->acts, err))
+            return -1;
+        ws->hc_ready = true;
+    }
+    if (!clamped) { /* nothing held on: the forward-only query path */
         if (!ws->qws || ws->qws_P != P) {
             if (ws->qws)
                 fs_query_ws_free(ws->qws);
@@ -173,12 +189,7 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
     for (int first = 0; first < n; first += ws->chunk) {
         int count = n - first < ws->chunk ? n - first : ws->chunk;
         fs_acts_set_inputs(&ws->acts, examples + (size_t)first * P * D, labels + (size_t)first * P, 0, count);
-        const fs_clamp_set *held = base;
-        if (iv) {
-            fs_interventions_update(&ws->ic, m, &ws->acts, count);
-            held = &ws->ic.clamps;
-        }
-        fs_forward(m, &ws->acts, held, count);
+        fs_forward(m, &ws->acts, fs_held_update(&ws->hc, m, &ws->acts, count), count);
         for (int b = 0; b < count; b++)
             accumulate(fs_leaf_ptr(&ws->acts, id_out, b) + (size_t)(P - 1) * C, C, labels + (size_t)(first + b) * P,
                        P, sums, per_seq ? &per_seq[first + b] : NULL);

@@ -1,4 +1,4 @@
-#include "fewshot/optim.h"
+#include "train/optim.h"
 
 #include "kernels/kernels.h"
 #include "base/fileio.h"

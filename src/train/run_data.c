@@ -1,4 +1,4 @@
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "base/fileio.h"
 
 #include <cjson/cJSON.h>
@@ -66,7 +66,7 @@ void fs_run_data_close(fs_run_data *rd)
     memset(rd, 0, sizeof *rd);
 }
 
-int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clamps *clamps, fs_eval_ws *ws,
+int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_held *held, fs_eval_ws *ws,
                     fs_metrics *out, fs_error *err)
 {
     for (int i = 0; i < rd->num_sets; i++) {
@@ -81,7 +81,7 @@ int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clam
                                 (uint64_t)first, count, rd->chunk_examples, rd->chunk_labels, NULL, err))
                 return -1;
             fs_metrics part;
-            if (fs_eval_sequences(m, rd->chunk_examples, rd->chunk_labels, count, s->P, clamps, &ws[i], &part, NULL,
+            if (fs_eval_sequences(m, rd->chunk_examples, rd->chunk_labels, count, s->P, held, &ws[i], &part, NULL,
                                   err))
                 return -1;
             for (int k = 0; k < FS_NUM_METRICS; k++)
@@ -93,14 +93,10 @@ int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clam
     return 0;
 }
 
-void *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m)
+cJSON *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m)
 {
     cJSON *root = cJSON_CreateObject();
-    for (int i = 0; i < rd->num_sets; i++) {
-        cJSON *e = cJSON_AddObjectToObject(root, rd->sets[i].name);
-        fs_metrics copy = m[i];
-        for (int k = 0; k < FS_NUM_METRICS; k++)
-            cJSON_AddItemToObject(e, fs_metric_names[k], fs_json_float(*fs_metric_field(&copy, k)));
-    }
+    for (int i = 0; i < rd->num_sets; i++)
+        cJSON_AddItemToObject(root, rd->sets[i].name, fs_metrics_object(&m[i]));
     return root;
 }

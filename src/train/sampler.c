@@ -1,6 +1,6 @@
 /* Tasks and sequence specs: splits, relabel pairs, class distribution (SPEC section 4),
  * resolved the way the reference's main_utils.get_splits_from_opts and main.py do. */
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "base/fileio.h"
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 
 void fs_eval_set_free(fs_eval_set *set)
 {

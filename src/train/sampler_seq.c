@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "base/rng.h"
-#include "fewshot/sampler.h"
+#include "train/sampler.h"
 
 /* Counter of the mixing draw: far beyond any counter a sequence's own draws reach. */
 #define MIX_COUNTER (UINT64_MAX - 1)

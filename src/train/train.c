@@ -15,10 +15,11 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
-#include "fewshot/run.h"
+#include "train/run.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 typedef struct {
     fs_run_config *cfg;
@@ -28,10 +29,8 @@ typedef struct {
     fs_seq_mix mix;
     fs_model model;
     fs_trainer trainer;
-    fs_clamp_set clamps;            /* clamp files of the clamps section */
-    fs_interventions iv;            /* named interventions of the clamps section */
-    fs_intervention_clamps ic;      /* clamps + interventions, rebuilt per batch */
-    bool use_iv;
+    fs_held held;                   /* the clamps section: clamp files, named interventions */
+    fs_held_clamps hc;              /* held on the trainer's batch, refilled per batch */
     fs_eval_ws ws[FS_MAX_EVALUATORS];
     int *labels;            /* [B][P] sampled labels */
     void **scratch;         /* per-thread sampler scratch */
@@ -49,21 +48,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int mkdir_p(const char *path, fs_error *err)
-{
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            mkdir(tmp, 0755);
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) && errno != EEXIST)
-        return fs_fail(err, "%s: cannot create directory (%s)", path, strerror(errno));
-    return 0;
 }
 
 /* Sample the batch of step `step` into the trainer's input leaves (no allocation). */
@@ -89,6 +73,7 @@ static void metrics_line(run *r, cJSON *line)
 {
     char *text = cJSON_PrintUnformatted(line);
     fprintf(r->metrics, "%s\n", text);
+    fflush(r->metrics); /* whole lines for readers (sweep progress, tail -f) */
     free(text);
     cJSON_Delete(line);
 }
@@ -96,8 +81,7 @@ static void metrics_line(run *r, cJSON *line)
 static int evaluate(run *r, int64_t step, fs_error *err)
 {
     fs_metrics ms[FS_MAX_EVALUATORS];
-    fs_eval_clamps held = {r->clamps.active ? &r->clamps : NULL, r->use_iv ? &r->iv : NULL};
-    if (fs_run_evaluate(&r->model, &r->rd, &held, r->ws, ms, err))
+    if (fs_run_evaluate(&r->model, &r->rd, &r->held, r->ws, ms, err))
         return -1;
     cJSON *line = cJSON_CreateObject();
     cJSON_AddStringToObject(line, "type", "eval");
@@ -154,7 +138,7 @@ static int save_config(run *r, bool resume, fs_error *err)
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", r->dir);
     cJSON *j = fs_run_config_to_json(r->cfg);
-    char *text = fs_json_print_line(j);
+    char *text = fs_json_text(j);
     cJSON_Delete(j);
     if (!text)
         return fs_fail(err, "%s: out of memory", path);
@@ -191,29 +175,9 @@ static int setup(run *r, fs_error *err)
     fs_optim_config oc = fs_optim_config_from_train(&cfg->train);
     if (fs_trainer_init(&r->trainer, &r->model, P, B, cfg->train.threads, &oc, err))
         return -1;
-    fs_clamp_set_init(&r->clamps, &r->trainer.acts);
-    if (cfg->clamps.cache_file[0] || cfg->clamps.mask_file[0]) {
-        if (!cfg->clamps.cache_file[0] || !cfg->clamps.mask_file[0])
-            return fs_fail(err, "%s: clamps: \"cache\" and \"mask\" go together", r->origin);
-        if (fs_clamp_set_load(&r->clamps, &r->trainer.acts, cfg->clamps.cache_file, cfg->clamps.mask_file, err))
-            return -1;
-        for (int i = 0; i < r->clamps.count; i++)
-            if (r->clamps.leaf[i].batch)
-                return fs_fail(err, "%s: clamps: per-sequence (batched) clamps cannot be held on during training",
-                               cfg->clamps.cache_file);
-    }
-    if (r->clamps.active)
-        r->trainer.clamps = &r->clamps;
-    fs_interventions_default(&r->iv);
-    if (cfg->clamps.named &&
-        fs_interventions_from_json(&r->iv, cfg->clamps.named, &cfg->model, r->origin, err))
+    fs_held_source src = {.config = &cfg->clamps, .origin = r->origin};
+    if (fs_held_load(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err))
         return -1;
-    r->use_iv = fs_interventions_any(&r->iv);
-    if (r->use_iv) {
-        if (fs_interventions_init(&r->ic, &r->iv, &r->trainer.acts, r->clamps.active ? &r->clamps : NULL, err))
-            return -1;
-        r->trainer.clamps = &r->ic.clamps;
-    }
     r->labels = calloc((size_t)B * P, sizeof *r->labels);
     r->nscratch = omp_get_max_threads();
     r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
@@ -236,9 +200,8 @@ static void teardown(run *r)
     free(r->labels);
     for (int i = 0; i < FS_MAX_EVALUATORS; i++)
         fs_eval_ws_free(&r->ws[i]);
-    if (r->use_iv)
-        fs_interventions_free(&r->ic);
-    fs_clamp_set_free(&r->clamps);
+    fs_held_unbind(&r->hc);
+    fs_held_free(&r->held);
     fs_trainer_free(&r->trainer);
     fs_model_free(&r->model);
     fs_run_data_close(&r->rd);
@@ -271,8 +234,8 @@ static int loop(run *r, fs_error *err)
     int rc = 0;
     while (step < total_steps) {
         sample_step(r, step);
-        if (r->use_iv) /* per-sequence interventions follow this batch's inputs */
-            fs_interventions_update(&r->ic, &r->model, &r->trainer.acts, B);
+        /* per-sequence interventions follow this batch's inputs */
+        r->trainer.clamps = fs_held_update(&r->hc, &r->model, &r->trainer.acts, B);
         double gnorm;
         double loss = fs_trainer_step(&r->trainer, B, &gnorm);
         if (!isfinite(loss) || !isfinite(gnorm))
@@ -334,7 +297,7 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
     int rc = -1;
     /* one run per directory: the lock is held until teardown; then no other writer can
      * own the temp files that interrupted writes left behind */
-    if (mkdir_p(r.ckpt_dir, err) || fs_dir_lock(r.dir, &r.lock_fd, err))
+    if (fs_mkdir_p(r.ckpt_dir, err) || fs_dir_lock(r.dir, &r.lock_fd, err))
         goto done;
     fs_remove_stale_tmp(r.dir);
     fs_remove_stale_tmp(r.ckpt_dir);

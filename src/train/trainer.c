@@ -98,13 +98,6 @@ static void reduce_slice(fs_trainer *t, int n, size_t lo, size_t hi)
     fs_sum_rows(t->grads + lo, (const float *const *)t->thread_grads, n, lo, hi - lo);
 }
 
-/* Whether the optimizer runs inside the region (the kinds fs_adam_update reproduces). */
-static bool sliced_optimizer(const fs_optim_config *c)
-{
-    return c->kind == FS_OPT_ADAM || c->kind == FS_OPT_SGD || c->kind == FS_OPT_WARMUP_DECAY ||
-           c->kind == FS_OPT_COSINE;
-}
-
 /* The scalars of fs_optim_update for this step. */
 typedef struct {
     bool sgd;
@@ -143,11 +136,10 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
     if (nt < 1)
         nt = 1;
     double wd = t->optim.weight_decay;
-    bool in_region = update && sliced_optimizer(&t->optim);
     /* Adam's update of an element needs only its gradient, so the reduction, the norm
      * and the update go in one pass -- unless the update depends on the global norm
      * (warmup_decay clips) or weight decay needs whole tensors first. */
-    bool fused = in_region && wd == 0 && t->optim.kind != FS_OPT_WARMUP_DECAY;
+    bool fused = update && wd == 0 && t->optim.kind != FS_OPT_WARMUP_DECAY;
     update_params up = update_for_step(&t->optim, t->state.step);
     double norm = 0;
     for (int k = 0; k < nt; k++)
@@ -175,7 +167,7 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
         } else {
             reduce_slice(t, n, lo, hi);
         }
-        if (in_region && !fused) {
+        if (update && !fused) {
             if (wd != 0) { /* the weight-decay term needs every tensor whole */
 #pragma omp barrier
 #pragma omp single
@@ -192,7 +184,7 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
             optimizer_slice(t, &up, lo, hi, clip);
         }
     }
-    if (in_region) {
+    if (update) {
         double ss = 0;
         for (int k = 0; k < nt; k++)
             ss += t->thread_sums[k].sumsq;
@@ -201,14 +193,12 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
     double loss = 0;
     for (int k = 0; k < nt; k++)
         loss += t->thread_sums[k].loss;
-    if (in_region) {
+    if (update) {
         if (wd != 0)
             loss += t->thread_sums[0].decay;
         t->state.step++;
     } else {
         loss += fs_weight_decay(m, t->grads, wd);
-        if (update)
-            norm = fs_optim_update(&t->optim, &t->state, m, t->grads);
     }
     if (gnorm)
         *gnorm = norm;

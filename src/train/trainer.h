@@ -8,8 +8,10 @@
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "model/packed.h"
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
+#include "model/leaves.h" /* the input leaves a trainer's user fills */
 
 typedef struct {
     fs_model *model;

@@ -3,7 +3,7 @@
 #include "fuzz_common.h"
 
 #include "fewshot/model.h"
-#include "fewshot/optim.h"
+#include "train/optim.h"
 #include "train/checkpoint.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,6 +1,7 @@
 /* Clamp and intervention trees: a JSON object whose "cache" and "cache_mask" (or "mask")
  * trees are clamps for tests/golden/attn_only's model (P from "examples", else 3) and
- * whose "interventions" object (or the whole object) is a named-interventions section. */
+ * whose "interventions" object (or the whole object) is a named-interventions section,
+ * bound to the activations (fs_held_bind). */
 #include "fuzz_common.h"
 
 #include <cjson/cJSON.h>
@@ -36,13 +37,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fs_clamp_set_free(&c);
         }
         const cJSON *named = cJSON_GetObjectItemCaseSensitive(root, "interventions");
-        fs_interventions iv;
-        fs_interventions_default(&iv);
-        if (fs_interventions_from_json(&iv, named ? named : root, &cfg, "fuzz", &err) == 0 &&
-            fs_interventions_any(&iv)) {
-            fs_intervention_clamps ic;
-            if (fs_interventions_init(&ic, &iv, &a, NULL, &err) == 0)
-                fs_interventions_free(&ic);
+        fs_held held = {0};
+        fs_interventions_default(&held.iv);
+        if (fs_interventions_from_json(&held.iv, named ? named : root, &cfg, "fuzz", &err) == 0 &&
+            (held.has_iv = fs_interventions_any(&held.iv))) {
+            fs_held_clamps hc;
+            if (fs_held_bind(&hc, &held, &a, &err) == 0)
+                fs_held_unbind(&hc);
         }
         fs_acts_free(&a);
     }

@@ -2,6 +2,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "cli/cli.h"
 #include "fewshot/kvcache.h"
 #include "base/rng.h"
 

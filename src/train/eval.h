@@ -15,6 +15,8 @@ typedef struct {
 enum { FS_NUM_METRICS = 8 };
 extern const char *const fs_metric_names[FS_NUM_METRICS];
 double *fs_metric_field(fs_metrics *m, int i);
+/* {"loss": .., "acc": .., ...}: the eight metrics in fs_metric_names order. */
+cJSON *fs_metrics_object(const fs_metrics *m);
 
 /* Metrics of one sequence: z [C] query logits, labels [P] (last = query). */
 void fs_metrics_of_sequence(const float *z, int C, const int *labels, int P, fs_metrics *out);
@@ -24,26 +26,20 @@ typedef struct {
     fs_acts acts;
     int chunk;        /* sequences per forward */
     bool ready;
-    fs_intervention_clamps ic; /* named interventions, rebuilt per chunk */
-    bool ic_ready;
+    fs_held_clamps hc;         /* what is held on, bound to acts */
+    bool hc_ready;
     struct fs_query_ws *qws;   /* forward-only query path, used when nothing is clamped */
     int qws_P;
     float *logits;             /* [chunk][C] */
 } fs_eval_ws;
 
-/* What is held on during evaluation: clamp files and/or named interventions (either
- * may be NULL). Clamps built for another sequence length are not applied. */
-typedef struct {
-    const fs_clamp_set *base;
-    const fs_interventions *iv;
-} fs_eval_clamps;
-
 void fs_eval_ws_free(fs_eval_ws *ws);
 
 /* Forward n sequences (examples [n][P][D], labels [n][P]) in chunks and average the
- * metrics into *mean; per_seq (may be NULL) receives each sequence's metrics. */
+ * metrics into *mean; per_seq (may be NULL) receives each sequence's metrics. `held`
+ * (may be NULL) is held on; clamp files built for another sequence length are not. */
 int fs_eval_sequences(const fs_model *m, const float *examples, const int *labels, int n, int P,
-                      const fs_eval_clamps *clamps, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
+                      const fs_held *held, fs_eval_ws *ws, fs_metrics *mean, fs_metrics *per_seq,
                       fs_error *err);
 
 #endif

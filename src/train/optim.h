@@ -2,8 +2,8 @@
  * (global-norm clip 5, Adam, linear warm-up from 1e-5 to lr then sqrt decay to 1e-5)
  * and cosine (Adam, warm-up from 1e-6 to lr then cosine decay to 0). Weight decay adds
  * wd * sum of the parameter tensors' Frobenius norms to the loss. */
-#ifndef FEWSHOT_OPTIM_H
-#define FEWSHOT_OPTIM_H
+#ifndef FEWSHOT_TRAIN_OPTIM_H
+#define FEWSHOT_TRAIN_OPTIM_H
 
 #include <stdint.h>
 

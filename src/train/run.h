@@ -5,8 +5,8 @@
 
 #include "fewshot/config.h"
 #include "fewshot/data.h"
-#include "fewshot/eval.h"
-#include "fewshot/sampler.h"
+#include "train/eval.h"
+#include "train/sampler.h"
 
 /* Evaluator sets are not stored: the sampler is counter-based, so each evaluation
  * re-draws the same fixed sequences chunk by chunk (the sets' examples/labels stay
@@ -28,10 +28,10 @@ void fs_run_data_close(fs_run_data *rd);
 
 /* Evaluate every evaluator set; out[i] gets set i's mean metrics. A workspace per
  * set (ws[FS_MAX_EVALUATORS]) keeps the intervention clamps of each set's length. */
-int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_eval_clamps *clamps, fs_eval_ws *ws,
+int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_held *held, fs_eval_ws *ws,
                     fs_metrics *out, fs_error *err);
 
 /* {"<evaluator>": {"loss": .., "acc": .., ...}, ...} */
-void *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m); /* cJSON* */
+cJSON *fs_metrics_json(const fs_run_data *rd, const fs_metrics *m);
 
 #endif
