@@ -62,14 +62,26 @@ Test(train, resume_continues_identically, .init = make_dir, .fini = remove_dir, 
     snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
     snprintf(a, sizeof a, "%s/straight", dir);
     snprintf(b, sizeof b, "%s/resumed", dir);
-    cr_assert_eq(run("train --config %s --out %s", cfg, a), 0);
-    cr_assert_eq(run("train --config %s --out %s --stop-after 1000", cfg, b), 0, "--stop-after is a planned stop: exit 0");
-    cr_assert_eq(run("train --config %s --out %s", cfg, b), 1, "an existing run without --resume is an error");
-    cr_assert_eq(run("train --config %s --out %s --resume", cfg, b), 0);
+    /* with progress measures, log-spaced evals and model snapshots on both sides of the stop */
+#define MEASURED " --set measures.enable=true --set measures.probe_size=64 --set train.eval_log_points=6" \
+                 " --set 'train.ckpt_sched=[1000,2000]'"
+    cr_assert_eq(run("train --config %s --out %s" MEASURED, cfg, a), 0);
+    cr_assert_eq(run("train --config %s --out %s --stop-after 1000" MEASURED, cfg, b), 0,
+                 "--stop-after is a planned stop: exit 0");
+    cr_assert_eq(run("train --config %s --out %s" MEASURED, cfg, b), 1, "an existing run without --resume is an error");
+    cr_assert_eq(run("train --config %s --out %s --resume" MEASURED, cfg, b), 0);
     char *m1 = slurp("%s/metrics.jsonl", a), *m2 = slurp("%s/metrics.jsonl", b);
     cr_assert_str_eq(m1, m2, "metrics of the resumed run differ from the uninterrupted run");
+    cr_assert_not_null(strstr(m1, "\"measures\":{\"induction_strength\":[["), "eval lines carry the measures");
     free(m1);
     free(m2);
+    for (int i = 0; i < 2; i++) { /* snapshots before (1008) and after (2000) the stop at 1008 */
+        char cmp_snap[512];
+        const char *name = i ? "ckpt_2000" : "ckpt_1008";
+        snprintf(cmp_snap, sizeof cmp_snap, "cmp -s %s/%s.safetensors %s/%s.safetensors", a, name, b, name);
+        cr_assert_eq(system(cmp_snap), 0, "%s differs (or is missing)", name);
+    }
+#undef MEASURED
     /* the final checkpoints hold the same parameters and moments, byte for byte */
     char *c1 = slurp("%s/checkpoints/step_00000200.safetensors", a);
     char *c2 = slurp("%s/checkpoints/step_00000200.safetensors", b);

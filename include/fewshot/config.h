@@ -13,7 +13,13 @@ typedef struct cJSON cJSON;
 
 typedef enum { FS_POS_ROPE = 0, FS_POS_APE = 1, FS_POS_SINUSOIDAL = 2 } fs_pos_kind;
 
-enum { FS_APE_MAX_TOKENS = 32, FS_MAX_DEPTH = 64, FS_MAX_SAMPLERS = 16, FS_MAX_EVALUATORS = 16 };
+enum { FS_APE_MAX_TOKENS = 32, FS_MAX_DEPTH = 64, FS_MAX_SAMPLERS = 16, FS_MAX_EVALUATORS = 16, FS_MAX_SCHED = 4096 };
+
+/* An increasing list of sequence counts (the reference's eval_sched / ckpt_sched). */
+typedef struct {
+    int n;
+    int64_t at[FS_MAX_SCHED];
+} fs_sched;
 
 typedef struct {
     int input_dim;       /* D */
@@ -74,6 +80,9 @@ typedef struct {
     int64_t ckpt_every;       /* sequences; 0 = only at the end */
     int64_t log_every;        /* sequences */
     int threads;              /* 0 = number of cores */
+    fs_sched eval_sched;      /* also evaluate when crossing these sequence counts */
+    int eval_log_points;      /* also evaluate at N log-spaced counts from train_bs to train_iters */
+    fs_sched ckpt_sched;      /* write the model as ckpt_<iter>.safetensors when crossing these */
 } fs_train_config;
 
 /* Class/exemplar splits; relabel schemes also take NONE (no relabelling). */
@@ -108,12 +117,28 @@ typedef struct {
     cJSON *named;              /* the section as given, for the interventions module */
 } fs_clamps_config;
 
+/* Progress measures computed at every eval point (the `measures` section). */
+typedef enum {
+    FS_MEASURE_INDUCTION, FS_MEASURE_PREV_TOKEN, FS_MEASURE_LABEL_ATTENTION, FS_MEASURE_ABLATE_ACC,
+    FS_MEASURE_ONLY_ACC, FS_NUM_MEASURES
+} fs_measure_kind;
+/* Their names in configs and in metrics.jsonl: "induction_strength", ... */
+extern const char *const fs_measure_names[FS_NUM_MEASURES];
+
+typedef struct {
+    bool enable;
+    int probe_size;           /* probe sequences (default 512) */
+    int64_t probe_seed;
+    unsigned which;           /* bit (1u << fs_measure_kind) per measure; default all */
+} fs_measures_config;
+
 typedef struct {
     fs_model_config model;
     fs_data_config data;
     fs_train_config train;
     fs_eval_config eval;
     fs_clamps_config clamps;
+    fs_measures_config measures;
     bool has_model, has_data, has_train, has_eval, has_clamps;
     /* Whether the config set these; if not, a training run takes them from the data
      * (input_dim = the features' dim; num_classes = L when relabelling, else the

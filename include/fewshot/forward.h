@@ -37,5 +37,10 @@ fs_query_ws *fs_query_ws_create(const fs_model_config *cfg, int P, int threads);
 void fs_query_ws_free(fs_query_ws *ws);
 void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
                              float *logits);
+/* The same from the residual stream entering block `layer` (1 <= layer < depth): resid
+ * [nseq][2P-1][d_model] as the cache leaf block_outputs[layer].x; only blocks layer.. run.
+ * Bit-identical to the whole path when resid holds what the forward computed. */
+void fs_forward_query_logits_from(const fs_model *m, fs_query_ws *ws, int layer, const float *resid, int nseq,
+                                  float *logits);
 
 #endif

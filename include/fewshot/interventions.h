@@ -77,6 +77,12 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
 int fs_interventions_from_arg(fs_interventions *iv, const char *json_or_file, const fs_model_config *cfg,
                               fs_error *err);
 bool fs_interventions_any(const fs_interventions *iv);
+/* ablate_heads as weights: m = src with the value weights (and value biases) of iv's
+ * ablated heads zeroed, which computes what src computes with the ablate_heads clamps
+ * (v = 0 exactly, for finite inputs), so a forward without clamps can evaluate them. The
+ * other interventions are not applied. m (zero-initialise it before first use; free with
+ * fs_model_free) is created for src's config when needed. */
+int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *src, fs_model *m, fs_error *err);
 /* preserve or head_temperature: the update runs a clean forward pass first. */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 

@@ -60,6 +60,7 @@ int fs_cmd_grad(int argc, char **argv);
 int fs_cmd_steps(int argc, char **argv);
 int fs_cmd_train(int argc, char **argv);
 int fs_cmd_eval(int argc, char **argv);
+int fs_cmd_measure(int argc, char **argv);
 int fs_cmd_classify(int argc, char **argv);
 int fs_cmd_dataset(int argc, char **argv);
 int fs_cmd_bench(int argc, char **argv);

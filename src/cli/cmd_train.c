@@ -10,7 +10,7 @@
 #include "fewshot/train.h"
 
 static const fs_opt opts[] = {
-    {"--config", "FILE", "run config JSON (sections model, data, train, eval, clamps)"},
+    {"--config", "FILE", "run config JSON (sections model, data, train, eval, measures, clamps)"},
     {"--set", "S.K=V", "override a config value, e.g. --set train.lr=1e-4 (repeatable)"},
     {"--out", "DIR", "run directory (default: runs/<config name>)"},
     {"--resume", NULL, "continue the run in --out from its latest checkpoint"},

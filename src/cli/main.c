@@ -17,6 +17,7 @@ static const command commands[] = {
     {"steps", fs_cmd_steps, "run N optimizer steps on one batch"},
     {"train", fs_cmd_train, "in-context classification training run"},
     {"eval", fs_cmd_eval, "evaluate a model (evaluators, or given sequences)"},
+    {"measure", fs_cmd_measure, "per-head progress measures of a model (induction strength, ablations)"},
     {"classify", fs_cmd_classify, "classify many queries against one context (frozen KV cache)"},
     {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
     {"sweep", fs_cmd_sweep, "grids of training runs: plan, run (local pool), slurm, summarize"},

@@ -275,6 +275,26 @@ bool fs_interventions_need_clean_pass(const fs_interventions *iv)
            iv->head_temperature.n > 0;
 }
 
+/* qkv weight rows [2d + h*hd, 2d + (h+1)*hd) compute head h's values (row n of qkv_raw
+ * is [q | k | v], heads inside). */
+int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *src, fs_model *m, fs_error *err)
+{
+    if (m->params && !fs_model_config_equal(&m->cfg, &src->cfg))
+        fs_model_free(m);
+    if (!m->params && fs_model_create(m, &src->cfg, err))
+        return -1;
+    memcpy(m->params, src->params, sizeof(float) * src->layout.total);
+    const int d = m->cfg.d_model, hd = d / m->cfg.num_heads;
+    for (int i = 0; i < iv->ablate_heads.n; i++) {
+        const fs_block_params *bp = &m->p.blocks[iv->ablate_heads.h[i].layer];
+        int row0 = 2 * d + iv->ablate_heads.h[i].head * hd;
+        memset(bp->qkv_w + (size_t)row0 * d, 0, sizeof(float) * (size_t)hd * d);
+        if (bp->qkv_b)
+            memset(bp->qkv_b + row0, 0, sizeof(float) * (size_t)hd);
+    }
+    return 0;
+}
+
 bool fs_interventions_any(const fs_interventions *iv)
 {
     return iv->ablate_heads.n || iv->ablate_embedding || iv->induction_heads.n || iv->match_heads.n ||

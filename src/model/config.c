@@ -12,7 +12,8 @@
 
 typedef enum {
     K_INT, K_I64, K_DBL, K_BOOL, K_STR, K_INT3, K_DBL3, K_MLP_RATIO,
-    K_POS, K_DATA_TYPE, K_OPTIMIZER, K_SPLIT, K_RELABEL, K_SAMPLERS, K_EVALUATORS
+    K_POS, K_DATA_TYPE, K_OPTIMIZER, K_SPLIT, K_RELABEL, K_SAMPLERS, K_EVALUATORS,
+    K_SCHED, K_MEASURE_SET
 } key_kind;
 
 typedef struct {
@@ -76,6 +77,9 @@ static const key_desc train_keys[] = {
     KEY(fs_train_config, "ckpt_every", NULL, K_I64, ckpt_every, 0, 9.0e18),
     KEY(fs_train_config, "log_every", NULL, K_I64, log_every, 1, 9.0e18),
     KEY(fs_train_config, "threads", NULL, K_INT, threads, 0, 1024),
+    KEY(fs_train_config, "eval_sched", NULL, K_SCHED, eval_sched, 0, 9.0e18),
+    KEY(fs_train_config, "eval_log_points", NULL, K_INT, eval_log_points, 0, 100000),
+    KEY(fs_train_config, "ckpt_sched", NULL, K_SCHED, ckpt_sched, 0, 9.0e18),
     {0},
 };
 
@@ -110,6 +114,17 @@ static const key_desc evaluator_keys[] = {
     KEY(fs_evaluator_config, "assign_query_label_random", NULL, K_BOOL, assign_query_label_random, NOLIM),
     {0},
 };
+
+static const key_desc measures_keys[] = {
+    KEY(fs_measures_config, "enable", NULL, K_BOOL, enable, NOLIM),
+    KEY(fs_measures_config, "probe_size", NULL, K_INT, probe_size, 1, 1 << 20),
+    KEY(fs_measures_config, "probe_seed", NULL, K_I64, probe_seed, 0, 9.0e18),
+    KEY(fs_measures_config, "which", NULL, K_MEASURE_SET, which, NOLIM),
+    {0},
+};
+
+const char *const fs_measure_names[FS_NUM_MEASURES] = {"induction_strength", "prev_token_strength",
+                                                       "label_attention", "ablate_head_acc", "only_head_acc"};
 
 static const char *const pos_names[] = {"rope", "ape", "sinusoidal", NULL};
 static const char *const data_type_names[] = {"file", "onehot", NULL};
@@ -184,6 +199,8 @@ void fs_run_config_default(fs_run_config *c)
     e->eval_seed = 1;
     e->eval_iters = 1000;
     e->eval_bs = 1000;
+    c->measures = (fs_measures_config){.enable = false, .probe_size = 512, .probe_seed = 2,
+                                       .which = (1u << FS_NUM_MEASURES) - 1};
     e->num_evaluators = 4;
     set_evaluator(&e->evaluators[0], "fsl_train", FS_SPLIT_TRAIN, FS_SPLIT_TRAIN, FS_SPLIT_TRAIN);
     set_evaluator(&e->evaluators[1], "fsl_val_rl", FS_SPLIT_TRAIN, FS_SPLIT_TRAIN, FS_SPLIT_VAL);
@@ -270,6 +287,52 @@ static int apply_list(const cJSON *v, const key_desc *item_keys, void *items, si
     return 0;
 }
 
+/* An increasing list of sequence counts. */
+static int apply_sched(const cJSON *v, const key_desc *k, fs_sched *s, const char *origin, const char *where,
+                       fs_error *err)
+{
+    if (!cJSON_IsArray(v))
+        return fs_fail(err, "%s: %s: expected a list of sequence counts, e.g. [1000, 5000, 20000]", origin, where);
+    int n = cJSON_GetArraySize(v);
+    if (n > FS_MAX_SCHED)
+        return fs_fail(err, "%s: %s: expected at most %d entries, got %d", origin, where, FS_MAX_SCHED, n);
+    for (int i = 0; i < n; i++) {
+        char sub[256];
+        double x;
+        snprintf(sub, sizeof sub, "%s[%d]", where, i);
+        if (get_number(cJSON_GetArrayItem(v, i), origin, sub, k, &x, true, err))
+            return -1;
+        s->at[i] = (int64_t)x;
+        if (i > 0 && s->at[i] <= s->at[i - 1])
+            return fs_fail(err, "%s: %s: %lld is not greater than the entry before it (%lld); expected an "
+                                "increasing list", origin, sub, (long long)s->at[i], (long long)s->at[i - 1]);
+    }
+    s->n = n;
+    return 0;
+}
+
+/* A list of measure names -> bit set. */
+static int apply_measure_set(const cJSON *v, unsigned *out, const char *origin, const char *where, fs_error *err)
+{
+    char names[300] = "";
+    for (int m = 0; m < FS_NUM_MEASURES; m++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s\"%s\"", m ? ", " : "", fs_measure_names[m]);
+    if (!cJSON_IsArray(v))
+        return fs_fail(err, "%s: %s: expected a list of measure names (%s)", origin, where, names);
+    unsigned set = 0;
+    int i = 0;
+    for (const cJSON *it = v->child; it; it = it->next, i++) {
+        int m = 0;
+        while (m < FS_NUM_MEASURES && !(cJSON_IsString(it) && !strcmp(it->valuestring, fs_measure_names[m])))
+            m++;
+        if (m == FS_NUM_MEASURES)
+            return fs_fail(err, "%s: %s[%d]: expected one of %s", origin, where, i, names);
+        set |= 1u << m;
+    }
+    *out = set;
+    return 0;
+}
+
 static void init_sampler(void *p) { *(fs_sampler_config *)p = default_sampler(); }
 static void init_evaluator(void *p) { *(fs_evaluator_config *)p = default_evaluator(); }
 
@@ -350,6 +413,10 @@ static int apply_key(const cJSON *v, const key_desc *k, void *base, const char *
         return apply_list(v, sampler_keys, t->samplers, sizeof t->samplers[0], FS_MAX_SAMPLERS, &t->num_samplers,
                           init_sampler, origin, where, err);
     }
+    case K_SCHED:
+        return apply_sched(v, k, (fs_sched *)field, origin, where, err);
+    case K_MEASURE_SET:
+        return apply_measure_set(v, (unsigned *)field, origin, where, err);
     case K_EVALUATORS: {
         fs_eval_config *e = (fs_eval_config *)base;
         return apply_list(v, evaluator_keys, e->evaluators, sizeof e->evaluators[0], FS_MAX_EVALUATORS,
@@ -396,7 +463,7 @@ int fs_model_config_from_json(const cJSON *model, const char *origin, fs_model_c
 int fs_run_config_apply(const cJSON *root, const char *origin, fs_run_config *c, fs_error *err)
 {
     if (!cJSON_IsObject(root))
-        return fs_fail(err, "%s: expected a JSON object with sections model, data, train, eval, clamps", origin);
+        return fs_fail(err, "%s: expected a JSON object with sections model, data, train, eval, measures, clamps", origin);
     for (const cJSON *s = root->child; s; s = s->next) {
         int rc;
         if (strcmp(s->string, "model") == 0) {
@@ -413,6 +480,8 @@ int fs_run_config_apply(const cJSON *root, const char *origin, fs_run_config *c,
         } else if (strcmp(s->string, "eval") == 0) {
             rc = apply_section(s, eval_keys, &c->eval, origin, "eval", err);
             c->has_eval = true;
+        } else if (strcmp(s->string, "measures") == 0) {
+            rc = apply_section(s, measures_keys, &c->measures, origin, "measures", err);
         } else if (strcmp(s->string, "clamps") == 0) {
             if (!cJSON_IsObject(s))
                 return fs_fail(err, "%s: clamps: expected an object", origin);
@@ -438,7 +507,7 @@ int fs_run_config_apply(const cJSON *root, const char *origin, fs_run_config *c,
             c->clamps.named = cJSON_Duplicate(s, 1);
             c->has_clamps = true;
         } else {
-            return fs_fail(err, "%s: unknown section \"%s\" (known: model, data, train, eval, clamps)", origin,
+            return fs_fail(err, "%s: unknown section \"%s\" (known: model, data, train, eval, measures, clamps)", origin,
                            s->string);
         }
         if (rc)
@@ -566,6 +635,20 @@ static void add_key(cJSON *obj, const key_desc *k, const void *base)
             cJSON_AddItemToArray(arr, section_to_json(sampler_keys, &t->samplers[i]));
         break;
     }
+    case K_SCHED: {
+        const fs_sched *sc = (const fs_sched *)field;
+        cJSON *arr = cJSON_AddArrayToObject(obj, k->name);
+        for (int i = 0; i < sc->n; i++)
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber((double)sc->at[i]));
+        break;
+    }
+    case K_MEASURE_SET: {
+        cJSON *arr = cJSON_AddArrayToObject(obj, k->name);
+        for (int m = 0; m < FS_NUM_MEASURES; m++)
+            if (*(const unsigned *)field & (1u << m))
+                cJSON_AddItemToArray(arr, cJSON_CreateString(fs_measure_names[m]));
+        break;
+    }
     case K_EVALUATORS: {
         const fs_eval_config *e = base;
         cJSON *arr = cJSON_AddArrayToObject(obj, k->name);
@@ -585,6 +668,7 @@ cJSON *fs_run_config_to_json(const fs_run_config *c)
     cJSON_AddItemToObject(root, "data", section_to_json(data_keys, &c->data));
     cJSON_AddItemToObject(root, "train", section_to_json(train_keys, &c->train));
     cJSON_AddItemToObject(root, "eval", section_to_json(eval_keys, &c->eval));
+    cJSON_AddItemToObject(root, "measures", section_to_json(measures_keys, &c->measures));
     if (c->clamps.named || c->clamps.cache_file[0] || c->clamps.mask_file[0]) {
         /* the clamp files in force: the section may have been replaced since they were set */
         cJSON *sec = c->clamps.named ? cJSON_Duplicate(c->clamps.named, 1) : cJSON_CreateObject();

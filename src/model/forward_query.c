@@ -349,8 +349,9 @@ static void thread_tables(const fs_model *m, const fs_packed *pk, qbuf *b, int N
     }
 }
 
-static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, const float *examples, const int *labels,
-                         int S, int P, float *logits)
+/* From the inputs (start 0), or from the residual stream entering block `start`. */
+static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, int start, const float *resid,
+                         const float *examples, const int *labels, int S, int P, float *logits)
 {
     const fs_model_config *c = &m->cfg;
     int N = 2 * P - 1, d = c->d_model, H = c->num_heads, hd = d / H, C = c->num_classes, D = c->input_dim;
@@ -358,8 +359,11 @@ static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, const 
     float scale = 1.0f / sqrtf((float)hd);
     bool rope = c->pos_embedding == FS_POS_ROPE;
 
-    fs_matmul_forward_packed(b->ee, examples, pk->example_wt, m->p.example_b, E, D, d);
-    for (int s = 0; s < S; s++)
+    if (start > 0)
+        memcpy(b->x, resid, sizeof(float) * (size_t)R * d);
+    else
+        fs_matmul_forward_packed(b->ee, examples, pk->example_wt, m->p.example_b, E, D, d);
+    for (int s = 0; s < S && start == 0; s++)
         for (int p = 0; p < P; p++) {
             memcpy(b->x + ((size_t)s * N + 2 * p) * d, b->ee + ((size_t)s * P + p) * d, sizeof(float) * d);
             if (p + 1 < P) {
@@ -368,11 +372,11 @@ static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, const 
                        sizeof(float) * d);
             }
         }
-    if (!rope)
+    if (!rope && start == 0)
         for (int s = 0; s < S; s++)
             add_into(b->x + (size_t)s * N * d, b->pos, (size_t)N * d);
 
-    for (int layer = 0; layer < c->depth; layer++) {
+    for (int layer = start; layer < c->depth; layer++) {
         const fs_block_params *bp = &m->p.blocks[layer];
         bool last = layer == c->depth - 1, table = layer == 0 && label_table(c);
         if (!table)
@@ -435,8 +439,8 @@ static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, const 
     fs_matmul_forward(logits, b->xn, m->p.unembed_w, m->p.unembed_b, S, d, C);
 }
 
-void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
-                             float *logits)
+static void query_logits(const fs_model *m, fs_query_ws *ws, int start, const float *resid, const float *examples,
+                         const int *labels, int nseq, float *logits)
 {
     if (nseq <= 0)
         return;
@@ -465,8 +469,21 @@ void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *ex
         int first = (int)((long)nseq * id / n), last = (int)((long)nseq * (id + 1) / n);
         for (int s0 = first; s0 < last; s0 += CHUNK) {
             int S = last - s0 < CHUNK ? last - s0 : CHUNK;
-            chunk_logits(m, &ws->pk, b, examples + (size_t)s0 * P * D, labels + (size_t)s0 * P, S, P,
+            chunk_logits(m, &ws->pk, b, start, start ? resid + (size_t)s0 * ws->N * m->cfg.d_model : NULL,
+                         start ? NULL : examples + (size_t)s0 * P * D, start ? NULL : labels + (size_t)s0 * P, S, P,
                          logits + (size_t)s0 * C);
         }
     }
+}
+
+void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
+                             float *logits)
+{
+    query_logits(m, ws, 0, NULL, examples, labels, nseq, logits);
+}
+
+void fs_forward_query_logits_from(const fs_model *m, fs_query_ws *ws, int layer, const float *resid, int nseq,
+                                  float *logits)
+{
+    query_logits(m, ws, layer, resid, NULL, NULL, nseq, logits);
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/fileio.h"
+#include "base/json.h"
 #include "fewshot/interventions.h"
 
 enum { MAX_VARS = 8, MAX_POINTS = 100000 };
@@ -542,13 +543,10 @@ static int save_manifest(const char *dir, const cJSON *m, fs_error *err)
 {
     char path[1200];
     snprintf(path, sizeof path, "%s/sweep.json", dir);
-    char *text = cJSON_Print(m);
-    size_t n = strlen(text);
-    char *line = malloc(n + 2);
-    memcpy(line, text, n);
-    line[n] = '\n', line[n + 1] = 0;
-    int rc = fs_write_file_atomic(path, line, err);
-    free(line);
+    char *text = fs_json_text(m);
+    if (!text)
+        return fs_fail(err, "%s: out of memory", path);
+    int rc = fs_write_file_atomic(path, text, err);
     free(text);
     return rc;
 }

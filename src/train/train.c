@@ -15,6 +15,8 @@
 #include <unistd.h>
 
 #include "train/checkpoint.h"
+#include "train/schedule.h"
+#include "train/measures.h"
 #include "train/run.h"
 #include "fewshot/seqio.h"
 #include "train/trainer.h"
@@ -41,6 +43,9 @@ typedef struct {
     fs_run_position pos;    /* sequences seen, current train-log window */
     double last_eval_acc;
     char last_eval_name[64];
+    fs_schedule eval_at, snapshot_at; /* evaluations; ckpt_<iter>.safetensors model snapshots */
+    fs_probe_set probe;               /* measures section: the probe set and its workspace */
+    fs_measures_ws mws;
 } run;
 
 static double now(void)
@@ -78,6 +83,26 @@ static void metrics_line(run *r, cJSON *line)
     cJSON_Delete(line);
 }
 
+/* The measures of the model (alone: clamps held on in training are not applied) on the probe set. */
+static int add_measures(run *r, cJSON *line, fs_error *err)
+{
+    fs_measures ms;
+    if (fs_measures_compute(&r->model, r->probe.examples, r->probe.labels, r->probe.n, r->probe.P,
+                            r->cfg->measures.which, &r->mws, &ms, err))
+        return -1;
+    cJSON_AddItemToObject(line, "measures", fs_measures_json(&ms));
+    fs_measures_free(&ms);
+    return 0;
+}
+
+/* A model-only snapshot (ckpt_sched), written atomically. */
+static int snapshot(run *r, fs_error *err)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/ckpt_%lld.safetensors", r->dir, (long long)r->pos.iter);
+    return fs_model_save(&r->model, path, err);
+}
+
 static int evaluate(run *r, int64_t step, fs_error *err)
 {
     fs_metrics ms[FS_MAX_EVALUATORS];
@@ -88,6 +113,10 @@ static int evaluate(run *r, int64_t step, fs_error *err)
     cJSON_AddNumberToObject(line, "iter", (double)r->pos.iter);
     cJSON_AddNumberToObject(line, "step", (double)step);
     cJSON_AddItemToObject(line, "evals", fs_metrics_json(&r->rd, ms));
+    if (r->cfg->measures.enable && add_measures(r, line, err)) {
+        cJSON_Delete(line);
+        return -1;
+    }
     metrics_line(r, line);
     fflush(r->metrics);
     if (r->rd.num_sets > 0) {
@@ -178,6 +207,12 @@ static int setup(run *r, fs_error *err)
     fs_held_source src = {.config = &cfg->clamps, .origin = r->origin};
     if (fs_held_load(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err))
         return -1;
+    if (fs_schedule_init(&r->eval_at, cfg->train.eval_every, &cfg->train.eval_sched, cfg->train.eval_log_points, B,
+                         cfg->train.train_iters, err) ||
+        fs_schedule_init(&r->snapshot_at, 0, &cfg->train.ckpt_sched, 0, B, cfg->train.train_iters, err))
+        return -1;
+    if (cfg->measures.enable && fs_probe_set_build(&r->probe, &r->rd.task, cfg, r->origin, err))
+        return -1;
     r->labels = calloc((size_t)B * P, sizeof *r->labels);
     r->nscratch = omp_get_max_threads();
     r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
@@ -202,6 +237,10 @@ static void teardown(run *r)
         fs_eval_ws_free(&r->ws[i]);
     fs_held_unbind(&r->hc);
     fs_held_free(&r->held);
+    fs_schedule_free(&r->eval_at);
+    fs_schedule_free(&r->snapshot_at);
+    fs_probe_set_free(&r->probe);
+    fs_measures_ws_free(&r->mws);
     fs_trainer_free(&r->trainer);
     fs_model_free(&r->model);
     fs_run_data_close(&r->rd);
@@ -259,7 +298,9 @@ static int loop(run *r, fs_error *err)
             r->pos.loss_sum = r->pos.grad_norm_sum = 0;
             r->pos.window_steps = 0;
         }
-        if ((due(t->eval_every, before, r->pos.iter) || last) && evaluate(r, step, err))
+        if ((fs_schedule_due(&r->eval_at, before, r->pos.iter) || last) && evaluate(r, step, err))
+            return -1;
+        if (fs_schedule_due(&r->snapshot_at, before, r->pos.iter) && snapshot(r, err))
             return -1;
         bool stop = (r->opt->stop_flag && *r->opt->stop_flag) || (r->opt->stop_after > 0 && r->pos.iter >= r->opt->stop_after && !last);
         if (due(t->ckpt_every, before, r->pos.iter) || last || stop) {
@@ -330,6 +371,8 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
         goto done;
     }
     if (!opt->resume && evaluate(&r, 0, err)) /* the curve starts at 0 sequences */
+        goto done;
+    if (!opt->resume && fs_schedule_due(&r.snapshot_at, -1, 0) && snapshot(&r, err))
         goto done;
     rc = loop(&r, err);
 done:
