@@ -497,3 +497,19 @@ Test(harden, non_finite_json_strings_round_trip)
     cr_expect_eq(fs_json_get_float(bad, &x), -1, "only the three exact spellings");
     cJSON_Delete(bad);
 }
+
+/* Found by fuzz_config: a clamps key differing from "cache" only in case made the recorded
+ * config leak the file name and drop it (cJSON_HasObjectItem ignores case). */
+Test(harden, recorded_clamp_files_survive_a_key_differing_in_case)
+{
+    fs_run_config c;
+    fs_run_config_default(&c);
+    fs_error err;
+    cr_assert_eq(fs_run_config_set(&c, "clamps.cache=a.json", &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_run_config_set(&c, "clamps.caChe=x.json", &err), 0, "%s", err.msg);
+    cJSON *j = fs_run_config_to_json(&c);
+    const cJSON *cache = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItem(j, "clamps"), "cache");
+    cr_expect(cJSON_IsString(cache) && !strcmp(cache->valuestring, "a.json"), "the clamp file in force is recorded");
+    cJSON_Delete(j);
+    fs_run_config_free(&c);
+}

@@ -674,9 +674,9 @@ cJSON *fs_run_config_to_json(const fs_run_config *c)
         cJSON *sec = c->clamps.named ? cJSON_Duplicate(c->clamps.named, 1) : cJSON_CreateObject();
         const char *names[2] = {"cache", "mask"}, *files[2] = {c->clamps.cache_file, c->clamps.mask_file};
         for (int i = 0; i < 2; i++) {
-            if (!files[i][0])
-                cJSON_DeleteItemFromObject(sec, names[i]);
-            else if (cJSON_HasObjectItem(sec, names[i]))
+            if (!files[i][0]) /* keys are case-sensitive ("caChe" is another, unknown key) */
+                cJSON_DeleteItemFromObjectCaseSensitive(sec, names[i]);
+            else if (cJSON_GetObjectItemCaseSensitive(sec, names[i]))
                 cJSON_ReplaceItemInObjectCaseSensitive(sec, names[i], cJSON_CreateString(files[i]));
             else
                 cJSON_AddStringToObject(sec, names[i], files[i]);
