@@ -10,7 +10,7 @@ BUILD   ?= build
 # -O2 keeps the SIMDe wrappers inlined; at -O1 the sanitized kernels are ~50x slower.
 ASAN_OPT = -O2 -march=native -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # src/ is layered (README "Code map"); the CLI (src/cli) goes into the binary only.
-LAYERS  := base simd kernels model interp io train kv
+LAYERS  := base simd kernels model interp io train kv api
 LIB_SRC := $(foreach l,$(LAYERS),$(wildcard src/$(l)/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/src/%.o)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -18,16 +18,40 @@ CLI_OBJ := $(CLI_SRC:src/%.c=$(BUILD)/src/%.o)
 HEADERS := $(wildcard include/fewshot/*.h src/*/*.h)
 TEST_SRC:= $(wildcard tests/*.c)
 TEST_OBJ:= $(TEST_SRC:tests/%.c=$(BUILD)/tests/%.o)
+# The shared library: the same sources compiled position-independent in their own tree.
+PIC_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/pic/%.o)
+VERSION := $(shell sed -n 's/^\#define FEWSHOT_VERSION "\(.*\)"/\1/p' include/fewshot/version.h)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libfewshot.so.$(SOMAJOR)
+# make install [PREFIX=/usr/local] [DESTDIR=staging]: binary, libraries, headers, fewshot.pc
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all deps deps-slurm test test-slurm asan-test ubsan-clang-test valgrind bench bench-compare check-layers \
-        clean deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
+.PHONY: all lib deps deps-python deps-report deps-slurm test test-install test-python test-report test-slurm install uninstall \
+        asan-test ubsan-clang-test valgrind bench bench-compare check-layers clean \
+        deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
 
-all: fewshot
+all: fewshot lib
+
+lib: $(BUILD)/libfewshot.a $(BUILD)/libfewshot.so
 
 deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# The Python module's dependencies (numpy, cffi in ABI mode, pytest).
+deps-python:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    python3-numpy python3-cffi python3-pytest
+
+# fewshot report: Chart.js (inlined into every report) and Chromium (the browser test).
+deps-report:
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libjs-chart.js chromium
 
 # Optional: a real one-node SLURM for `make test-slurm` (Debian packages).
 deps-slurm:
@@ -46,11 +70,62 @@ $(BUILD)/libfewshot.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/libfewshot.a
+$(BUILD)/pic/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+
+$(BUILD)/libfewshot.so.$(VERSION): $(PIC_OBJ)
+	$(CC) $(CFLAGS) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $^ -o $@ $(LDLIBS)
+
+$(BUILD)/libfewshot.so: $(BUILD)/libfewshot.so.$(VERSION)
+	ln -sf libfewshot.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
+
+install: fewshot lib
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/fewshot
+	install -m 755 fewshot $(DESTDIR)$(BINDIR)/fewshot
+	install -m 644 $(BUILD)/libfewshot.a $(DESTDIR)$(LIBDIR)/libfewshot.a
+	install -m 755 $(BUILD)/libfewshot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfewshot.so.$(VERSION)
+	ln -sf libfewshot.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libfewshot.so
+	install -m 644 include/fewshot/*.h $(DESTDIR)$(INCDIR)/fewshot/
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' \
+	    'Name: fewshot' 'Description: few-shot sequence classification with small transformers' \
+	    'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lfewshot' \
+	    'Libs.private: $(LDLIBS)' > $(DESTDIR)$(LIBDIR)/pkgconfig/fewshot.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/fewshot $(DESTDIR)$(LIBDIR)/libfewshot.a $(DESTDIR)$(LIBDIR)/libfewshot.so \
+	    $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libfewshot.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/fewshot.pc
+	rm -f $(patsubst include/%,$(DESTDIR)$(INCDIR)/%,$(wildcard include/fewshot/*.h))
+	-rmdir $(DESTDIR)$(INCDIR)/fewshot 2>/dev/null
+
+# Installs into a temporary prefix, builds a C program against it with pkg-config (shared
+# and static) and runs it; then uninstalls and checks nothing is left.
+test-install:
+	tests/test_install.sh
+
+# The Python module (python/fewshot) over the shared library; needs make deps-python
+# (Debian's packages, for the system interpreter: PYTHON=/usr/bin/python3).
+PYTHON  ?= /usr/bin/python3
+test-python: fewshot lib
+	FEWSHOT_LIB=$(CURDIR)/$(BUILD)/libfewshot.so PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q python/tests
+
+# The report's HTML template (a normal file in the repo) compiled into the binary.
+$(BUILD)/gen/report_template.c: src/cli/report/template.html
+	@mkdir -p $(dir $@)
+	{ echo '/* generated from $< by the Makefile */'; echo 'const char fs_report_template[] = {'; \
+	  od -An -v -tx1 $< | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'; echo '0};'; } > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/report_template.o: $(BUILD)/gen/report_template.c
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/fewshot: $(CLI_OBJ) $(BUILD)/gen/report_template.o $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 fewshot: $(BUILD)/fewshot
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
@@ -59,6 +134,10 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 # targets' seeds and kept crash inputs (tests/fuzz/regressions) are replayed too.
 test: $(BUILD)/test_fewshot fewshot fuzz-replay
 	$(BUILD)/test_fewshot -j2
+
+# fewshot report in headless Chromium (needs make deps-report): tests/report_test.sh.
+test-report: fewshot
+	tests/report_test.sh
 
 # Sweeps on a real one-node SLURM cluster started for the test (needs root and deps-slurm).
 test-slurm: fewshot

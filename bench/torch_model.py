@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""The fewshot SequenceClassifier (SPEC section 1) in PyTorch.
+"""The fewshot SequenceClassifier (docs/model.md) in PyTorch.
 
-Parameter names match the SPEC's safetensors names, so `model.state_dict()` keys
+Parameter names match the safetensors names of docs/model.md, so `model.state_dict()` keys
 are exactly the tensor names in params.safetensors / grads.safetensors.
 Batched: examples [B, P, D] float, labels [B, P] int -> out [B, P, C].
 """

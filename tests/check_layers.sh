@@ -7,18 +7,19 @@ cd "$(dirname "$0")/.."
 rank() {
     case "$1" in
         base) echo 0 ;; simd) echo 1 ;; kernels) echo 2 ;; model) echo 3 ;;
-        interp|io) echo 4 ;; train|kv) echo 5 ;; cli) echo 6 ;; *) echo -1 ;;
+        interp|io) echo 4 ;; train|kv) echo 5 ;; api) echo 6 ;; cli) echo 7 ;; *) echo -1 ;;
     esac
 }
 # public header -> the layer that implements it
 public_layer() {
     case "$1" in
-        error) echo base ;;
+        error|version) echo base ;;
         config|model|cache|forward) echo model ;;
         interventions) echo interp ;;
         safetensors|data|seqio) echo io ;;
         train) echo train ;;
         kvcache) echo kv ;;
+        api) echo api ;;
         *) echo unknown ;;
     esac
 }

@@ -1,4 +1,4 @@
-/* Helpers for comparing our outputs with tests/golden (SPEC section 6). */
+/* Helpers for comparing our outputs with tests/golden (tests/golden/README.md). */
 #ifndef FEWSHOT_TEST_GOLDEN_UTIL_H
 #define FEWSHOT_TEST_GOLDEN_UTIL_H
 

@@ -62,9 +62,13 @@ extern const char th_tiny_run_config[];
 /* Tiny model for gradient checks: input_dim 6, num_classes 3, d_model 8, num_heads 2,
  * depth 1, mlp_ratio 2, RoPE. */
 void th_tiny_config(fs_model_config *c);
-/* Create a model and fill every parameter: SPEC init from `seed`, then uniform noise of
+/* Create a model and fill every parameter: the documented init (docs/model.md) from `seed`, then uniform noise of
  * +-noise on every element (so biases and LayerNorm parameters are not trivial). */
 void th_random_model(fs_model *m, const fs_model_config *cfg, uint64_t seed, double noise);
+
+/* A run config (JSON text) that trains in about a second on datasets/synth_small.h5:
+ * d_model 16, 2 heads, 2 layers, 3200 sequences, evaluators fsl_train and fsl_val_rl. */
+extern const char th_tiny_run_config[];
 
 /* ---- random numbers (splitmix64) ---- */
 

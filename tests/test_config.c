@@ -1,4 +1,4 @@
-/* Config loader (src/config.c, SPEC sections 1, 7, 8): defaults, every documented key
+/* Config loader (src/config.c, docs/model.md, docs/formats.md): defaults, every documented key
  * and the reference's aliases, rejection of unknown keys/sections and wrong types with
  * messages naming the file and the key, mlp_ratio null, JSON round trip, --set. */
 #include <criterion/criterion.h>
@@ -105,7 +105,7 @@ Test(config, run_defaults_are_the_reference_main_run)
 
 /* ---------------------------------------------------------------- every key */
 
-/* Every SPEC section 8 key, with the reference's aliases where it has them. */
+/* Every config key (docs/formats.md), with the reference's aliases where it has them. */
 static const char *all_keys_aliases =
     "{\"model\": {\"input_dim\": 12, \"model_output_classes\": 7, \"d_model\": 24, \"num_heads\": 3, \"depth\": 3,\n"
     "            \"mlp_ratio\": 2.5, \"pos_embedding\": \"sinusoidal\", \"sin_time\": 500.0, \"init_seed\": 11,\n"
@@ -225,7 +225,7 @@ static char *replace(const char *text, const char *from, const char *to)
 
 Test(config, every_documented_key_with_canonical_names)
 {
-    /* the same file with SPEC names instead of the reference's aliases */
+    /* the same file with our names instead of the reference's aliases */
     static const char *const swaps[][2] = {{"\"model_output_classes\"", "\"num_classes\""},
                                            {"\"sin_time\"", "\"rope_base\""},
                                            {"\"data_path_in_file\"", "\"path\""},
@@ -368,7 +368,7 @@ Test(config, cross_field_validation)
     cr_assert_eq(fs_model_config_validate(&m, "cfg.json", &err), 0, "%s", err.msg);
     fs_run_config c;
     fs_run_config_default(&c);
-    c.train.train_seed = c.eval.eval_seed = 4; /* SPEC 5: seeds must differ */
+    c.train.train_seed = c.eval.eval_seed = 4; /* seeds must differ (docs/formats.md) */
     cr_assert_eq(fs_run_config_validate(&c, "cfg.json", &err), -1);
     cr_assert(strstr(err.msg, "seed"), "%s", err.msg);
     fs_run_config_free(&c);

@@ -72,7 +72,7 @@ static cluster_stats stats(const fs_dataset *d)
     return s;
 }
 
-/* SPEC section 4: x = (mu + eps eta)/sqrt(1+eps^2), mu, eta ~ N(0, I/D). */
+/* docs/sampling.md: x = (mu + eps eta)/sqrt(1+eps^2), mu, eta ~ N(0, I/D). */
 static void expect_cluster_stats(const fs_dataset *d, double eps, double rel_tol)
 {
     cluster_stats s = stats(d);

@@ -1,4 +1,4 @@
-/* Finite-difference gradient checks (SPEC sections 1, 3, 5).
+/* Finite-difference gradient checks (docs/model.md, docs/cache.md).
  *
  * Kernels: each backward kernel (src/kernels.c) against central differences of a
  * double-precision reference forward written here (the float forward is checked
@@ -177,7 +177,7 @@ static void ln_ref(const ln_ctx *c, double *out)
         mu /= LN_C;
         for (int i = 0; i < LN_C; i++)
             var += (x[i] - mu) * (x[i] - mu);
-        var /= LN_C; /* biased variance, eps 1e-5 (SPEC section 1) */
+        var /= LN_C; /* biased variance, eps 1e-5 (docs/model.md) */
         for (int i = 0; i < LN_C; i++)
             out[m * LN_C + i] = (x[i] - mu) / sqrt(var + 1e-5) * c->w[i] + c->b[i];
     }
@@ -336,7 +336,7 @@ typedef struct {
     double base;
 } rope_ctx;
 
-/* SPEC section 1: pair i at position p, theta = p / base^(2i/hd), interleaved pairs. */
+/* docs/model.md: pair i at position p, theta = p / base^(2i/hd), interleaved pairs. */
 static void rope_ref(const rope_ctx *c, double *out)
 {
     for (int h = 0; h < RP_H; h++)
@@ -575,7 +575,7 @@ typedef struct {
     double wd;
 } fd_model;
 
-/* wd * sum of Frobenius norms, in double (SPEC section 5). */
+/* wd * sum of Frobenius norms, in double (docs/model.md). */
 static double wd_term(const fs_model *m, double wd)
 {
     if (wd == 0)
@@ -797,7 +797,7 @@ MODEL_TEST(no_norm_qkv_bias_ape_p4, .pos = FS_POS_APE, .mlp_ratio = 2, .depth = 
 MODEL_TEST(mlp_ratio_1_5_rope_p4, .pos = FS_POS_ROPE, .mlp_ratio = 1.5, .depth = 2, .heads = 2, .P = 4, .B = 2,
            .threads = 1)
 
-/* ---------------------------------------------------------------- clamps (stop-gradient, SPEC 3) */
+/* ---------------------------------------------------------------- clamps (stop-gradient, docs/cache.md) */
 
 /* Random mask of density `dens` with the leaf's current values + noise as clamp values. */
 static void clamp_random(fs_clamp_set *cs, const fs_acts *a, th_rng *r, int leaf, int batch, double dens, double noise)
@@ -943,7 +943,7 @@ Test(fdcheck, clamp_whole_leaf_blocks_upstream)
     free(r.grads);
 }
 
-/* ---------------------------------------------------------------- weight decay (SPEC 5) */
+/* ---------------------------------------------------------------- weight decay (docs/model.md) */
 
 typedef struct {
     fs_model *m;

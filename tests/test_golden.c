@@ -1,4 +1,4 @@
-/* Golden conformance (SPEC section 6): forward caches, clamps, gradients, Adam steps
+/* Golden conformance (tests/golden/README.md): forward caches, clamps, gradients, Adam steps
  * for every model under tests/golden, leaf by leaf and tensor by tensor. */
 #include <criterion/criterion.h>
 #include <glob.h>
@@ -234,7 +234,7 @@ Test(golden, cache_command_matches)
     rmdir(tmpl);
 }
 
-/* The eight eval metrics per sequence (SPEC section 4) against golden/doc/eval_metrics.json,
+/* The eight eval metrics per sequence (docs/metrics.md) against golden/doc/eval_metrics.json,
  * through the forward-only query path and through the cache-writing forward. */
 Test(golden, eval_metrics_per_sequence)
 {

@@ -1,4 +1,4 @@
-/* Parameter initialisation (SPEC section 1): seeded, reproducible, right distributions. */
+/* Parameter initialisation (docs/model.md): seeded, reproducible, right distributions. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Malformed inputs through the fewshot binary (SPEC section 7): every one must exit
+/* Malformed inputs through the fewshot binary (docs/formats.md): every one must exit
  * non-zero (1 or 2, never a signal or a sanitizer report) with a message on stderr
  * that names the file and the field. The binary is FEWSHOT_BIN or ./fewshot. */
 #include <criterion/criterion.h>
@@ -13,6 +13,7 @@
 
 #include "fewshot/model.h"
 #include "fewshot/safetensors.h"
+#include "fewshot/version.h"
 #include "helpers.h"
 
 #define DOC_CONFIG TH_GOLDEN "/doc/config.json"
@@ -475,4 +476,78 @@ Test(inputs, top_level_usage)
     th_run(&r, "cache --config");
     check_failure(&r, "fewshot cache --config", (const char *const[]){"--config", NULL});
     th_run_free(&r);
+}
+
+Test(inputs, version)
+{
+    th_run_result r;
+    th_run(&r, "--version");
+    cr_assert(r.exited && r.code == 0, "fewshot --version: %s", th_describe(&r));
+    cr_assert_str_eq(r.out, "fewshot " FEWSHOT_VERSION "\n");
+    th_run_free(&r);
+}
+
+/* Every option of a command shows in its usage lines (the block before the first blank
+ * line), and the optional ones in brackets. */
+static void usage_lists_options(const char *cmd, const char *const *optional)
+{
+    th_run_result r;
+    th_run(&r, "%s --help", cmd);
+    cr_assert(r.exited && r.code == 0, "fewshot %s --help: %s", cmd, th_describe(&r));
+    char *end = strstr(r.out, "\n\n");
+    cr_assert_not_null(end, "%s", r.out);
+    char *usage = strndup(r.out, (size_t)(end - r.out));
+    const char *opts = strstr(r.out, "options:\n");
+    cr_assert_not_null(opts, "%s", r.out);
+    for (const char *line = strchr(opts, '\n'); line && line[1]; line = strchr(line + 1, '\n')) {
+        char name[64];
+        if (sscanf(line + 1, " %63s", name) != 1 || name[0] != '-' || !strcmp(name, "-h,"))
+            continue;
+        cr_assert_not_null(strstr(usage, name), "fewshot %s: the usage lines lack %s:\n%s", cmd, name, usage);
+    }
+    for (int i = 0; optional[i]; i++) {
+        char bracketed[64];
+        snprintf(bracketed, sizeof bracketed, "[%s", optional[i]);
+        cr_assert_not_null(strstr(usage, bracketed), "fewshot %s: %s is optional but not in brackets:\n%s", cmd,
+                           optional[i], usage);
+    }
+    free(usage);
+    th_run_free(&r);
+}
+
+Test(inputs, usage_lines_show_optional_options)
+{
+    usage_lists_options("init", (const char *const[]){"--config", "--seed", "--set", NULL});
+    usage_lists_options("cache", (const char *const[]){"--config", "--cache", "--intervene", "--shapes", "-o", NULL});
+    usage_lists_options("grad", (const char *const[]){"--config", "--cache", "--intervene", "--threads", NULL});
+    usage_lists_options("steps", (const char *const[]){"--config", "--cache", "--intervene", "--threads", NULL});
+    usage_lists_options("train", (const char *const[]){"--set", "--out", "--resume", "--stop-after", "--cache", NULL});
+    usage_lists_options("eval", (const char *const[]){"--config", "--input", "--per-sequence", "--cache", "-o", NULL});
+    usage_lists_options("classify", (const char *const[]){"--config", "--threads", "--kv-stats", "-o", NULL});
+    usage_lists_options("dataset synth", (const char *const[]){"--classes", "--dim", "--seed", "--path", NULL});
+    usage_lists_options("bench", (const char *const[]){"--config", "--threads", "--seconds", "--json", NULL});
+    usage_lists_options("sweep run", (const char *const[]){"-j", "--threads-per-run", "--no-progress", NULL});
+    usage_lists_options("sweep task", (const char *const[]){"--threads-per-run", "--log-every", NULL});
+    usage_lists_options("sweep slurm", (const char *const[]){"--submit", NULL});
+    usage_lists_options("sweep summarize", (const char *const[]){"--csv", "--metric", NULL});
+}
+
+/* A model of another input size than the shipped 512-dim examples: the error says what
+ * the model reads and where to look; the 64-dim examples fit it. */
+Test(inputs, input_size_mismatch_hints_at_inputs_of_that_size)
+{
+    const char *m64 = th_path(g_dir, "d64.safetensors"), *m512 = th_path(g_dir, "d512.safetensors");
+    expect_ok_line(fmt("init --set model.input_dim=64 -o %s", m64));
+    expect_ok_line(fmt("init -o %s", m512));
+    EXPECT_FAIL(fmt("cache --model %s --input datasets/examples/seq_doc.json --shapes", m64),
+                "datasets/examples/seq_doc.json", "input_dim = 64", "got 512", "docs/formats.md",
+                "datasets/examples/*_small.json");
+    EXPECT_FAIL(fmt("cache --model %s --input datasets/examples/seq_small.json --shapes", m512), "input_dim = 512",
+                "got 64", "docs/formats.md");
+    EXPECT_FAIL(fmt("classify --model %s --context datasets/examples/seq_small.json --queries "
+                    "datasets/examples/classify_queries.json", m64),
+                "classify_queries.json", "docs/formats.md");
+    expect_ok_line(fmt("cache --model %s --input datasets/examples/seq_small.json --shapes", m64));
+    expect_ok_line(fmt("eval --model %s --input datasets/examples/batch_small.json", m64));
+    expect_ok_line(fmt("cache --model %s --input datasets/examples/seq_doc.json --shapes", m512));
 }

@@ -184,7 +184,7 @@ Test(kvcache, frozen_matches_full_forward_long_context)
 }
 
 /* The golden inputs: context = the first P-1 pairs, query = the last exemplar; logits
- * equal the golden out[P-1] (SPEC 6 tolerance) and our full forward (1e-5). */
+ * equal the golden out[P-1] (the golden tolerance) and our full forward (1e-5). */
 Test(kvcache, golden_models_out_last)
 {
     static const char *const models[] = {"doc", "attn_only", "ape", "sinusoidal"};

@@ -1,4 +1,4 @@
-/* Optimizers and schedules (SPEC section 5) against their definitions (optax). */
+/* Optimizers and schedules (docs/model.md) against their definitions (optax). */
 #include <criterion/criterion.h>
 #include <math.h>
 

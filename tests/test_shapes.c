@@ -1,6 +1,6 @@
-/* Shape regression (SPEC section 3): the documented model's cache tree for 3 pairs
+/* Shape regression (docs/cache.md): the documented model's cache tree for 3 pairs
  * equals the seed document's listing byte for byte (its comments removed), and for
- * other configs every leaf has the shape the SPEC derives. */
+ * other configs every leaf has the shape docs/cache.md gives. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -108,7 +108,7 @@ static bool one_of(const char *list, const char *key)
     return false;
 }
 
-/* Expected per-sequence shape of a leaf, written from SPEC sections 1 and 3. */
+/* Expected per-sequence shape of a leaf, written from docs/model.md, docs/cache.md. */
 static int expected_shape(const char *key, const char *scope, const fs_model_config *c, int P, int *s)
 {
     int N = 2 * P - 1, d = c->d_model, H = c->num_heads, hd = d / H, C = c->num_classes;

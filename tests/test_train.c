@@ -1,5 +1,5 @@
 /* Training runs through the binary: resume determinism, Ctrl-C, metrics format, and a
- * short run of the default config that learns (SPEC sections 5 and 8). */
+ * short run of the default config that learns (docs/model.md, docs/formats.md). */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -56,6 +56,20 @@ static char *slurp(const char *fmt, const char *a)
     return text;
 }
 
+/* Runs a and b (200 steps each) wrote the same metrics and, byte for byte, the same final
+ * checkpoint (parameters and moments). */
+static void assert_same_run(const char *a, const char *b, const char *what)
+{
+    char *m1 = slurp("%s/metrics.jsonl", a), *m2 = slurp("%s/metrics.jsonl", b);
+    cr_assert_str_eq(m1, m2, "metrics of %s differ from the uninterrupted run", what);
+    free(m1);
+    free(m2);
+    char cmp[512];
+    snprintf(cmp, sizeof cmp, "cmp -s %s/checkpoints/step_00000200.safetensors %s/checkpoints/step_00000200.safetensors",
+             a, b);
+    cr_assert_eq(system(cmp), 0, "final checkpoints of %s differ", what);
+}
+
 Test(train, resume_continues_identically, .init = make_dir, .fini = remove_dir, .timeout = 120)
 {
     char cfg[128], a[128], b[128];
@@ -82,16 +96,34 @@ Test(train, resume_continues_identically, .init = make_dir, .fini = remove_dir, 
         cr_assert_eq(system(cmp_snap), 0, "%s differs (or is missing)", name);
     }
 #undef MEASURED
-    /* the final checkpoints hold the same parameters and moments, byte for byte */
-    char *c1 = slurp("%s/checkpoints/step_00000200.safetensors", a);
-    char *c2 = slurp("%s/checkpoints/step_00000200.safetensors", b);
-    cr_assert_eq(memcmp(c1, c2, 8), 0);
+    assert_same_run(a, b, "the resumed run");
+}
+
+/* Resuming with a larger train.train_iters extends a finished run: the result equals a run
+ * started with the larger value (1600 is a multiple of log/eval/ckpt_every, so even the
+ * metrics lines agree); a smaller value or another change is refused. */
+Test(train, resume_extends_a_finished_run, .init = make_dir, .fini = remove_dir, .timeout = 120)
+{
+    char cfg[128], a[128], b[128];
+    snprintf(cfg, sizeof cfg, "%s/tiny.json", dir);
+    snprintf(a, sizeof a, "%s/straight", dir);
+    snprintf(b, sizeof b, "%s/extended", dir);
+    cr_assert_eq(run("train --config %s --out %s", cfg, a), 0);
+    cr_assert_eq(run("train --config %s --out %s --set train.train_iters=1600", cfg, b), 0);
+    cr_assert_eq(run("train --config %s --out %s --resume --set train.lr=0.002", cfg, b), 1,
+                 "a resumed run with another lr is refused");
+    cr_assert_eq(run("train --config %s --out %s --resume", cfg, b), 0, "3200 sequences extend the 1600-sequence run");
+    assert_same_run(a, b, "the extended run");
+    char *c1 = slurp("%s/config.json", a), *c2 = slurp("%s/config.json", b);
+    cr_assert_str_eq(c1, c2, "config.json records the new train_iters");
     free(c1);
     free(c2);
-    char cmp[512];
-    snprintf(cmp, sizeof cmp, "cmp -s %s/checkpoints/step_00000200.safetensors %s/checkpoints/step_00000200.safetensors",
-             a, b);
-    cr_assert_eq(system(cmp), 0, "final checkpoints differ");
+    cr_assert_eq(run("train --config %s --out %s --resume --set train.train_iters=800", cfg, b), 1,
+                 "shortening below the sequences already seen is refused");
+    char *err = slurp("%s/stderr.txt", dir);
+    cr_assert_not_null(strstr(err, "only train.train_iters may change"), "%s", err);
+    cr_assert_not_null(strstr(err, "can be extended, not shortened"), "%s", err);
+    free(err);
 }
 
 Test(train, metrics_and_run_directory_format, .init = make_dir, .fini = remove_dir, .timeout = 120)

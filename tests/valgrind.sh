@@ -3,7 +3,7 @@
 # which valgrind cannot decode; SIMDe maps the kernels onto AVX2.
 set -euo pipefail
 bin=${1:-build-valgrind/fewshot}
-G=../shared/golden/doc
+G=tests/golden/doc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 vg() { OMP_NUM_THREADS=2 valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite -q "$bin" "$@"; }

@@ -1,4 +1,4 @@
-/* The activation cache (SPEC section 3). The activation buffers ARE the cache: one
+/* The activation cache (docs/cache.md). The activation buffers ARE the cache: one
  * table describes every leaf (its path in the cache tree, its per-sequence shape for
  * the config and P pairs, its offset in the arena). A leaf of a batch of B sequences
  * holds [B][numel] floats contiguously, so all tokens of a batch feed one matmul.
@@ -86,7 +86,7 @@ void fs_clamp_apply(const fs_clamp_set *c, fs_acts *a, int leaf, int b0, int b1)
 /* JSON dumps of sequences [0, nseq): batched = leaves get a leading B. */
 void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched);       /* returns cJSON* */
 void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched);   /* returns cJSON* */
-/* Print a cJSON tree with keys sorted and tab indentation, like the SPEC's shape listing. */
+/* Print a cJSON tree with keys sorted and tab indentation, like the README's shape listing. */
 char *fs_json_print_sorted(const void *json);
 
 #endif

@@ -1,5 +1,5 @@
 /* Run configuration: the `model`, `data`, `train`, `eval` and `clamps` sections of
- * a config JSON (SPEC section 8). Keys reuse the reference's option names; unknown
+ * a config JSON (docs/formats.md). Keys reuse the reference's option names; unknown
  * keys are an error naming the key. */
 #ifndef FEWSHOT_CONFIG_H
 #define FEWSHOT_CONFIG_H
@@ -110,7 +110,7 @@ typedef struct {
     fs_evaluator_config evaluators[FS_MAX_EVALUATORS];
 } fs_eval_config;
 
-/* Named interventions and clamp files applied during a run (SPEC section 3). */
+/* Named interventions and clamp files applied during a run (docs/cache.md). */
 typedef struct {
     char cache_file[1024];     /* clamp cache JSON ("" = none) */
     char mask_file[1024];      /* clamp mask JSON */
@@ -142,7 +142,7 @@ typedef struct {
     bool has_model, has_data, has_train, has_eval, has_clamps;
     /* Whether the config set these; if not, a training run takes them from the data
      * (input_dim = the features' dim; num_classes = L when relabelling, else the
-     * number of train classes; SPEC section 4). */
+     * number of train classes; docs/sampling.md). */
     bool input_dim_given, num_classes_given;
 } fs_run_config;
 

@@ -1,4 +1,4 @@
-/* Feature datasets (SPEC section 4): a float32 array [classes][exemplars][dim], from an
+/* Feature datasets (docs/formats.md): a float32 array [classes][exemplars][dim], from an
  * HDF5 file, the one-hot identity, or Omniglot-shaped synthetic Gaussian clusters. */
 #ifndef FEWSHOT_DATA_H
 #define FEWSHOT_DATA_H
@@ -34,7 +34,7 @@ int fs_dataset_onehot(fs_dataset *d, int num_classes, fs_error *err);
 int fs_dataset_load(fs_dataset *d, const fs_data_config *cfg, fs_error *err);
 void fs_dataset_free(fs_dataset *d);
 
-/* Synthetic clusters (SPEC section 4): x[k][e] = (mu_k + eps eta_ke) / sqrt(1 + eps^2),
+/* Synthetic clusters (docs/formats.md): x[k][e] = (mu_k + eps eta_ke) / sqrt(1 + eps^2),
  * mu, eta ~ N(0, I/dim); deterministic in `seed`. */
 int fs_dataset_synth(fs_dataset *d, int num_classes, int num_exemplars, int dim, double eps,
                      uint64_t seed, fs_error *err);

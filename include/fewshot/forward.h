@@ -1,4 +1,4 @@
-/* Forward and backward passes over the activation arena (SPEC sections 1, 3, 5). */
+/* Forward and backward passes over the activation arena (docs/model.md, docs/cache.md). */
 #ifndef FEWSHOT_FORWARD_H
 #define FEWSHOT_FORWARD_H
 
@@ -9,7 +9,7 @@
  * every leaf is assigned, then clamped (clamps may be NULL). */
 void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1);
 
-/* Mean query cross-entropy over sequences [b0, b1) (labels >= C give no loss, SPEC 4),
+/* Mean query cross-entropy over sequences [b0, b1) (labels >= C give no loss, docs/sampling.md),
  * divided by `denom` (the whole batch size when a batch is split across threads). */
 double fs_query_loss_range(const fs_acts *a, int b0, int b1, double denom);
 

@@ -1,5 +1,5 @@
 /* Named interventions (the reference's opto.py "standard" call, issue 5), built on the
- * clamp mechanism of SPEC section 3. Each one sets part of a cache leaf (value + mask)
+ * clamp mechanism of docs/cache.md. Each one sets part of a cache leaf (value + mask)
  * for every sequence, computed from that sequence's inputs and, for `preserve` and
  * `head_temperature`, from a clean forward pass (no clamps) of the same sequence:
  *
@@ -25,7 +25,7 @@
  * Clamps are composed in the reference's order (preserve, temperature, embedding,
  * ablation, previous-token, induction, match, disallow, silence: later ones win where
  * they overlap), on top of the clamp files held on with them (fs_held). Clamped elements are
- * constants for the backward (SPEC 3), including the clean-pass values. */
+ * constants for the backward (docs/cache.md), including the clean-pass values. */
 #ifndef FEWSHOT_INTERVENTIONS_H
 #define FEWSHOT_INTERVENTIONS_H
 
@@ -86,7 +86,7 @@ int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *s
 /* preserve or head_temperature: the update runs a clean forward pass first. */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 
-/* What is held on during a forward (SPEC section 3): clamp files (a cache tree and its
+/* What is held on during a forward (docs/cache.md): clamp files (a cache tree and its
  * mask) and named interventions, composed as above. One loader builds it from a config's
  * `clamps` section, overridden by the command line's --cache/--mask and --intervene. */
 typedef struct {

@@ -1,6 +1,6 @@
 /* A frozen key-value cache: classify many queries against one context (issue 7).
  *
- * The model is causal (SPEC section 1), so the keys and values of the context tokens
+ * The model is causal (docs/model.md), so the keys and values of the context tokens
  * e1 l1 ... ek lk (positions 0..2k-1) do not depend on what follows. They are computed
  * once, per layer, laid out [batch=1, kv_heads=H, seq=2k, head_dim] with keys after
  * RoPE, then frozen; a query exemplar is then the single token at position 2k, run

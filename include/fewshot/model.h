@@ -1,4 +1,4 @@
-/* The model: its parameter layout (SPEC section 2) and flat parameter memory.
+/* The model: its parameter layout (docs/model.md) and flat parameter memory.
  * Parameters, gradients and optimizer moments share one layout: a table of named
  * tensors at offsets into a flat float buffer, laid out once. */
 #ifndef FEWSHOT_MODEL_H
@@ -61,7 +61,7 @@ typedef struct {
 
 int fs_model_create(fs_model *m, const fs_model_config *cfg, fs_error *err); /* zero parameters */
 void fs_model_free(fs_model *m);
-/* SPEC section 1 initialisation, seeded by cfg.init_seed (reproducible). */
+/* docs/model.md initialisation, seeded by cfg.init_seed (reproducible). */
 void fs_model_init_params(fs_model *m);
 
 /* safetensors I/O. Loading checks every tensor's presence and shape against the

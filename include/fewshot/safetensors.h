@@ -1,4 +1,4 @@
-/* Safetensors reader/writer (SPEC section 2), F32 only.
+/* Safetensors reader/writer (docs/formats.md), F32 only.
  *
  * Format: u64 little-endian header length N, N bytes of JSON header (padded with
  * spaces), then the raw little-endian data section. The header maps tensor names to

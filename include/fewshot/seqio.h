@@ -1,4 +1,4 @@
-/* Sequence input files (SPEC section 7): JSON with `examples` [P][D] or [B][P][D] and
+/* Sequence input files (docs/formats.md): JSON with `examples` [P][D] or [B][P][D] and
  * `labels` [P] or [B][P]; other keys are ignored, so a cache dump or golden file is
  * itself a valid input. Every malformation is a clear error. */
 #ifndef FEWSHOT_SEQIO_H

@@ -1,4 +1,4 @@
-/* In-context classification training runs (SPEC sections 5 and 8): a run directory
+/* In-context classification training runs (docs/model.md, docs/formats.md): a run directory
  * with the resolved config.json, metrics.jsonl and atomic checkpoints; --resume
  * continues from the latest checkpoint exactly as an uninterrupted run would. */
 #ifndef FEWSHOT_TRAIN_H

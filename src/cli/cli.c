@@ -1,5 +1,6 @@
 #include "cli/cli.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,4 +178,18 @@ int fs_cli_output(const fs_args *a, const char *text)
     if (fs_write_file_atomic(out, text, &err))
         return fs_cli_error(err.msg);
     return 0;
+}
+
+double fs_phase_change(const double *iter, const double *acc, size_t n)
+{
+    double final = NAN;
+    for (size_t i = n; i-- > 0 && isnan(final);)
+        final = acc[i];
+    if (!(final > 0.5))
+        return NAN;
+    double threshold = 0.5 + (final - 0.5) / 2;
+    for (size_t i = 0; i < n; i++)
+        if (acc[i] >= threshold)
+            return iter[i];
+    return NAN;
 }

@@ -53,6 +53,11 @@ int fs_cli_output(const fs_args *a, const char *text);
  * beyond 15 context pairs). */
 double fs_kv_bench_queries_per_s(const fs_model *m, int context_pairs, size_t nqueries, int threads);
 
+/* The phase-change time of an accuracy curve (acc[i] at iter[i] sequences, in order; NaN
+ * = not logged): the first iter whose acc reaches 0.5 + half the way from 0.5 to the final
+ * (last logged) acc; NaN when that is not above 0.5. fewshot sweep summarize and report. */
+double fs_phase_change(const double *iter, const double *acc, size_t n);
+
 /* Subcommands. */
 int fs_cmd_init(int argc, char **argv);
 int fs_cmd_cache(int argc, char **argv);
@@ -64,6 +69,7 @@ int fs_cmd_measure(int argc, char **argv);
 int fs_cmd_classify(int argc, char **argv);
 int fs_cmd_dataset(int argc, char **argv);
 int fs_cmd_bench(int argc, char **argv);
+int fs_cmd_report(int argc, char **argv);
 int fs_cmd_sweep(int argc, char **argv);
 
 #endif

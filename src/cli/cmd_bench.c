@@ -69,7 +69,7 @@ static double peak_rss_mb(void)
     return (double)ru.ru_maxrss / 1024.0; /* ru_maxrss is in KiB on Linux */
 }
 
-/* The config's data file; else the shared synthetic data if present; else the same
+/* The config's data file; else datasets/synth_s0.h5 if present; else the same
  * Omniglot-shaped clusters generated in memory. `source` describes the choice. */
 static int bench_dataset(const fs_run_config *cfg, fs_dataset *ds, char *source, size_t n, fs_error *err)
 {
@@ -242,7 +242,7 @@ static int run_bench(bench_state *s, double seconds, bench_result *r, fs_error *
 int fs_cmd_bench(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "bench", "[--config C.json] [--threads T] [--seconds S] [--json]",
+    int rc = fs_cli_parse(&args, argc, argv, "bench", "[--config C.json] [--set S.K=V ...] [--threads T] [--seconds S] [--json]",
                           "Measure end-to-end training throughput (sampling, forward, backward and the\n"
                           "optimizer, batch train.train_bs of train_context_len+1 pairs), forward-only\n"
                           "evaluation throughput (query logits of the first evaluator's sequences),\n"

@@ -1,4 +1,4 @@
-/* fewshot cache: forward pass and JSON dump of the activation cache (SPEC 3, 7). */
+/* fewshot cache: forward pass and JSON dump of the activation cache (docs/cache.md, docs/formats.md). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@ static const fs_opt opts[] = {
     {"--cache", "FILE", "clamp values: a cache tree holding the leaves to clamp"},
     {"--mask", "FILE", "clamp mask: the same tree with booleans (true = clamp)"},
     {"--intervene", "JSON|FILE", "named interventions, e.g. '{\"ablate_heads\": [\"1:7\"]}' (on top of --cache/--mask)"},
-    {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as the SPEC's listing)"},
+    {"--shapes", NULL, "print only the shape of every leaf (keys sorted, as in docs/cache.md)"},
     {"--pairs", "P", "with --shapes and no --input: number of pairs per sequence (default 3)"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
     {"-o", "FILE", "write the JSON here (atomically) instead of stdout"},
@@ -28,7 +28,9 @@ static const fs_opt opts[] = {
 int fs_cmd_cache(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "cache", "--config C.json --model M.safetensors --input SEQ.json [options]",
+    int rc = fs_cli_parse(&args, argc, argv, "cache", "[--config C.json] --model M.safetensors --input SEQ.json [--cache CACHE.json --mask MASK.json]\n"
+                          "       [--intervene JSON|FILE] [--shapes] [--set S.K=V ...] [-o OUT.json]\n"
+                          "   or: fewshot cache --config C.json --shapes [--pairs P]   (shapes without a model)",
                           "Run the forward pass on the input sequences and dump every activation of the cache tree\n"
                           "as JSON. With --cache/--mask, clamped activations replace computed ones where the mask\n"
                           "is true and everything downstream follows. --intervene adds named interventions (ablate_heads,\n"

@@ -1,5 +1,5 @@
 /* fewshot classify: many queries against one context with a frozen key-value cache
- * (issue 7; SPEC section 7). */
+ * (docs/formats.md). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -198,7 +198,9 @@ int fs_cmd_classify(int argc, char **argv)
 {
     fs_args args;
     int rc = fs_cli_parse(&args, argc, argv, "classify",
-                          "[--config C.json] --model M.safetensors --context CTX.json --queries Q.json [options]", about,
+                          "[--config C.json] --model M.safetensors --context CTX.json\n"
+                          "       (--queries Q.json | --queries Q.h5 --queries-path PATH | --kv-stats)\n"
+                          "       [--threads T] [--kv-stats] [--set S.K=V ...] [-o OUT.jsonl]", about,
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;

@@ -1,4 +1,4 @@
-/* fewshot dataset synth: the SPEC's Gaussian-cluster features as HDF5. */
+/* fewshot dataset synth: Gaussian-cluster features (docs/formats.md) as HDF5. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +21,8 @@ int fs_cmd_dataset(int argc, char **argv)
 {
     if (argc < 1 || strcmp(argv[0], "synth") != 0) {
         if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
-            printf("usage: fewshot dataset synth -o FILE.h5 [--classes K --exemplars E --dim D --eps X --seed S]\n\n"
-                   "Dataset tools. `synth` writes SPEC section 4's synthetic features: class means mu and\n"
+            printf("usage: fewshot dataset synth -o FILE.h5 [--classes K] [--exemplars E] [--dim D] [--eps X] [--seed S] [--path P]\n\n"
+                   "Dataset tools. `synth` writes synthetic features (docs/formats.md): class means mu and\n"
                    "noise eta ~ N(0, I/D), x = (mu_class + eps * eta) / sqrt(1 + eps^2).\n");
             return 0;
         }
@@ -30,9 +30,9 @@ int fs_cmd_dataset(int argc, char **argv)
         return 2;
     }
     fs_args args;
-    int rc = fs_cli_parse(&args, argc - 1, argv + 1, "dataset synth", "-o FILE.h5 [options]",
+    int rc = fs_cli_parse(&args, argc - 1, argv + 1, "dataset synth", "-o FILE.h5 [--classes K] [--exemplars E] [--dim D] [--eps X] [--seed S] [--path P]",
                           "Write Gaussian-cluster features [classes, exemplars, dim] (float32) to an HDF5 file\n"
-                          "(SPEC section 4), seeded and reproducible.",
+                          "(docs/formats.md), seeded and reproducible.",
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;

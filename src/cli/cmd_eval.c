@@ -91,10 +91,11 @@ int fs_cmd_eval(int argc, char **argv)
 {
     fs_args args;
     int rc = fs_cli_parse(&args, argc, argv, "eval",
-                          "--config RUN.json --model MODEL.safetensors [--input SEQ.json [--per-sequence]]",
+                          "[--config RUN.json] --model MODEL.safetensors [--input SEQ.json [--per-sequence]]\n"
+                          "       [--cache CACHE.json --mask MASK.json] [--intervene JSON|FILE] [--set S.K=V ...] [-o OUT.json]",
                           "Evaluate a model: on the config's evaluators (fixed sets drawn from eval_seed), or on the\n"
                           "sequences of --input. Metrics: loss, acc, in/out_context_acc, prob, in/out_context_prob,\n"
-                          "use_context_prob (SPEC section 4). Clamps and named interventions of the config's clamps\n"
+                          "use_context_prob (docs/metrics.md). Clamps and named interventions of the config's clamps\n"
                           "section (or --cache/--mask, --intervene) are held on.",
                           opts);
     if (rc)

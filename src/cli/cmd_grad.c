@@ -86,7 +86,8 @@ static int session_open(session *s, const fs_args *args)
 int fs_cmd_grad(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "grad", "--config C.json --model M.safetensors --input BATCH.json -o G.safetensors",
+    int rc = fs_cli_parse(&args, argc, argv, "grad", "[--config C.json] --model M.safetensors --input BATCH.json [--cache CACHE.json --mask MASK.json]\n"
+                          "       [--intervene JSON|FILE] [--threads T] [--set S.K=V ...] -o G.safetensors",
                           "Compute the mean query cross-entropy of a batch (plus weight decay, if configured) and its\n"
                           "gradient with respect to every parameter. Prints {\"loss\": x} to stdout.",
                           grad_opts);
@@ -111,7 +112,9 @@ int fs_cmd_steps(int argc, char **argv)
 {
     fs_args args;
     int rc = fs_cli_parse(&args, argc, argv, "steps",
-                          "--config C.json --model M.safetensors --input BATCH.json --steps N -o OUT.safetensors",
+                          "[--config C.json] --model M.safetensors --input BATCH.json --steps N\n"
+                          "       [--cache CACHE.json --mask MASK.json] [--intervene JSON|FILE] [--threads T] [--set S.K=V ...]\n"
+                          "       -o OUT.safetensors",
                           "Run N optimizer steps (the config's train section) on one batch. Prints\n"
                           "{\"losses\": [...], \"grad_norms\": [...]} with the loss before each step.",
                           steps_opts);

@@ -1,4 +1,4 @@
-/* fewshot init: a freshly initialised model (SPEC section 1) as safetensors. */
+/* fewshot init: a freshly initialised model (docs/model.md) as safetensors. */
 #include <stdio.h>
 
 #include "cli/cli.h"
@@ -14,9 +14,10 @@ static const fs_opt opts[] = {
 int fs_cmd_init(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "init", "[--config C.json] [--seed N] -o MODEL.safetensors",
+    int rc = fs_cli_parse(&args, argc, argv, "init", "[--config C.json] [--seed N] [--set S.K=V ...] -o MODEL.safetensors",
                           "Initialise a model as the reference does (lecun-normal truncated weights, label embedding\n"
-                          "0.02 x truncated normal, LayerNorm 1/0) and write it with its config in the metadata.",
+                          "0.02 x truncated normal, LayerNorm 1/0) and write it with its config in the metadata.\n"
+                          "Parameters and their shapes: docs/model.md.",
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;

@@ -269,7 +269,7 @@ static int cmd_run(int argc, char **argv)
     fs_args args;
     int code;
     if (parse_sub(argc, argv, 1, pos, &args, "run",
-                          "FILE --out DIR [-j N] [--threads-per-run T]",
+                          "FILE --out DIR [-j N] [--threads-per-run T] [--no-progress] [--log-every S]",
                           "Run every point of a sweep file, N at a time, each as `fewshot train` in DIR/<run>/.\n"
                           "Re-running the same command resumes: finished runs are skipped, interrupted ones continue\n"
                           "from their checkpoint. Ctrl-C/SIGTERM stops the runs (each writes a checkpoint). A failed\n"
@@ -444,7 +444,7 @@ static int cmd_task(int argc, char **argv)
     fs_args args;
     int code;
     if (parse_sub(argc, argv, 2, pos, &args, "task",
-                          "DIR INDEX [--threads-per-run T]",
+                          "DIR INDEX [--threads-per-run T] [--log-every S]",
                           "Run point INDEX of the sweep prepared in DIR (by `sweep run` or `sweep slurm`) in the\n"
                           "foreground, as one SLURM array task does: skipped when done, resumed from its checkpoint\n"
                           "when interrupted; SIGTERM (scancel, time limit) makes the run checkpoint and stop. The\n"
@@ -753,16 +753,8 @@ static void read_run(const char *dir, const char *name, const char *metric, colu
         r->v[MAX_COLS + 1] = cJSON_IsNumber(iter) ? iter->valuedouble : 0;
         r->has[MAX_COLS + 1] = true;
     }
-    /* phase change: first evaluation with acc >= 0.5 + (final - 0.5) / 2, if final > 0.5 */
-    if (k > 0 && acc[k - 1] > 0.5) {
-        double thr = 0.5 + (acc[k - 1] - 0.5) / 2;
-        for (int i = 0; i < k; i++)
-            if (acc[i] >= thr) {
-                r->v[MAX_COLS] = it[i];
-                r->has[MAX_COLS] = true;
-                break;
-            }
-    }
+    r->v[MAX_COLS] = fs_phase_change(it, acc, (size_t)k);
+    r->has[MAX_COLS] = !isnan(r->v[MAX_COLS]);
     free(it);
     free(acc);
     cJSON_Delete(last);
@@ -784,7 +776,7 @@ static int cmd_summarize(int argc, char **argv)
     fs_args args;
     int code;
     if (parse_sub(argc, argv, 1, pos, &args, "summarize",
-                          "DIR [--csv]",
+                          "DIR [--csv] [--metric M]",
                           "One row per run of the sweep in DIR: status, overrides, the final value of each\n"
                           "evaluator's metric (acc by default), the phase-change time (the first evaluated sequence\n"
                           "count at which the fsl_train accuracy reaches 0.5 + (final - 0.5)/2; '-' when the final\n"

@@ -1,8 +1,9 @@
-/* fewshot: one binary, subcommands (SPEC section 7). */
+/* fewshot: one binary, subcommands (docs/formats.md). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "fewshot/version.h"
 
 typedef struct {
     const char *name;
@@ -22,13 +23,16 @@ static const command commands[] = {
     {"dataset", fs_cmd_dataset, "dataset tools (synth)"},
     {"sweep", fs_cmd_sweep, "grids of training runs: plan, run (local pool), slurm, summarize"},
     {"bench", fs_cmd_bench, "measure training and evaluation throughput"},
+    {"report", fs_cmd_report, "draw runs and sweeps as one self-contained HTML file (curves, attention)"},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: fewshot <command> [options]   (fewshot <command> --help for details)\n\ncommands:\n");
+    fprintf(f, "usage: fewshot <command> [options]   (fewshot <command> --help for details)\n"
+               "       fewshot --version\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\ndocumentation: README.md and docs/ (model, cache, formats, sampling, metrics)\n");
 }
 
 int main(int argc, char **argv)
@@ -36,6 +40,10 @@ int main(int argc, char **argv)
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("fewshot %s\n", FEWSHOT_VERSION);
+        return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name))

@@ -1,5 +1,5 @@
 /* JSON views of the cache tree: full dumps, shape dumps, and path navigation shared
- * with clamp loading. All walk the leaf table (SPEC section 3). */
+ * with clamp loading. All walk the leaf table (docs/cache.md). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -131,7 +131,7 @@ void *fs_cache_to_json(const fs_acts *a, int nseq, bool batched) { return cache_
 
 void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched) { return cache_tree(a, nseq, batched, leaf_shape); }
 
-/* --- printing with sorted keys (the SPEC's shape listing layout) --- */
+/* --- printing with sorted keys (the README's shape listing layout) --- */
 
 typedef struct {
     char *buf;

@@ -1,5 +1,5 @@
 /* Clamps: a cache tree plus a mask tree replace activations where the mask is true,
- * at the moment each leaf is assigned (the reference's assign_fn, SPEC section 3). */
+ * at the moment each leaf is assigned (the reference's assign_fn, docs/cache.md). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* Feature datasets: HDF5 reading, the one-hot identity (SPEC section 4). */
+/* Feature datasets: HDF5 reading, the one-hot identity (docs/sampling.md). */
 #include "fewshot/data.h"
 
 #include <limits.h>

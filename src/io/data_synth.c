@@ -1,4 +1,4 @@
-/* Synthetic Gaussian-cluster datasets and the HDF5 writer (SPEC section 4). */
+/* Synthetic Gaussian-cluster datasets and the HDF5 writer (docs/sampling.md). */
 #include "fewshot/data.h"
 
 #include <hdf5.h>

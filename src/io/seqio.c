@@ -86,8 +86,10 @@ int fs_seq_batch_from_json(const cJSON *json, const char *origin, int input_dim,
         if (es[i] == 0)
             return fs_fail(err, "%s: examples: empty array (shape %s)", origin, shape_text(es, end, buf, sizeof buf));
     if (es[end - 1] != input_dim)
-        return fs_fail(err, "%s: examples: each example must have input_dim = %d numbers, got %d", origin,
-                       input_dim, es[end - 1]);
+        return fs_fail(err, "%s: examples: each example must have input_dim = %d numbers, got %d (the model "
+                            "reads %d-dim exemplars: make inputs of that size, see docs/formats.md \"Inputs for a "
+                            "model of another size\"; datasets/examples/*_small.json are 64-dim)",
+                       origin, input_dim, es[end - 1], input_dim);
     if (array_shape(lab, ls, 4, &lnd) || lnd != end - 1 || check_rect(lab, ls, lnd))
         return fs_fail(err, "%s: labels: expected a %s array of integers matching examples %s", origin,
                        end == 3 ? "[B][P]" : "[P]", shape_text(es, end, buf, sizeof buf));

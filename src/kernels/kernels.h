@@ -51,7 +51,7 @@ void fs_gelu_backward_inplace(float *g, const float *in, size_t n);
 void fs_softmax_forward(float *out, const float *in, int rows, int n);
 void fs_softmax_backward(float *din, const float *out, const float *dout, int rows, int n);
 
-/* RoPE, interleaved pairs, on [H, N, hd] with positions 0..N-1 (SPEC section 1). */
+/* RoPE, interleaved pairs, on [H, N, hd] with positions 0..N-1 (docs/model.md). */
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base);
 void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, double base);
 
@@ -74,7 +74,7 @@ double fs_sum_squares(const float *x, size_t n);
 /* the same to ~1e-7 relative (float lanes over blocks, blocks summed in double); faster */
 double fs_sum_squares_blocks(const float *x, size_t n);
 
-/* Causal attention of one sequence (SPEC section 1), layouts as the cache: q, k, v
+/* Causal attention of one sequence (docs/model.md), layouts as the cache: q, k, v
  * [H][N][hd], pre/probs [H][N][N], values [N][H*hd]. Specialised for N <= vector width.
  * pre = scale * q k^T with key > query set to -1e20; probs (if non-NULL) = softmax(pre). */
 void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, int H, int N, int hd, float scale);

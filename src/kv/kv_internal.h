@@ -28,7 +28,7 @@ struct fs_kv_linear {
 };
 typedef struct fs_kv_linear kv_linear;
 
-/* The model's weights, packed once per cache (SPEC section 2 names in comments). */
+/* The model's weights, packed once per cache (docs/formats.md names in comments). */
 struct fs_kv_weights {
     kv_linear embed;            /* example_embedding: [d, D] */
     kv_linear unembed;          /* unembedding: [C, d] */

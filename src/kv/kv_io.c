@@ -80,7 +80,8 @@ int fs_kv_context_load(const char *path, const fs_model_config *cfg, fs_kv_conte
 static int query_row(const cJSON *row, const char *origin, size_t i, int dim, float *out, fs_error *err)
 {
     if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != dim)
-        return fs_fail(err, "%s: examples[%zu]: expected %d numbers (the model's input_dim), got %s %d", origin, i,
+        return fs_fail(err, "%s: examples[%zu]: expected %d numbers (the model's input_dim), got %s %d "
+                            "(inputs for a model of another size: docs/formats.md)", origin, i,
                        dim, cJSON_IsArray(row) ? "an array of" : "a non-array; size",
                        cJSON_IsArray(row) ? cJSON_GetArraySize(row) : 0);
     int j = 0;

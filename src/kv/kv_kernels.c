@@ -1,6 +1,6 @@
 /* SIMD kernels of the key-value cache step (layout in kv_internal.h): activations are
  * [features][KV_LANES], one AVX-512 vector = one feature of 16 tokens. Element-wise
- * arithmetic follows the order of forward.c/kernels.c (SPEC section 1) so that the
+ * arithmetic follows the order of forward.c/kernels.c (docs/model.md) so that the
  * results agree with the full forward to float rounding of the matmul sums. */
 #include "kv/kv_internal.h"
 #include "base/fileio.h"
@@ -225,7 +225,7 @@ void kv_layernorm(float *out, const float *in, const float *w, const float *b, i
 }
 
 /* RoPE on the step's tokens (one position): pair i of every head, (x0, x1) ->
- * (x0 cos - x1 sin, x1 cos + x0 sin) (SPEC section 1, interleaved pairs). */
+ * (x0 cos - x1 sin, x1 cos + x0 sin) (docs/model.md, interleaved pairs). */
 void kv_rope(float *rows, const kv_position *p, int heads, int hd)
 {
     for (int h = 0; h < heads; h++)

@@ -1,5 +1,5 @@
 /* The key-value cache step: KV_LANES independent tokens at one position run through
- * the blocks of SPEC section 1, each attending to the cached tokens and to itself.
+ * the blocks of docs/model.md, each attending to the cached tokens and to itself.
  * Used for queries (many lanes, logits) and for appending context tokens (one lane,
  * keys/values kept). */
 #include "kv/kv_internal.h"
@@ -77,7 +77,7 @@ void kv_scratch_free(kv_scratch *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Position terms as forward.c/kernels.c compute them (float angles, SPEC section 1). */
+/* Position terms as forward.c/kernels.c compute them (float angles, docs/model.md). */
 int kv_position_init(kv_position *p, const fs_model *m, int pos)
 {
     const fs_model_config *c = &m->cfg;

@@ -1,6 +1,6 @@
-/* The backward pass of the mean query cross-entropy (SPEC section 5), layer by layer
+/* The backward pass of the mean query cross-entropy (docs/model.md), layer by layer
  * in reverse. A leaf's gradient is complete before it flows upstream, and clamped
- * elements are zeroed there first: a clamped value is a constant (SPEC section 3).
+ * elements are zeroed there first: a clamped value is a constant (docs/cache.md).
  *
  * Gradients live in a few compact buffers (the thread's share of `grad_acts`), not one
  * per leaf: a leaf that the forward copies from another (attn_x = norm_inp, q = pre_rope_q
@@ -94,7 +94,7 @@ double fs_query_loss_range(const fs_acts *a, int b0, int b1, double denom)
         const float *z = fs_leaf_ptr(a, id_out, b) + (size_t)(P - 1) * C;
         int y = (int)fs_leaf_ptr(a, L_LABELS, b)[P - 1];
         if (y < 0 || y >= C)
-            continue; /* all-zero one-hot: no loss (SPEC section 4) */
+            continue; /* all-zero one-hot: no loss (docs/sampling.md) */
         double mx = z[0];
         for (int c = 1; c < C; c++)
             mx = z[c] > mx ? z[c] : mx;

@@ -1,4 +1,4 @@
-/* The leaf table of the activation cache (SPEC section 3) and the arena it lays out. */
+/* The leaf table of the activation cache (docs/cache.md) and the arena it lays out. */
 #include "fewshot/cache.h"
 #include "model/leaves.h"
 
@@ -78,7 +78,7 @@ static void set_shape(fs_leaf *l, int ndim, int d0, int d1, int d2, int d3)
         l->numel = SIZE_MAX; /* too large: fs_acts_create reports it */
 }
 
-/* Per-sequence shape of each leaf, SPEC sections 1 and 3. */
+/* Per-sequence shape of each leaf, docs/model.md, docs/cache.md. */
 static void top_before_shape(fs_leaf *l, int which, const fs_model_config *c, int P, int N)
 {
     int d = c->d_model;

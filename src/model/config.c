@@ -1,4 +1,4 @@
-/* Config loading: one table of keys per section (SPEC section 8). */
+/* Config loading: one table of keys per section (docs/formats.md). */
 #include "fewshot/config.h"
 #include "base/fileio.h"
 

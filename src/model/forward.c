@@ -1,6 +1,6 @@
-/* The forward pass (SPEC section 1) over the arena: every layer runs on all tokens of
+/* The forward pass (docs/model.md) over the arena: every layer runs on all tokens of
  * the sequences [b0, b1) at once (their rows are contiguous in each leaf), and after
- * each leaf is computed its clamp is applied (SPEC section 3). Matrix products use the
+ * each leaf is computed its clamp is applied (docs/cache.md). Matrix products use the
  * packed (transposed) weights when given, else the dot-product kernel. */
 #include "fewshot/forward.h"
 #include "model/leaves.h"
@@ -55,7 +55,7 @@ static void norm_forward(const fs_model *m, float *out, float *mean, float *rstd
         fs_layernorm_forward(out, mean, rstd, in, w, b, rows, d);
 }
 
-/* pos_embedding [N, d]: APE = columns of pos_embed.weight; sinusoidal per SPEC 1. */
+/* pos_embedding [N, d]: APE = columns of pos_embed.weight; sinusoidal (docs/model.md). */
 static void position_embedding(const fs_model *m, float *pos, int N)
 {
     int d = m->cfg.d_model;
@@ -82,7 +82,7 @@ static void embed_forward(const fwd *f)
            m->p.example_b, nb * P, c->input_dim, d);
     CLAMP(L_EXAMPLE_EMBEDDING);
 
-    /* one_hot: a label outside [0, C) gives an all-zero row (SPEC section 4) */
+    /* one_hot: a label outside [0, C) gives an all-zero row (docs/sampling.md) */
     float *onehot = LEAF(L_ONEHOT_LABELS);
     const float *labels = LEAF(L_LABELS);
     memset(onehot, 0, sizeof(float) * (size_t)nb * P * C);

@@ -1,4 +1,4 @@
-/* Parameter layout (SPEC section 2), initialisation (SPEC section 1) and model files. */
+/* Parameter layout (docs/model.md), initialisation (docs/model.md) and model files. */
 #include "fewshot/model.h"
 
 #include <cjson/cJSON.h>
@@ -168,7 +168,7 @@ void fs_model_free(fs_model *m)
     memset(m, 0, sizeof *m);
 }
 
-/* SPEC section 1: lecun-normal truncated at +-2 sd (sd = 1/sqrt(fan_in)/0.8796...),
+/* docs/model.md: lecun-normal truncated at +-2 sd (sd = 1/sqrt(fan_in)/0.8796...),
  * label embedding 0.02 x truncated N(0,1), APE uniform +-1/sqrt(32), LayerNorm 1/0;
  * init_rescale multiplies every Linear weight (the APE table is a Linear too).
  * Each tensor draws from its own stream so adding a tensor does not shift others. */

@@ -1,5 +1,5 @@
 /* Training checkpoints: parameters, Adam moments (optim.m.* / optim.v.*), step and
- * sequences seen, in one safetensors file written atomically (SPEC section 2). */
+ * sequences seen, in one safetensors file written atomically (docs/formats.md). */
 #include "train/checkpoint.h"
 
 #include <cjson/cJSON.h>
@@ -99,13 +99,14 @@ static int meta_sum(const fs_st_file *f, const char *path, const char *key, doub
 }
 
 /* step, iter and the log window must agree with each other and with the run's config:
- * iter = step * train_bs, step <= the run's last step, the window holds at most the
+ * iter = step * train_bs, the file's name gives the step, the window holds at most the
  * steps since the previous train line. */
 static int read_position(const fs_st_file *f, const char *path, const fs_train_config *t, fs_optim_state *s,
                          fs_run_position *pos, fs_error *err)
 {
-    int64_t B = t->train_bs, total = (t->train_iters + B - 1) / B, step, iter, window;
-    if (meta_int(f, path, "step", 1, total, &step, err))
+    int64_t B = t->train_bs, step, iter, window;
+    /* a resumed run may extend train_iters (the caller checks it is not shortened) */
+    if (meta_int(f, path, "step", 1, INT64_MAX / B, &step, err))
         return -1;
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     long long named;

@@ -43,7 +43,7 @@ static bool in_context(const int *labels, int P, int c)
     return false;
 }
 
-/* z_in = m*z - (1-m)*1e20, z_out = (1-m)*z - m*1e20 (SPEC section 4), in float */
+/* z_in = m*z - (1-m)*1e20, z_out = (1-m)*z - m*1e20 (docs/metrics.md), in float */
 static float logit(const float *z, const int *labels, int P, int c, int mode)
 {
     float m = in_context(labels, P, c) ? 1.f : 0.f;

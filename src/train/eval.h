@@ -1,4 +1,4 @@
-/* Evaluation metrics (SPEC section 4): per sequence, from the query logits z = out[-1],
+/* Evaluation metrics (docs/metrics.md): per sequence, from the query logits z = out[-1],
  * the query label y and the context's labels; reported as means over a set. */
 #ifndef FEWSHOT_EVAL_H
 #define FEWSHOT_EVAL_H

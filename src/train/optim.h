@@ -1,4 +1,4 @@
-/* Optimizers as the reference (SPEC section 5): adam (optax.adam), sgd, warmup_decay
+/* Optimizers as the reference (docs/model.md): adam (optax.adam), sgd, warmup_decay
  * (global-norm clip 5, Adam, linear warm-up from 1e-5 to lr then sqrt decay to 1e-5)
  * and cosine (Adam, warm-up from 1e-6 to lr then cosine decay to 0). Weight decay adds
  * wd * sum of the parameter tensors' Frobenius norms to the loss. */

@@ -1,5 +1,5 @@
 /* What a training or evaluation run reads: the dataset, the task (splits, relabel
- * pairs) and the fixed evaluator sets (SPEC sections 4 and 8). */
+ * pairs) and the fixed evaluator sets (docs/sampling.md, docs/formats.md). */
 #ifndef FEWSHOT_RUN_H
 #define FEWSHOT_RUN_H
 

@@ -76,7 +76,7 @@ int fs_run_evaluate(const fs_model *m, const fs_run_data *rd, const fs_held *hel
         double sums[FS_NUM_METRICS] = {0};
         for (int first = 0; first < s->n; first += EVAL_CHUNK) {
             int count = s->n - first < EVAL_CHUNK ? s->n - first : EVAL_CHUNK;
-            /* the same sequences as drawing the whole set at once (SPEC section 4) */
+            /* the same sequences as drawing the whole set at once (docs/sampling.md) */
             if (fs_sample_batch(&rd->task, &mix, (uint64_t)rd->eval_seed, FS_STREAM_EVAL + (uint64_t)i,
                                 (uint64_t)first, count, rd->chunk_examples, rd->chunk_labels, NULL, err))
                 return -1;

@@ -1,4 +1,4 @@
-/* Tasks and sequence specs: splits, relabel pairs, class distribution (SPEC section 4),
+/* Tasks and sequence specs: splits, relabel pairs, class distribution (docs/sampling.md),
  * resolved the way the reference's main_utils.get_splits_from_opts and main.py do. */
 #include "train/sampler.h"
 

@@ -1,4 +1,4 @@
-/* Few-shot sequence sampling (SPEC sections 4, 5): a task (class/exemplar splits,
+/* Few-shot sequence sampling (docs/sampling.md, docs/model.md): a task (class/exemplar splits,
  * relabel pairs, class distribution) resolved from the data config and a dataset;
  * sequence specs from training samplers or evaluators; counter-based sampling so a
  * sequence depends only on (seed, stream, sequence index). */
@@ -102,7 +102,7 @@ void fs_sample_mixed(const fs_task *t, const fs_seq_mix *m, uint64_t seed, uint6
 int fs_sample_batch(const fs_task *t, const fs_seq_mix *m, uint64_t seed, uint64_t stream, uint64_t first, int n,
                     float *examples, int *labels, int *item_types, fs_error *err);
 
-/* A fixed evaluator set (SPEC section 4): eval_iters sequences drawn once from
+/* A fixed evaluator set (docs/sampling.md): eval_iters sequences drawn once from
  * eval_seed on stream FS_STREAM_EVAL + evaluator index. */
 typedef struct {
     char name[64];

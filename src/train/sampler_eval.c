@@ -1,4 +1,4 @@
-/* Evaluator sets (SPEC section 4): eval_iters fixed sequences per evaluator, drawn once
+/* Evaluator sets (docs/sampling.md): eval_iters fixed sequences per evaluator, drawn once
  * from eval_seed (as the reference's main.py draws eval_data once). */
 #include <limits.h>
 #include <stdio.h>

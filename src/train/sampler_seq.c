@@ -1,4 +1,4 @@
-/* Sampling one sequence (SPEC section 4), with the semantics of the reference's
+/* Sampling one sequence (docs/sampling.md), with the semantics of the reference's
  * samplers.get_constant_burst_seq_idxs, get_exemplar_inds and make_data_sampler:
  * distributions match, RNG streams do not. */
 #include <stdlib.h>

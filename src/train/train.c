@@ -1,4 +1,4 @@
-/* The training loop (SPEC sections 5 and 8). The batch at step t is sequences
+/* The training loop (docs/model.md, docs/formats.md). The batch at step t is sequences
  * t*B .. t*B+B-1 of the counter-based sampler, so a resumed run sees exactly the
  * batches an uninterrupted one would. */
 #include "fewshot/train.h"
@@ -162,24 +162,49 @@ static int truncate_metrics(const char *path, int64_t iter, fs_error *err)
     return rc;
 }
 
+/* Text of the resolved config as config.json holds it (with a final newline); caller frees. */
+static char *config_text(const fs_run_config *cfg)
+{
+    cJSON *j = fs_run_config_to_json(cfg);
+    char *text = fs_json_text(j);
+    cJSON_Delete(j);
+    return text;
+}
+
+/* A new run writes config.json. A resumed run must have been started with the same
+ * config, except that train.train_iters may differ: a larger value extends the run, and
+ * config.json is rewritten with it (the caller checks it is not below the checkpoint). */
 static int save_config(run *r, bool resume, fs_error *err)
 {
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", r->dir);
-    cJSON *j = fs_run_config_to_json(r->cfg);
-    char *text = fs_json_text(j);
-    cJSON_Delete(j);
+    char *text = config_text(r->cfg);
     if (!text)
         return fs_fail(err, "%s: out of memory", path);
     int rc = 0;
     if (resume) {
         size_t n;
         char *old = fs_read_file(path, &n, err);
-        if (!old)
+        if (!old) {
             rc = -1;
-        else if (strcmp(old, text) != 0)
-            rc = fs_fail(err, "%s: the run was started with a different config; resume with the same config "
-                              "(or use another --out)", path);
+        } else if (strcmp(old, text) != 0) {
+            cJSON *oj = cJSON_Parse(old);
+            const cJSON *it = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(oj, "train"),
+                                                               "train_iters");
+            fs_run_config same = *r->cfg;
+            bool known = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 9.0e18; /* cast is defined */
+            if (known)
+                same.train.train_iters = (int64_t)it->valuedouble;
+            char *as_old = known ? config_text(&same) : NULL;
+            if (as_old && strcmp(old, as_old) == 0)
+                rc = fs_write_file_atomic(path, text, err); /* only train_iters changed: extend */
+            else
+                rc = fs_fail(err, "%s: the run was started with a different config; resume with the same config "
+                                  "(only train.train_iters may change, to extend the run) or use another --out",
+                             path);
+            free(as_old);
+            cJSON_Delete(oj);
+        }
         free(old);
     } else {
         rc = fs_write_file_atomic(path, text, err);
@@ -351,9 +376,15 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
             fs_fail(err, "%s: no checkpoint to resume from", r.ckpt_dir);
             goto done;
         }
-        if (save_config(&r, true, err) ||
-            fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, &cfg->train, err) ||
-            truncate_metrics(r.metrics_path, r.pos.iter, err))
+        if (fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, &cfg->train, err))
+            goto done;
+        if (r.pos.iter > cfg->train.train_iters) {
+            fs_fail(err, "%s: train.train_iters = %lld is below the %lld sequences this run has already trained on "
+                         "(a resumed run can be extended, not shortened)",
+                    latest, (long long)cfg->train.train_iters, (long long)r.pos.iter);
+            goto done;
+        }
+        if (save_config(&r, true, err) || truncate_metrics(r.metrics_path, r.pos.iter, err))
             goto done;
         r.metrics = fopen(r.metrics_path, "a");
     } else {
