@@ -105,17 +105,6 @@ void th_copy_file(const char *src, const char *dst)
     free(data);
 }
 
-/* ---------------------------------------------------------------- runs */
-
-const char th_tiny_run_config[] =
-    "{\"model\": {\"d_model\": 16, \"num_heads\": 2, \"depth\": 2, \"mlp_ratio\": 2, \"init_seed\": 5},\n"
-    " \"data\": {\"file\": \"datasets/synth_small.h5\", \"class_split\": [100, 50, 50], \"exemplar_split\": [3, 2, 0],\n"
-    "          \"fs_relabel\": 5, \"fs_relabel_split\": [8, 2, 0]},\n"
-    " \"train\": {\"train_iters\": 3200, \"train_bs\": 16, \"train_context_len\": 2, \"lr\": 0.001, \"train_seed\": 0,\n"
-    "           \"eval_every\": 800, \"log_every\": 320, \"ckpt_every\": 1600, \"threads\": 2},\n"
-    " \"eval\": {\"eval_seed\": 1, \"eval_iters\": 100, \"evaluators\": [{\"name\": \"fsl_train\"},\n"
-    "          {\"name\": \"fsl_val_rl\", \"fs_relabel_scheme\": \"val\"}]}}\n";
-
 /* ---------------------------------------------------------------- running the binary */
 
 const char *th_bin(void)

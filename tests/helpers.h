@@ -51,12 +51,6 @@ bool th_sanitizer_report(const th_run_result *r);
 /* Human-readable summary (exit status + stderr) for assertion messages (static buffer). */
 const char *th_describe(const th_run_result *r);
 
-/* ---- runs ---- */
-
-/* A small training run config: 200 steps of 16 sequences on datasets/synth_small.h5
- * (d_model 16, 2 heads, depth 2), eval every 800, log every 320, checkpoint every 1600. */
-extern const char th_tiny_run_config[];
-
 /* ---- models ---- */
 
 /* Tiny model for gradient checks: input_dim 6, num_classes 3, d_model 8, num_heads 2,
