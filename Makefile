@@ -29,9 +29,9 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all lib deps deps-python deps-report deps-slurm test test-install test-python test-report test-slurm install uninstall \
-        asan-test ubsan-clang-test valgrind bench bench-compare check-layers clean \
-        deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
+.PHONY: all lib deps deps-bench deps-python deps-report deps-slurm test test-portable test-avx2 test-install test-python \
+        test-report test-slurm install uninstall asan-test ubsan-clang-test valgrind bench bench-compare \
+        bench-compare-sizes check-layers clean deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
 
 all: fewshot lib
 
@@ -41,6 +41,10 @@ deps:
 	apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    build-essential pkg-config libcjson-dev libsimde-dev libcriterion-dev libhdf5-dev
+
+# Optional: PyTorch for `make bench-compare` (Debian's python3-torch, CPU only, on OpenBLAS).
+deps-bench:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-torch python3-numpy libopenblas0-pthread
 
 # The Python module's dependencies (numpy, cffi in ABI mode, pytest).
 deps-python:
@@ -132,8 +136,20 @@ $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 
 # Tests run from the repository root; golden files are read from tests/golden. The fuzz
 # targets' seeds and kept crash inputs (tests/fuzz/regressions) are replayed too.
-test: $(BUILD)/test_fewshot fewshot fuzz-replay
+test: check-layers $(BUILD)/test_fewshot fewshot fuzz-replay
 	$(BUILD)/test_fewshot -j2
+
+# The other vector widths: SIMDe's portable code (what ARM builds run; no -march) and
+# AVX2/FMA (8-float vectors on any x86-64 since 2013), each in its own build folder,
+# running the golden, finite-difference, kernel and key-value cache tests.
+WIDTH_TESTS = @(golden|fdcheck|kernels|kernel_table|kvcache)/*
+test-portable:
+	$(MAKE) BUILD=build-portable OPT="-O2 -DSIMDE_NO_NATIVE" build-portable/test_fewshot build-portable/fewshot
+	FEWSHOT_BIN=build-portable/fewshot build-portable/test_fewshot -j2 --filter '$(WIDTH_TESTS)'
+
+test-avx2:
+	$(MAKE) BUILD=build-avx2 OPT="-O3 -mavx2 -mfma" build-avx2/test_fewshot build-avx2/fewshot
+	FEWSHOT_BIN=build-avx2/fewshot build-avx2/test_fewshot -j2
 
 # fewshot report in headless Chromium (needs make deps-report): tests/report_test.sh.
 test-report: fewshot
@@ -230,5 +246,10 @@ bench: fewshot
 bench-compare: fewshot
 	python3 bench/compare.py
 
+# The same on the model-size ladder (fewshot bench --sizes), training only.
+bench-compare-sizes: fewshot
+	python3 bench/compare.py --sizes
+
 clean:
-	rm -rf build build-asan build-ubsan build-fuzz build-valgrind fewshot fewshot-asan fewshot-ubsan
+	rm -rf build build-asan build-ubsan build-fuzz build-valgrind build-portable build-avx2 fewshot fewshot-asan \
+	    fewshot-ubsan

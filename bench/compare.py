@@ -2,7 +2,9 @@
 """Run `fewshot bench --json` and bench/torch_bench.py back to back on this machine and
 print both with the ratios fewshot/pytorch.
 
-usage: python3 bench/compare.py [--threads T] [--seconds S] [--json]
+usage: python3 bench/compare.py [--threads T] [--seconds S] [--sizes] [--json]
+--sizes: training steps/s on fewshot's size ladder (`fewshot bench --sizes`), PyTorch
+timed on the same shapes, with fewshot's fraction of the machine's FMA peak.
 The fewshot binary is $FEWSHOT_BIN (default ./fewshot). PyTorch runs with the thread
 count fewshot reports, unless --threads is given (then both get it).
 """
@@ -76,13 +78,48 @@ def fmt(v):
     return str(v)
 
 
+def compare_sizes(args):
+    fewshot_bin = os.environ.get("FEWSHOT_BIN", "./fewshot")
+    if not (os.path.isfile(fewshot_bin) and os.access(fewshot_bin, os.X_OK)):
+        die(f"{fewshot_bin}: no such executable (build it with `make`, or set FEWSHOT_BIN)")
+    cmd = [fewshot_bin, "bench", "--sizes", "--json"]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print(f"running {' '.join(cmd)} ...", file=sys.stderr)
+    c = run(cmd, "fewshot bench --sizes")
+    if not isinstance(c.get("sizes"), list) or not c["sizes"]:
+        die(f"fewshot bench --sizes: JSON lacks a `sizes` list: {json.dumps(c)}")
+    threads = args.threads or int(c["threads"])
+    print(f"\nmachine: {os.cpu_count()} CPUs, {cpu_model()}; fewshot {c['simd']} "
+          f"({c['simd_width']} floats), FMA peak {c['fma_peak_madds_per_s'] / 1e9:.1f} G multiply-adds/s, "
+          f"{threads} threads; 8 heads, batch {c['sizes'][0].get('batch')}\n")
+    print(f"{'d_model/depth/pairs':<22}{'fewshot steps/s':>16}{'% of peak':>11}{'pytorch steps/s':>17}{'ratio':>8}")
+    rows = []
+    for r in c["sizes"]:
+        tcmd = [sys.executable, os.path.join(HERE, "torch_bench.py"), "--threads", str(threads),
+                "--seconds", str(args.seconds), "--train-only", "--d-model", str(r["d_model"]),
+                "--depth", str(r["depth"]), "--pairs", str(r["pairs"]), "--train-bs", str(r.get("batch", 32))]
+        print(f"running {' '.join(tcmd)} ...", file=sys.stderr)
+        t = run(tcmd, "torch_bench.py")
+        a, b = r["train_steps_per_s"], t["train_steps_per_s"]
+        shape = f"{r['d_model']}/{r['depth']}/{r['pairs']}"
+        print(f"{shape:<22}{fmt(a):>16}{100 * r['train_peak_fraction']:>10.1f}%{fmt(b):>17}"
+              f"{(f'{a / b:.2f}x' if b else '-'):>8}")
+        rows.append({"fewshot": r, "pytorch": t})
+    if args.json:
+        print(json.dumps({"simd": c["simd"], "fma_peak_madds_per_s": c["fma_peak_madds_per_s"], "rows": rows}))
+
+
 def main():
     ap = argparse.ArgumentParser(description="fewshot vs PyTorch throughput")
     ap.add_argument("--threads", type=int, help="threads for both (default: fewshot's own)")
     ap.add_argument("--seconds", type=float, default=3.0, help="PyTorch timed seconds per phase")
     ap.add_argument("--json", action="store_true", help="also print both results as JSON")
+    ap.add_argument("--sizes", action="store_true", help="the model-size ladder (training only)")
     args = ap.parse_args()
     ensure_torch_interpreter()
+    if args.sizes:
+        return compare_sizes(args)
 
     fewshot_bin = os.environ.get("FEWSHOT_BIN", "./fewshot")
     if not (os.path.isfile(fewshot_bin) and os.access(fewshot_bin, os.X_OK)):

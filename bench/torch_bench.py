@@ -51,6 +51,10 @@ def main():
     ap.add_argument("--eval-bs", type=int, default=1000)
     ap.add_argument("--pairs", type=int, default=3, help="exemplars per sequence (incl. query)")
     ap.add_argument("--mlp-ratio", type=float, default=4, help="0 = attention-only")
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--train-only", action="store_true", help="skip the eval phase")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -67,7 +71,8 @@ def main():
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = SequenceClassifier(mlp_ratio=args.mlp_ratio)
+    model = SequenceClassifier(mlp_ratio=args.mlp_ratio, d_model=args.d_model, depth=args.depth,
+                               num_heads=args.heads)
     cfg = model.cfg
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(args.seed)
@@ -98,7 +103,7 @@ def main():
     train_batches = make_batches(64, args.train_bs, args.pairs, cfg, gen)
     eval_batches = make_batches(4, args.eval_bs, args.pairs, cfg, gen)
     steps = timed(train_step, train_batches, warmup=50, seconds=args.seconds)
-    evals = timed(eval_step, eval_batches, warmup=5, seconds=args.seconds)
+    evals = 0.0 if args.train_only else timed(eval_step, eval_batches, warmup=5, seconds=args.seconds)
 
     print(json.dumps({
         "impl": "pytorch",
@@ -111,6 +116,9 @@ def main():
         "train_bs": args.train_bs,
         "eval_bs": args.eval_bs,
         "pairs": args.pairs,
+        "d_model": args.d_model,
+        "depth": args.depth,
+        "heads": args.heads,
         "train_steps_per_s": round(steps, 2),
         "train_seqs_per_s": round(steps * args.train_bs, 1),
         "eval_seqs_per_s": round(evals * args.eval_bs, 1),

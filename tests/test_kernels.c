@@ -94,40 +94,6 @@ Test(kernels, gemm_all_modes_and_tails)
     }
 }
 
-static void ref_linear(double *out, const float *in, const float *w, const float *bias, int M, int K, int N)
-{
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            double s = bias ? bias[n] : 0;
-            for (int k = 0; k < K; k++)
-                s += (double)in[m * K + k] * w[n * K + k];
-            out[m * N + n] = s;
-        }
-}
-
-Test(kernels, matmul_forward_packed_and_unpacked)
-{
-    for (int trial = 0; trial < 120; trial++) {
-        int M = pick(), K = trial % 5 == 0 ? 5 : pick(), N = trial % 4 == 0 ? 3 : pick();
-        if (trial % 9 == 0)
-            K = 512;
-        float *in = rand_buf((size_t)M * K, 1), *w = rand_buf((size_t)N * K, 1), *bias = rand_buf((size_t)N, 1);
-        float *wt = malloc(sizeof(float) * (size_t)K * N), *out = malloc(sizeof(float) * (size_t)M * N);
-        double *want = malloc(sizeof(double) * (size_t)M * N);
-        const float *b = trial % 2 ? bias : NULL;
-        ref_linear(want, in, w, b, M, K, N);
-        fs_matmul_forward(out, in, w, b, M, K, N);
-        assert_close(out, want, (size_t)M * N, 2e-5 * sqrt(K), "matmul_forward");
-        fs_transpose(wt, w, N, K);
-        for (int k = 0; k < K; k++)
-            for (int n = 0; n < N; n++)
-                cr_assert_eq(wt[k * N + n], w[n * K + k], "transpose %dx%d at (%d,%d)", N, K, n, k);
-        fs_matmul_forward_packed(out, in, wt, b, M, K, N);
-        assert_close(out, want, (size_t)M * N, 2e-5 * sqrt(K), "matmul_forward_packed");
-        free(in), free(w), free(bias), free(wt), free(out), free(want);
-    }
-}
-
 Test(kernels, matmul_backward_add_and_set)
 {
     for (int trial = 0; trial < 120; trial++) {
@@ -317,31 +283,6 @@ Test(kernels, softmax_rows_masked)
             for (int j = r % n + 1; j < n; j++)
                 cr_assert_eq(y[(size_t)r * n + j], 0.f, "masked entry not exactly 0");
         free(x), free(y), free(want);
-    }
-}
-
-Test(kernels, rope_tables_match_direct)
-{
-    for (int trial = 0; trial < 20; trial++) {
-        int H = 1 + trial % 3, N = pick(), hd = 2 * (1 + trial % 9);
-        size_t n = (size_t)H * N * hd;
-        float *x = rand_buf(n, 1), *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
-        float *cs = malloc(sizeof(float) * 2 * (size_t)N * hd);
-        fs_rope_table(cs, N, hd, 10000.0);
-        fs_rope_forward(a, x, H, N, hd, 10000.0);
-        fs_rope_forward_table(b, x, H, N, hd, cs);
-        double *want = malloc(sizeof(double) * n);
-        for (size_t i = 0; i < n; i++)
-            want[i] = a[i];
-        assert_close(b, want, n, 1e-6, "rope forward table");
-        memset(a, 0, sizeof(float) * n);
-        fs_rope_backward(a, x, H, N, hd, 10000.0);
-        for (size_t i = 0; i < n; i++)
-            want[i] = a[i];
-        memcpy(b, x, sizeof(float) * n);
-        fs_rope_backward_table(b, b, H, N, hd, cs); /* in place */
-        assert_close(b, want, n, 1e-6, "rope backward table");
-        free(x), free(a), free(b), free(cs), free(want);
     }
 }
 

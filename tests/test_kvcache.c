@@ -4,6 +4,7 @@
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <hdf5.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "base/rng.h"
 #include "fewshot/seqio.h"
 #include "golden_util.h"
+#include "helpers.h"
 #include "base/fileio.h"
 
 #define KV_TOL 1e-5
@@ -458,6 +460,204 @@ Test(kvcache, bad_cache_use)
     fs_model_free(&m);
 }
 
+/* ---- compression (issue 19) ---- */
+
+static const char *const every_policy[] = {"recent",         "sinks+recent", "attention",   "labels-only",
+                                           "exemplars-only", "drop-pairs",   "drop-pairs:0", NULL};
+
+static void build_frozen(fs_kv_cache *c, const fs_model *m, const float *ctx, const int *labels, int pairs)
+{
+    fs_error err = {{0}};
+    cr_assert_eq(fs_kv_init(c, m, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_kv_build(c, ctx, labels, pairs, &err), 0, "%s", err.msg);
+    fs_kv_freeze(c);
+}
+
+/* keep 1 (as a fraction and as the full count) leaves every logit bit-identical. */
+Test(kvcompress, keep_one_identical_every_policy)
+{
+    const int lengths[] = {1, 2, 7, 15, 33, 64};
+    for (int v = 0; v < SMALL_VARIANTS; v++) {
+        fs_model_config cfg = small_config(v);
+        fs_model m;
+        random_model(&m, &cfg, 400 + v);
+        int D = cfg.input_dim, C = cfg.num_classes, nq = 37;
+        for (size_t li = 0; li < sizeof lengths / sizeof *lengths; li++) {
+            int pairs = lengths[li];
+            if (cfg.pos_embedding == FS_POS_APE && pairs > 15)
+                continue;
+            float *ctx = random_rows((size_t)pairs, D, 500 + li), *q = random_rows((size_t)nq, D, 600 + li);
+            int *labels = random_labels(pairs, C, 700 + li);
+            float *want = malloc(sizeof(float) * nq * C), *got = malloc(sizeof(float) * nq * C);
+            fs_error err = {{0}};
+            fs_kv_cache c;
+            build_frozen(&c, &m, ctx, labels, pairs);
+            cr_assert_eq(fs_kv_classify(&c, q, nq, want, 1, &err), 0, "%s", err.msg);
+            fs_kv_free(&c);
+            for (int p = 0; every_policy[p]; p++)
+                for (int as_count = 0; as_count < 2; as_count++) {
+                    build_frozen(&c, &m, ctx, labels, pairs);
+                    double keep = as_count && pairs > 1 ? 2.0 * pairs : 1.0;
+                    cr_assert_eq(fs_kv_compress(&c, keep, every_policy[p], &err), 0, "%s", err.msg);
+                    cr_expect_eq(c.seq, 2 * pairs);
+                    cr_expect(c.frozen);
+                    cr_assert_eq(fs_kv_classify(&c, q, nq, got, 1, &err), 0, "%s", err.msg);
+                    cr_expect_eq(memcmp(got, want, sizeof(float) * nq * C), 0,
+                                 "variant %d, %d pairs, policy %s, keep %g: logits differ (max %g)", v, pairs,
+                                 every_policy[p], keep, max_abs_diff(got, want, (size_t)nq * C));
+                    fs_kv_free(&c);
+                }
+            free(ctx), free(q), free(labels), free(want), free(got);
+        }
+        fs_model_free(&m);
+    }
+}
+
+static void expect_positions(const fs_kv_cache *c, const int *want, int n, const char *policy)
+{
+    cr_assert_eq(c->seq, n, "%s: kept %d tokens, expected %d", policy, c->seq, n);
+    for (int l = 0; l < c->depth; l++)
+        for (int i = 0; i < n; i++)
+            cr_expect_eq(c->layer[l].positions[i], want[i], "%s: layer %d kept position %d at %d, expected %d",
+                         policy, l, c->layer[l].positions[i], i, want[i]);
+}
+
+/* Which tokens each policy keeps (12 tokens, 6 pairs), and that the kept rows are the
+ * uncompressed cache's rows at those positions. */
+Test(kvcompress, kept_positions_per_policy)
+{
+    fs_model_config cfg = small_config(0);
+    fs_model m;
+    random_model(&m, &cfg, 41);
+    int D = cfg.input_dim, pairs = 6;
+    float *ctx = random_rows((size_t)pairs, D, 42);
+    int *labels = random_labels(pairs, cfg.num_classes, 43);
+    struct {
+        const char *policy;
+        double keep;
+        int n, want[12];
+    } cases[] = {
+        {"recent", 0.5, 6, {6, 7, 8, 9, 10, 11}},
+        {"recent", 3, 3, {9, 10, 11}},
+        {"sinks+recent", 0.5, 6, {0, 1, 8, 9, 10, 11}},
+        {"labels-only", 0.5, 6, {1, 3, 5, 7, 9, 11}},
+        {"labels-only", 0.25, 3, {7, 9, 11}},
+        {"labels-only", 0.75, 9, {1, 3, 5, 6, 7, 8, 9, 10, 11}},
+        {"exemplars-only", 0.5, 6, {0, 2, 4, 6, 8, 10}},
+        {"drop-pairs:2", 1, 8, {4, 5, 6, 7, 8, 9, 10, 11}},
+        {"drop-pairs:1", 5, 5, {7, 8, 9, 10, 11}},
+        {"drop-pairs", 0.6, 6, {6, 7, 8, 9, 10, 11}}, /* floor(7.2) = 7 tokens: whole pairs -> 6 */
+        {"drop-pairs", 1.0 / 12, 1, {11}},            /* the newest pair stays, trimmed to its label */
+    };
+    fs_error err = {{0}};
+    fs_kv_cache full;
+    build_frozen(&full, &m, ctx, labels, pairs);
+    int hd = full.head_dim;
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        fs_kv_cache c;
+        build_frozen(&c, &m, ctx, labels, pairs);
+        cr_assert_eq(fs_kv_compress(&c, cases[k].keep, cases[k].policy, &err), 0, "%s", err.msg);
+        expect_positions(&c, cases[k].want, cases[k].n, cases[k].policy);
+        cr_expect_eq(c.pos, 2 * pairs, "the query stays at position 2k");
+        cr_expect_eq(fs_kv_pairs(&c), pairs);
+        for (int l = 0; l < c.depth; l++)
+            for (int h = 0; h < c.heads; h++)
+                for (int i = 0; i < c.seq; i++) {
+                    size_t got = ((size_t)h * c.seq + i) * hd, src = ((size_t)h * full.seq + cases[k].want[i]) * hd;
+                    cr_expect_eq(memcmp(c.layer[l].keys + got, full.layer[l].keys + src, sizeof(float) * hd), 0);
+                    cr_expect_eq(memcmp(c.layer[l].values + got, full.layer[l].values + src, sizeof(float) * hd), 0);
+                }
+        fs_kv_free(&c);
+    }
+    /* attention: per layer, kept = the highest observation scores; ascending positions */
+    fs_kv_cache c;
+    build_frozen(&c, &m, ctx, labels, pairs);
+    cr_assert_eq(fs_kv_compress(&c, 0.5, "attention", &err), 0, "%s", err.msg);
+    cr_expect_eq(c.seq, 6);
+    for (int l = 0; l < c.depth; l++)
+        for (int i = 1; i < c.seq; i++)
+            cr_expect_lt(c.layer[l].positions[i - 1], c.layer[l].positions[i]);
+    fs_kv_free(&c);
+    fs_kv_free(&full);
+    free(ctx), free(labels);
+    fs_model_free(&m);
+}
+
+/* The reported bytes are what the kept entries allocate: [1, H, kept, hd] floats. */
+Test(kvcompress, memory_is_allocated_bytes)
+{
+    fs_model_config cfg;
+    fs_model_config_default(&cfg);
+    fs_model m;
+    random_model(&m, &cfg, 44);
+    int pairs = 24;
+    float *ctx = random_rows((size_t)pairs, cfg.input_dim, 45);
+    int *labels = random_labels(pairs, cfg.num_classes, 46);
+    fs_error err = {{0}};
+    for (int p = 0; every_policy[p]; p++) {
+        fs_kv_cache c;
+        build_frozen(&c, &m, ctx, labels, pairs);
+        cr_assert_eq(fs_kv_compress(&c, 0.5, every_policy[p], &err), 0, "%s", err.msg);
+        cr_expect_eq(c.capacity, c.seq, "compressed entries are exactly the kept tokens");
+        for (int l = 0; l < c.depth; l++) {
+            fs_kv_layer_stats s;
+            fs_kv_stats(&c, l, &s);
+            size_t bytes = sizeof(float) * (size_t)c.heads * c.seq * c.head_dim;
+            cr_expect_eq(s.shape[2], c.seq);
+            cr_expect_eq(s.key_bytes, bytes);
+            cr_expect_eq(s.value_bytes, bytes);
+            size_t usable = malloc_usable_size(c.layer[l].keys);
+            cr_expect(usable >= bytes && usable < bytes + 128, "%s: %zu bytes reported, %zu allocated",
+                      every_policy[p], bytes, usable);
+        }
+        char *table = fs_kv_stats_table(&c);
+        char line[128];
+        snprintf(line, sizeof line, "1 × %d × %d × %d × 4 bytes", c.heads, c.seq, c.head_dim);
+        cr_expect(strstr(table, line) != NULL, "table should hold '%s':\n%s", line, table);
+        cr_expect(strstr(table, "48 → 24 tokens") != NULL, "%s", table);
+        free(table);
+        fs_kv_free(&c);
+    }
+    free(ctx), free(labels);
+    fs_model_free(&m);
+}
+
+Test(kvcompress, bad_input)
+{
+    fs_model_config cfg = small_config(0);
+    fs_model m;
+    random_model(&m, &cfg, 47);
+    float *ctx = random_rows(4, cfg.input_dim, 48);
+    int labels[4] = {0, 1, 2, 3};
+    fs_error err = {{0}};
+    fs_kv_cache c;
+    cr_assert_eq(fs_kv_init(&c, &m, &err), 0, "%s", err.msg);
+    expect_error(fs_kv_compress(&c, 1, "recent", &err), &err, "empty", NULL);
+    cr_assert_eq(fs_kv_build(&c, ctx, labels, 4, &err), 0, "%s", err.msg);
+    expect_error(fs_kv_compress(&c, 0, "recent", &err), &err, "keep 0", "(0, 1]");
+    expect_error(fs_kv_compress(&c, -0.5, "recent", &err), &err, "keep -0.5", NULL);
+    expect_error(fs_kv_compress(&c, NAN, "recent", &err), &err, "keep nan", NULL);
+    expect_error(fs_kv_compress(&c, 9, "recent", &err), &err, "keep 9", "<= 8");
+    expect_error(fs_kv_compress(&c, 2.5, "recent", &err), &err, "keep 2.5", "whole number");
+    expect_error(fs_kv_compress(&c, 0.5, "oldest", &err), &err, "unknown policy 'oldest'", "labels-only");
+    expect_error(fs_kv_compress(&c, 0.5, NULL, &err), &err, "unknown policy", NULL);
+    expect_error(fs_kv_compress(&c, 0.5, "drop-pairs:x", &err), &err, "drop-pairs:x", "whole number");
+    expect_error(fs_kv_compress(&c, 0.5, "drop-pairs:-1", &err), &err, "drop-pairs:-1", NULL);
+    expect_error(fs_kv_compress(&c, 1, "drop-pairs:4", &err), &err, "evicts every cached token", NULL);
+    cr_expect_eq(c.seq, 8, "a failed compression leaves the cache as it was");
+    cr_assert_eq(fs_kv_compress(&c, 0.5, "recent", &err), 0, "%s", err.msg);
+    expect_error(fs_kv_compress(&c, 0.5, "attention", &err), &err, "attention", "uncompressed");
+    /* appending after compression continues at the context's next position */
+    cr_assert_eq(fs_kv_append(&c, ctx, 1, &err), 0, "%s", err.msg);
+    cr_expect_eq(c.seq, 6);
+    cr_expect_eq(c.pos, 10);
+    cr_expect_eq(c.layer[0].positions[4], 8);
+    cr_expect_eq(c.layer[0].positions[5], 9);
+    fs_kv_free(&c);
+    free(ctx);
+    fs_model_free(&m);
+}
+
 /* HDF5 queries: a [Q, D] float dataset; wrong rank, width, type or path are errors. */
 static void write_h5(const char *file, const char *path, int rank, const hsize_t *dims, hid_t type, const void *data)
 {
@@ -570,4 +770,89 @@ Test(kvcache, classify_command_with_shipped_example)
     remove(out);
     remove(model);
     rmdir(dir);
+}
+
+/* `fewshot classify --kv-keep/--kv-policy/--kv-stats/--kv-sweep` end to end, with labelled queries. */
+Test(kvcompress, classify_command_compressed_and_sweep)
+{
+    char dir[128];
+    th_tmpdir(dir, sizeof dir, "kvc");
+    const char *model = th_path(dir, "m.safetensors"), *queries = th_path(dir, "q.json");
+    th_run_result r;
+    th_run(&r, "init -o %s", model);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    th_run_free(&r);
+    /* the shipped queries plus labels */
+    char *text = th_read_file("datasets/examples/classify_queries.json", NULL);
+    cJSON *j = cJSON_Parse(text);
+    cr_assert_not_null(j);
+    int labels[6] = {0, 1, 2, 3, 4, 0};
+    int nq = cJSON_GetArraySize(cJSON_GetObjectItem(j, "examples"));
+    cr_assert_eq(nq, 6);
+    cJSON_AddItemToObject(j, "labels", cJSON_CreateIntArray(labels, nq));
+    char *printed = cJSON_PrintUnformatted(j);
+    th_write_text(queries, printed);
+    free(printed), free(text);
+    const char *ctx = "datasets/examples/classify_context.json";
+
+    th_run(&r, "classify --model %s --context %s --queries %s --kv-keep 0.5 --kv-policy labels-only --kv-stats", model,
+           ctx, queries);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cr_expect(strstr(r.err, "4 → 2 tokens") != NULL, "%s", r.err);
+    cr_expect(strstr(r.err, "1 × 8 × 2 × 8 × 4 bytes = 512 bytes") != NULL, "%s", r.err);
+    cr_expect(strstr(r.err, "accuracy ") != NULL && strstr(r.err, "agreement with the uncompressed cache") != NULL,
+              "%s", r.err);
+    int lines = 0;
+    for (const char *p = r.out; (p = strchr(p, '\n')); p++)
+        lines++;
+    cr_expect_eq(lines, nq, "one prediction per query: %s", r.out);
+    th_run_free(&r);
+
+    th_run(&r, "classify --model %s --context %s --queries %s --kv-sweep --json", model, ctx, queries);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cJSON *sweep = cJSON_Parse(r.out);
+    cr_assert_not_null(sweep, "%s", r.out);
+    const cJSON *rows = cJSON_GetObjectItem(sweep, "rows");
+    cr_expect_eq(cJSON_GetArraySize(rows), 6 * 4, "keep {1, .75, .5, .25} x 6 policies");
+    for (const cJSON *row = rows ? rows->child : NULL; row; row = row->next) {
+        double keep = cJSON_GetObjectItem(row, "keep")->valuedouble;
+        int tokens = cJSON_GetObjectItem(row, "tokens")->valueint;
+        cr_expect_eq(cJSON_GetObjectItem(row, "bytes")->valuedouble, 2.0 * 2 * 8 * tokens * 8 * 4);
+        cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(row, "accuracy")));
+        if (keep == 1)
+            cr_expect_eq(cJSON_GetObjectItem(row, "agreement")->valuedouble, 1.0, "keep 1 agrees with itself");
+    }
+    cJSON_Delete(sweep);
+    th_run_free(&r);
+
+    th_run(&r, "classify --model %s --context %s --queries %s --kv-sweep", model, ctx, queries);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cr_expect(strstr(r.out, "labels-only") && strstr(r.out, "agreement"), "%s", r.out);
+    th_run_free(&r);
+
+    struct {
+        const char *args, *want;
+    } bad[] = {
+        {"--kv-keep 0", "keep 0"},
+        {"--kv-keep 5", "<= 4"},
+        {"--kv-keep half", "--kv-keep"},
+        {"--kv-policy oldest", "unknown policy 'oldest'"},
+        {"--kv-sweep --kv-keep 0.5", "--kv-sweep"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        th_run(&r, "classify --model %s --context %s --queries %s %s", model, ctx, queries, bad[i].args);
+        cr_expect(r.exited && r.code == 1 && strstr(r.err, bad[i].want), "%s: %s", bad[i].args, th_describe(&r));
+        cr_expect_eq(r.out[0], 0, "%s: no output on error", bad[i].args);
+        th_run_free(&r);
+    }
+    /* query labels outside [0, C) */
+    cJSON_ReplaceItemInObject(j, "labels", cJSON_CreateIntArray((int[]){0, 1, 2, 3, 4, 5}, nq));
+    printed = cJSON_PrintUnformatted(j);
+    th_write_text(queries, printed);
+    free(printed);
+    th_run(&r, "classify --model %s --context %s --queries %s", model, ctx, queries);
+    cr_expect(r.exited && r.code == 1 && strstr(r.err, "labels[5]") && strstr(r.err, "[0, 5)"), "%s", th_describe(&r));
+    th_run_free(&r);
+    cJSON_Delete(j);
+    th_rmtree(dir);
 }

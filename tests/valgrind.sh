@@ -6,7 +6,8 @@ bin=${1:-build-valgrind/fewshot}
 G=tests/golden/doc
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-vg() { OMP_NUM_THREADS=2 valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite -q "$bin" "$@"; }
+# OMP_WAIT_POLICY set: fewshot would otherwise re-exec itself (src/cli/main.c) outside valgrind.
+vg() { OMP_WAIT_POLICY=passive OMP_NUM_THREADS=2 valgrind --error-exitcode=9 --leak-check=full --errors-for-leak-kinds=definite -q "$bin" "$@"; }
 vg init -o "$tmp/m.safetensors" 2>/dev/null
 vg cache --model "$tmp/m.safetensors" --input datasets/examples/batch_doc.json -o "$tmp/c.json"
 vg cache --config $G/config.json --model $G/params.safetensors --input $G/clamp_zero_query_token.json \

@@ -26,6 +26,7 @@
 typedef struct {
     float *keys;
     float *values;
+    int *positions;         /* [capacity]: each cached token's position in the context */
 } fs_kv_entry;
 
 typedef struct fs_kv_weights fs_kv_weights; /* the model's weights packed for the step */
@@ -33,11 +34,14 @@ typedef struct fs_kv_weights fs_kv_weights; /* the model's weights packed for th
 typedef struct {
     const fs_model *model;  /* borrowed: must outlive the cache */
     int heads, head_dim, depth;
-    int seq;                /* tokens cached (2 per context pair) */
+    int seq;                /* tokens cached per layer (2 per context pair until compressed) */
+    int pos;                /* position of the next token = context tokens seen (> seq once compressed) */
     int capacity;           /* tokens allocated per head */
     bool frozen;
     fs_kv_entry *layer;     /* [depth] */
     fs_kv_weights *weights;
+    float *ctx_examples;    /* [pos/2][D]: the context, kept for the attention policy until compressed */
+    int *ctx_labels;        /* [pos/2] */
 } fs_kv_cache;
 
 /* An empty cache for `m` (packs the weights once). */
@@ -55,7 +59,35 @@ int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
 /* Freeze: trims the entries to exactly [1, H, seq, hd]; classify needs a frozen cache. */
 void fs_kv_freeze(fs_kv_cache *c);
 void fs_kv_unfreeze(fs_kv_cache *c);
-static inline int fs_kv_pairs(const fs_kv_cache *c) { return c->seq / 2; }
+/* Context pairs seen (compression evicts tokens but not pairs from this count). */
+static inline int fs_kv_pairs(const fs_kv_cache *c) { return c->pos / 2; }
+
+/* Compression (issue 19): evict context tokens, per layer, keeping `keep` of them: a
+ * fraction in (0, 1] (floor(keep * seq) tokens, at least 1) or, above 1, a whole count
+ * <= seq. The kept rows of each layer's keys/values are compacted into entries of
+ * exactly [1, H, kept, hd] (the old ones are freed) and each keeps its position: keys
+ * are stored after RoPE and APE/sinusoidal terms are added before the layers, so a kept
+ * token's position phase is baked into its key/value and positions are never
+ * renumbered; a query still runs at position `pos` (the full context's length), as if
+ * the evicted tokens had been masked out of its attention. Policies (a ranking; the
+ * top `kept` tokens stay, ties go to the more recent):
+ *   recent          the last tokens
+ *   sinks+recent    the first pair's two tokens (attention sinks), then the last
+ *   attention       largest attention mass received from the context's last 8 tokens
+ *                   (the observation window), averaged over its rows that see the token
+ *                   and summed over heads, per layer (SnapKV-style); needs an
+ *                   uncompressed cache (it re-runs the stored context's forward)
+ *   labels-only     label tokens first (the most recent first), then exemplars
+ *   exemplars-only  exemplar tokens first, then labels
+ *   drop-pairs:N    evict both tokens of the oldest N pairs, then the oldest tokens
+ *                   while over budget; `drop-pairs` (no N) evicts whole oldest pairs
+ *                   until at most `kept` tokens remain (never the newest pair: a budget
+ *                   below 2 tokens then keeps its label)
+ * keep = 1 keeps every token (logits identical to the uncompressed cache) for every
+ * policy but drop-pairs:N with N > 0. Works frozen or not; append continues at `pos`. */
+int fs_kv_compress(fs_kv_cache *c, double keep, const char *policy, fs_error *err);
+/* The policy names, NULL-terminated (drop-pairs without its :N). */
+extern const char *const fs_kv_policies[];
 
 /* Logits [nq][C] of query exemplars [nq][D], each the token after the frozen context.
  * Queries run in chunks of 32 on `threads` OpenMP threads (0 = all cores); the result
@@ -79,7 +111,7 @@ void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s);
 char *fs_kv_stats_table(const fs_kv_cache *c);
 
 /* Inputs. Context JSON: {"examples": [k][D], "labels": [k]} with k >= 1 and labels in
- * [0, C). Queries: JSON {"examples": [Q][D]}, or a 2-D [Q, D] float dataset at `path` in
+ * [0, C). Queries: JSON {"examples": [Q][D]} (optionally "labels": [Q]), or a 2-D [Q, D] float dataset at `path` in
  * an HDF5 file. Errors name the file and the field. */
 typedef struct {
     int pairs, dim;
@@ -91,6 +123,7 @@ typedef struct {
     size_t count;
     int dim;
     float *examples;   /* [count][dim] */
+    int *labels;       /* [count] true classes (JSON "labels", optional), or NULL */
 } fs_kv_queries;
 
 int fs_kv_context_load(const char *path, const fs_model_config *cfg, fs_kv_context *ctx, fs_error *err);

@@ -131,6 +131,7 @@ int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m)
 {
     fs_error err = {{0}};
     const char *model_path = fs_arg(a, "--model");
+    memset(cfg, 0, sizeof *cfg); /* freeable (fs_run_config_free) on every return */
     if (!model_path)
         return fs_cli_error("--model FILE.safetensors is required");
     if (fs_cli_run_config(a, cfg, false))

@@ -3,11 +3,14 @@
  * --config. Training samples every batch from the data exactly as a run does. */
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -16,6 +19,8 @@
 #include "fewshot/kvcache.h"
 #include "train/sampler.h"
 #include "fewshot/seqio.h"
+#include "kernels/kernels.h"
+#include "train/batch.h"
 #include "train/trainer.h"
 
 static const fs_opt bench_opts[] = {
@@ -24,6 +29,8 @@ static const fs_opt bench_opts[] = {
     {"--threads", "T", "worker threads (default: train.threads, 0 = all cores)"},
     {"--seconds", "S", "measuring time per phase (default 2)"},
     {"--json", NULL, "print one JSON object instead of text"},
+    {"--sizes", NULL, "training only, on a ladder of model sizes (d_model/depth/pairs 64/2/3, 128/2/9, 256/4/17, 64/12/3; 8 heads)"},
+    {"--load", "N", "run N busy competitor processes while measuring (and report training's quiet figure too)"},
     {NULL, NULL, NULL},
 };
 
@@ -86,12 +93,6 @@ static int bench_dataset(const fs_run_config *cfg, fs_dataset *ds, char *source,
 }
 
 typedef struct {
-    double train_steps_per_s, train_seqs_per_s, eval_seqs_per_s, peak_rss_mb, classify_queries_per_s;
-    long train_steps, eval_seqs;
-    double train_seconds, eval_seconds, final_loss;
-} bench_result;
-
-typedef struct {
     fs_run_config cfg;
     fs_dataset data;
     fs_task task;
@@ -99,9 +100,7 @@ typedef struct {
     fs_model model;
     fs_trainer trainer;
     fs_eval_set eval;
-    int *labels;
-    void **scratch; /* per-thread sampler scratch */
-    int nscratch;
+    fs_batch_sampler batch;
     float *logits;
     fs_query_ws *qws;
     bool has_data, has_task, has_model, has_trainer, has_eval;
@@ -110,10 +109,7 @@ typedef struct {
 static void bench_free(bench_state *s)
 {
     fs_query_ws_free(s->qws);
-    for (int i = 0; i < s->nscratch; i++)
-        free(s->scratch[i]);
-    free(s->scratch);
-    free(s->labels);
+    fs_batch_sampler_free(&s->batch);
     free(s->logits);
     if (s->has_eval)
         fs_eval_set_free(&s->eval);
@@ -128,7 +124,8 @@ static void bench_free(bench_state *s)
     fs_run_config_free(&s->cfg);
 }
 
-static int bench_setup(bench_state *s, const char *origin, int threads, char *source, size_t source_n, fs_error *err)
+static int bench_setup(bench_state *s, const char *origin, int threads, bool with_eval, char *source, size_t source_n,
+                       fs_error *err)
 {
     fs_run_config *c = &s->cfg;
     if (bench_dataset(c, &s->data, source, source_n, err))
@@ -154,100 +151,330 @@ static int bench_setup(bench_state *s, const char *origin, int threads, char *so
     if (fs_trainer_init(&s->trainer, &s->model, P, B, threads, &oc, err))
         return -1;
     s->has_trainer = true;
-    s->labels = malloc(sizeof(int) * (size_t)B * P);
-    s->nscratch = threads;
-    s->scratch = calloc((size_t)threads, sizeof *s->scratch);
-    for (int i = 0; s->scratch && i < threads; i++)
-        if (!(s->scratch[i] = malloc(fs_seq_scratch_bytes(c->train.train_context_len))))
-            return fs_fail(err, "bench: out of memory");
-    if (c->eval.num_evaluators > 0) {
+    if (fs_batch_sampler_init(&s->batch, &s->task, &s->mix, (uint64_t)c->train.train_seed, B,
+                              c->train.train_context_len, threads, err))
+        return -1;
+    if (with_eval && c->eval.num_evaluators > 0) {
         if (fs_eval_set_build(&s->eval, &s->task, &c->eval, 0, c->train.train_context_len, origin, err))
             return -1;
         s->has_eval = true;
         s->logits = malloc(sizeof(float) * (size_t)s->eval.n * c->model.num_classes);
         s->qws = fs_query_ws_create(&c->model, s->eval.P, threads);
     }
-    if (!s->scratch || !s->labels || (s->has_eval && (!s->logits || !s->qws)))
+    if (s->has_eval && (!s->logits || !s->qws))
         return fs_fail(err, "bench: out of memory");
     return 0;
 }
 
-/* One training step as `fewshot train` takes it: sample the batch straight into the
- * input leaves (threads over sequences, scratch allocated once), then forward, backward
- * and the optimizer. */
-static int train_step(bench_state *s, long step, double *loss, fs_error *err)
+/* ---- multiply-adds per unit of work (matrix products and attention) ---- */
+
+/* One sequence through the cache-writing forward: embeddings, per layer qkv, causal
+ * scores and values, projection and MLP, and the unembedding of every token. */
+static double forward_madds(const fs_model_config *c, int P)
 {
-    const fs_train_config *t = &s->cfg.train;
-    fs_acts *a = &s->trainer.acts;
-    int B = t->train_bs, P = a->P, D = a->cfg.input_dim;
-    float *examples = fs_leaf_ptr(a, L_EXAMPLES, 0), *labels = fs_leaf_ptr(a, L_LABELS, 0);
-    uint64_t first = (uint64_t)step * (uint64_t)B;
-#pragma omp parallel num_threads(s->nscratch)
-    {
-        void *scratch = s->scratch[omp_get_thread_num()];
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++)
-            fs_sample_mixed(&s->task, &s->mix, (uint64_t)t->train_seed, FS_STREAM_TRAIN, first + (uint64_t)b,
-                            examples + (size_t)b * P * D, s->labels + (size_t)b * P, NULL, scratch);
+    double N = 2.0 * P - 1, d = c->d_model, F = fs_mlp_hidden(c);
+    double layer = N * 3 * d * d + N * (N + 1) * d + N * d * d + 2 * N * d * F;
+    return P * (double)c->input_dim * d + P * (double)c->num_classes * d + c->depth * layer + N * d * c->num_classes;
+}
+
+/* A training step: forward, and a backward of twice its products, for B sequences. */
+static double train_madds(const fs_model_config *c, int P, int B) { return 3.0 * B * forward_madds(c, P); }
+
+/* The query-only forward (fs_forward_query_logits) of one sequence: every layer but the
+ * last on all tokens, the last one's keys/values on all tokens and the rest on the query. */
+static double eval_madds(const fs_model_config *c, int P)
+{
+    double N = 2.0 * P - 1, d = c->d_model, F = fs_mlp_hidden(c);
+    double full = N * 3 * d * d + N * (N + 1) * d + N * d * d + 2 * N * d * F;
+    double last = N * 2 * d * d + d * d + 2 * N * d + d * d + 2 * d * F;
+    return P * (double)c->input_dim * d + (c->depth - 1) * full + last + d * c->num_classes;
+}
+
+/* One query against a frozen cache of `pairs` exemplar-label pairs (2 * pairs tokens). */
+static double classify_madds(const fs_model_config *c, int pairs)
+{
+    double d = c->d_model, F = fs_mlp_hidden(c), keys = 2.0 * pairs + 1;
+    double layer = 3 * d * d + 2 * keys * d + d * d + 2 * d * F;
+    return (double)c->input_dim * d + c->depth * layer + d * c->num_classes;
+}
+
+/* ---- the phases ---- */
+
+typedef struct {
+    double per_s;  /* steps, sequences or queries per second */
+    double madds;  /* multiply-adds per second */
+    double peak;   /* the FMA peak: the best probe of the run (shared cores vary) */
+    long count;
+    double seconds;
+} phase_rate;
+
+typedef struct {
+    phase_rate train, train_quiet, eval, classify;
+    double final_loss, peak_rss_mb, peak; /* peak: the best of the probes before and after each phase */
+} bench_result;
+
+static const double PEAK_SECONDS = 0.25;
+
+/* Keep the best FMA-peak probe of the run (probes run before and after every phase). */
+static void probe_peak(bench_result *r, int threads)
+{
+    double peak = fs_fma_peak(threads, PEAK_SECONDS);
+    if (peak > r->peak)
+        r->peak = peak;
+}
+
+/* One training step as `fewshot train` takes it (the run loop's call): the batch
+ * sampled inside the step, forward, backward and the optimizer. */
+static double train_step(bench_state *s, long step) { return fs_batch_train_step(&s->batch, &s->trainer, step, NULL); }
+
+static phase_rate time_train(bench_state *s, double seconds, long *next_step, double *loss)
+{
+    phase_rate r = {0};
+    for (int i = 0; i < 20; i++) /* warm-up: caches, page faults, thread pool */
+        *loss = train_step(s, (*next_step)++);
+    double t0 = now_s(), el;
+    do {
+        for (int k = 0; k < 10; k++, r.count++)
+            *loss = train_step(s, (*next_step)++);
+        el = now_s() - t0;
+    } while (el < seconds);
+    r.seconds = el;
+    r.per_s = (double)r.count / el;
+    r.madds = r.per_s * train_madds(&s->cfg.model, s->trainer.acts.P, s->cfg.train.train_bs);
+    return r;
+}
+
+static phase_rate time_eval(bench_state *s, double seconds)
+{
+    phase_rate r = {0};
+    const fs_eval_set *e = &s->eval;
+    fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits);
+    double t0 = now_s(), el;
+    do {
+        fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits);
+        r.count += e->n;
+        el = now_s() - t0;
+    } while (el < seconds);
+    r.seconds = el;
+    r.per_s = (double)r.count / el;
+    r.madds = r.per_s * eval_madds(&s->cfg.model, e->P);
+    return r;
+}
+
+/* queries against a frozen key-value cache of a training-length context */
+static phase_rate time_classify(bench_state *s)
+{
+    phase_rate r = {0};
+    int pairs = s->cfg.train.train_context_len;
+    r.per_s = fs_kv_bench_queries_per_s(&s->model, pairs, CLASSIFY_QUERIES, s->trainer.threads);
+    r.madds = r.per_s > 0 ? r.per_s * classify_madds(&s->cfg.model, pairs) : 0;
+    return r;
+}
+
+/* ---- competitor load: N child processes spinning on the cores ---- */
+
+typedef struct {
+    pid_t pid[64];
+    int n;
+} busy_load;
+
+static void load_start(busy_load *l, int n)
+{
+    l->n = 0;
+    pid_t parent = getpid();
+    for (int i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the bench (Ctrl-C, a crash) */
+            if (getppid() != parent)
+                _exit(0);
+            volatile double x = 1;
+            for (;;)
+                x = x * 1.0000001 + 1e-9;
+        }
+        if (p > 0)
+            l->pid[l->n++] = p;
     }
-    for (int i = 0; i < B * P; i++)
-        labels[i] = (float)s->labels[i];
-    *loss = fs_trainer_step(&s->trainer, B, NULL);
-    (void)err;
+}
+
+static void load_stop(busy_load *l)
+{
+    for (int i = 0; i < l->n; i++)
+        kill(l->pid[i], SIGKILL);
+    for (int i = 0; i < l->n; i++)
+        waitpid(l->pid[i], NULL, 0);
+    l->n = 0;
+}
+
+static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
+{
+    memset(r, 0, sizeof *r);
+    long step = 0;
+    int threads = s->trainer.threads;
+    busy_load busy = {.n = 0};
+    probe_peak(r, threads);
+    if (load > 0) {
+        r->train_quiet = time_train(s, seconds, &step, &r->final_loss);
+        probe_peak(r, threads);
+        load_start(&busy, load);
+        if (busy.n < load) {
+            load_stop(&busy);
+            return -1;
+        }
+    }
+    r->train = time_train(s, seconds, &step, &r->final_loss);
+    if (s->has_eval)
+        r->eval = time_eval(s, seconds);
+    r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
+    r->classify = time_classify(s);
+    load_stop(&busy);
+    probe_peak(r, threads);
+    phase_rate *phases[] = {&r->train_quiet, &r->train, &r->eval, &r->classify};
+    for (size_t i = 0; i < sizeof phases / sizeof *phases; i++)
+        phases[i]->peak = r->peak;
     return 0;
 }
 
-static int run_bench(bench_state *s, double seconds, bench_result *r, fs_error *err)
-{
-    memset(r, 0, sizeof *r);
-    double loss = 0;
-    for (long i = 0; i < 20; i++) /* warm-up: caches, page faults, thread pool */
-        if (train_step(s, i, &loss, err))
-            return -1;
-    long steps = 0;
-    double t0 = now_s(), el = 0;
-    do {
-        for (int k = 0; k < 50; k++, steps++)
-            if (train_step(s, 20 + steps, &loss, err))
-                return -1;
-        el = now_s() - t0;
-    } while (el < seconds);
-    r->train_steps = steps;
-    r->train_seconds = el;
-    r->train_steps_per_s = (double)steps / el;
-    r->train_seqs_per_s = r->train_steps_per_s * s->cfg.train.train_bs;
-    r->final_loss = loss;
+/* ---- output ---- */
 
-    if (s->has_eval) {
-        const fs_eval_set *e = &s->eval;
-        fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits);
-        long seqs = 0;
-        t0 = now_s();
-        do {
-            fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits);
-            seqs += e->n;
-            el = now_s() - t0;
-        } while (el < seconds);
-        r->eval_seqs = seqs;
-        r->eval_seconds = el;
-        r->eval_seqs_per_s = (double)seqs / el;
+static double fraction(const phase_rate *p) { return p->peak > 0 ? p->madds / p->peak : 0; }
+
+static void print_phase_json(const char *name, const phase_rate *p)
+{
+    printf(", \"%s_madds_per_s\": %.4g, \"%s_peak_fraction\": %.4f", name, p->madds, name, fraction(p));
+}
+
+static void print_phase_text(const phase_rate *p)
+{
+    printf("  [%.2f G multiply-adds/s, %.1f%% of peak]\n", p->madds * 1e-9, 100 * fraction(p));
+}
+
+static void print_result(const bench_state *s, const bench_result *r, int threads, int cores, int load,
+                         const char *source, bool json)
+{
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    const fs_model_config *mc = &s->cfg.model;
+    int B = s->cfg.train.train_bs, P = s->cfg.train.train_context_len + 1;
+    if (json) {
+        printf("{\"train_steps_per_s\": %.1f, \"train_seqs_per_s\": %.0f, \"eval_seqs_per_s\": %.0f, "
+               "\"peak_rss_mb\": %.1f, \"threads\": %d, \"cores\": %d, \"cpu\": \"%s\", \"batch\": %d, "
+               "\"pairs\": %d, \"d_model\": %d, \"depth\": %d, \"mlp_ratio\": %g, \"data\": \"%s\"",
+               r->train.per_s, r->train.per_s * B, r->eval.per_s, r->peak_rss_mb, threads, cores, cpu, B, P,
+               mc->d_model, mc->depth, mc->mlp_ratio, source);
+        if (r->classify.per_s >= 0)
+            printf(", \"classify_queries_per_s\": %.0f", r->classify.per_s);
+        printf(", \"simd\": \"%s\", \"simd_width\": %d, \"fma_peak_madds_per_s\": %.4g", fs_simd_name(),
+               fs_simd_width(), r->peak);
+        print_phase_json("train", &r->train);
+        if (s->has_eval)
+            print_phase_json("eval", &r->eval);
+        if (r->classify.per_s > 0)
+            print_phase_json("classify", &r->classify);
+        if (load > 0)
+            printf(", \"load\": %d, \"train_quiet_steps_per_s\": %.1f, \"train_loaded_fraction\": %.3f", load,
+                   r->train_quiet.per_s, r->train_quiet.per_s > 0 ? r->train.per_s / r->train_quiet.per_s : 0);
+        printf("}\n");
+        return;
     }
-    r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
-    /* classify: queries against a frozen key-value cache of a training-length context */
-    r->classify_queries_per_s = fs_kv_bench_queries_per_s(&s->model, s->cfg.train.train_context_len,
-                                                          CLASSIFY_QUERIES, s->trainer.threads);
+    printf("fewshot bench: %s, %d thread%s (%d cores)\n", cpu, threads, threads == 1 ? "" : "s", cores);
+    printf("simd: %s, %d floats per vector; fp32 FMA peak %.1f G multiply-adds/s on %d thread%s\n", fs_simd_name(),
+           fs_simd_width(), r->peak * 1e-9, threads, threads == 1 ? "" : "s");
+    printf("model: d_model %d, %d heads, depth %d, mlp_ratio %g, input_dim %d, %d classes; batch %d x %d pairs\n",
+           mc->d_model, mc->num_heads, mc->depth, mc->mlp_ratio, mc->input_dim, mc->num_classes, B, P);
+    printf("data: %s\n", source);
+    if (load > 0) {
+        printf("load: %d busy competitor process%s while measuring\n", load, load == 1 ? "" : "es");
+        printf("train (quiet): %.1f steps/s", r->train_quiet.per_s);
+        print_phase_text(&r->train_quiet);
+    }
+    printf("train: %.1f steps/s, %.0f sequences/s (%ld steps in %.2f s, end to end, loss %.4f)", r->train.per_s,
+           r->train.per_s * B, r->train.count, r->train.seconds, r->final_loss);
+    print_phase_text(&r->train);
+    if (load > 0 && r->train_quiet.per_s > 0)
+        printf("train under load: %.0f%% of the quiet figure\n", 100 * r->train.per_s / r->train_quiet.per_s);
+    if (s->has_eval) {
+        printf("eval:  %.0f sequences/s (forward-only query logits, %ld sequences in %.2f s)", r->eval.per_s,
+               r->eval.count, r->eval.seconds);
+        print_phase_text(&r->eval);
+    }
+    if (r->classify.per_s >= 0) {
+        printf("classify: %.0f queries/s", r->classify.per_s);
+        print_phase_text(&r->classify);
+    }
+    printf("peak RSS: %.1f MiB\n", r->peak_rss_mb);
+}
+
+/* ---- the size ladder ---- */
+
+static const struct {
+    int d_model, depth, pairs;
+} ladder[] = {{64, 2, 3}, {128, 2, 9}, {256, 4, 17}, {64, 12, 3}};
+
+/* Training throughput of each ladder row: the run config with d_model, depth and
+ * train_context_len = pairs - 1 replaced (8 heads). */
+static int run_sizes(const fs_args *args, const char *origin, int threads, double seconds, bool json, fs_error *err)
+{
+    int rows = (int)(sizeof ladder / sizeof *ladder);
+    double peak = fs_fma_peak(threads, PEAK_SECONDS);
+    if (json)
+        printf("{\"simd\": \"%s\", \"simd_width\": %d, \"threads\": %d, \"fma_peak_madds_per_s\": %.4g, \"sizes\": [",
+               fs_simd_name(), fs_simd_width(), threads, peak);
+    else
+        printf("simd: %s, %d floats per vector; fp32 FMA peak %.1f G multiply-adds/s on %d threads\n"
+               "%-8s %-6s %-6s %12s %14s %8s\n",
+               fs_simd_name(), fs_simd_width(), peak * 1e-9, threads, "d_model", "depth", "pairs", "steps/s",
+               "G madds/s", "% peak");
+    for (int i = 0; i < rows; i++) {
+        bench_state s;
+        memset(&s, 0, sizeof s);
+        if (fs_cli_run_config(args, &s.cfg, false))
+            return fs_fail(err, "bench --sizes: cannot read the run config");
+        s.cfg.model.d_model = ladder[i].d_model;
+        s.cfg.model.num_heads = 8;
+        s.cfg.model.depth = ladder[i].depth;
+        s.cfg.train.train_context_len = ladder[i].pairs - 1;
+        char source[1100];
+        long step = 0;
+        double loss;
+        if (bench_setup(&s, origin, threads, false, source, sizeof source, err)) {
+            bench_free(&s);
+            return -1;
+        }
+        phase_rate r = time_train(&s, seconds, &step, &loss);
+        double after = fs_fma_peak(threads, PEAK_SECONDS);
+        if (after > peak)
+            peak = after;
+        r.peak = peak;
+        if (json)
+            printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.2f, "
+                   "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f}",
+                   i ? ", " : "", ladder[i].d_model, ladder[i].depth, ladder[i].pairs, s.cfg.train.train_bs, r.per_s,
+                   r.madds, fraction(&r));
+        else
+            printf("%-8d %-6d %-6d %12.2f %14.2f %7.1f%%\n", ladder[i].d_model, ladder[i].depth, ladder[i].pairs,
+                   r.per_s, r.madds * 1e-9, 100 * fraction(&r));
+        fflush(stdout);
+        bench_free(&s);
+    }
+    if (json)
+        printf("]}\n");
     return 0;
 }
 
 int fs_cmd_bench(int argc, char **argv)
 {
     fs_args args;
-    int rc = fs_cli_parse(&args, argc, argv, "bench", "[--config C.json] [--set S.K=V ...] [--threads T] [--seconds S] [--json]",
+    int rc = fs_cli_parse(&args, argc, argv, "bench",
+                          "[--config C.json] [--set S.K=V ...] [--threads T] [--seconds S] [--sizes] [--load N] [--json]",
                           "Measure end-to-end training throughput (sampling, forward, backward and the\n"
                           "optimizer, batch train.train_bs of train_context_len+1 pairs), forward-only\n"
                           "evaluation throughput (query logits of the first evaluator's sequences),\n"
                           "classify throughput (queries against a frozen key-value cache of a\n"
-                          "train_context_len-pair context) and the peak resident memory. Data: the config's data.file, else " SYNTH_S0 "\n"
+                          "train_context_len-pair context) and the peak resident memory. Each phase is\n"
+                          "also given as multiply-adds/s and as a fraction of this machine's measured\n"
+                          "fp32 FMA peak for the build's vector width (AVX-512, AVX2+FMA or portable).\n"
+                          "Data: the config's data.file, else " SYNTH_S0 "\n"
                           "if present, else the same synthetic clusters generated in memory.",
                           bench_opts);
     if (rc)
@@ -256,58 +483,47 @@ int fs_cmd_bench(int argc, char **argv)
     memset(&s, 0, sizeof s);
     if (fs_cli_run_config(&args, &s.cfg, false))
         return 1;
-    long long threads;
-    if (fs_arg_int(&args, "--threads", s.cfg.train.threads, 0, 1024, &threads))
+    long long threads, load;
+    if (fs_arg_int(&args, "--threads", s.cfg.train.threads, 0, 1024, &threads) ||
+        fs_arg_int(&args, "--load", 0, 0, 64, &load)) {
+        fs_run_config_free(&s.cfg);
         return 2;
+    }
     double seconds = 2.0;
     const char *sec = fs_arg(&args, "--seconds");
     if (sec) {
         char *end;
         seconds = strtod(sec, &end);
-        if (*sec == 0 || *end || !(seconds > 0) || seconds > 3600)
+        if (*sec == 0 || *end || !(seconds > 0) || seconds > 3600) {
+            fs_run_config_free(&s.cfg);
             return fs_cli_error("--seconds: expected a number of seconds in (0, 3600]");
+        }
     }
     int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (threads <= 0)
         threads = cores > 0 ? cores : 1;
     omp_set_num_threads((int)threads); /* the sampler's parallel loops too */
+    bool json = fs_flag(&args, "--json");
 
     const char *origin = fs_arg(&args, "--config") ? fs_arg(&args, "--config") : "bench defaults";
-    char source[1100];
     fs_error err = {{0}};
+    if (fs_flag(&args, "--sizes")) {
+        rc = run_sizes(&args, origin, (int)threads, seconds, json, &err) ? fs_cli_error(err.msg) : 0;
+        fs_run_config_free(&s.cfg);
+        return rc;
+    }
+    char source[1100];
     bench_result r;
-    if (bench_setup(&s, origin, (int)threads, source, sizeof source, &err) || run_bench(&s, seconds, &r, &err)) {
+    if (bench_setup(&s, origin, (int)threads, true, source, sizeof source, &err)) {
         rc = fs_cli_error(err.msg);
         bench_free(&s);
         return rc;
     }
-    char cpu[256];
-    cpu_name(cpu, sizeof cpu);
-    const fs_model_config *mc = &s.cfg.model;
-    int B = s.cfg.train.train_bs, P = s.cfg.train.train_context_len + 1;
-    if (fs_flag(&args, "--json")) {
-        printf("{\"train_steps_per_s\": %.1f, \"train_seqs_per_s\": %.0f, \"eval_seqs_per_s\": %.0f, "
-               "\"peak_rss_mb\": %.1f, \"threads\": %d, \"cores\": %d, \"cpu\": \"%s\", \"batch\": %d, "
-               "\"pairs\": %d, \"d_model\": %d, \"depth\": %d, \"mlp_ratio\": %g, \"data\": \"%s\"",
-               r.train_steps_per_s, r.train_seqs_per_s, r.eval_seqs_per_s, r.peak_rss_mb, (int)threads, cores, cpu,
-               B, P, mc->d_model, mc->depth, mc->mlp_ratio, source);
-        if (r.classify_queries_per_s >= 0)
-            printf(", \"classify_queries_per_s\": %.0f", r.classify_queries_per_s);
-        printf("}\n");
-    } else {
-        printf("fewshot bench: %s, %d thread%s (%d cores)\n", cpu, (int)threads, threads == 1 ? "" : "s", cores);
-        printf("model: d_model %d, %d heads, depth %d, mlp_ratio %g, input_dim %d, %d classes; batch %d x %d pairs\n",
-               mc->d_model, mc->num_heads, mc->depth, mc->mlp_ratio, mc->input_dim, mc->num_classes, B, P);
-        printf("data: %s\n", source);
-        printf("train: %.1f steps/s, %.0f sequences/s (%ld steps in %.2f s, end to end, loss %.4f)\n",
-               r.train_steps_per_s, r.train_seqs_per_s, r.train_steps, r.train_seconds, r.final_loss);
-        if (s.has_eval)
-            printf("eval:  %.0f sequences/s (forward-only query logits, %ld sequences in %.2f s)\n", r.eval_seqs_per_s,
-                   r.eval_seqs, r.eval_seconds);
-        if (r.classify_queries_per_s >= 0)
-            printf("classify: %.0f queries/s\n", r.classify_queries_per_s);
-        printf("peak RSS: %.1f MiB\n", r.peak_rss_mb);
+    if (run_bench(&s, seconds, (int)load, &r)) {
+        bench_free(&s);
+        return fs_cli_error("--load: cannot start the competitor processes");
     }
+    print_result(&s, &r, (int)threads, cores, (int)load, source, json);
     bench_free(&s);
     return 0;
 }

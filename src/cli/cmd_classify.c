@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "base/fileio.h"
 #include "base/json.h"
 #include "fewshot/kvcache.h"
+#include <cjson/cJSON.h>
 
 static const fs_opt opts[] = {
     {"--config", "FILE", "config JSON with a \"model\" section (optional if the model file carries it)"},
@@ -18,7 +18,16 @@ static const fs_opt opts[] = {
     {"--queries", "FILE", "queries: JSON {\"examples\": [Q][D]} or an HDF5 file (with --queries-path)"},
     {"--queries-path", "PATH", "dataset in the HDF5 queries file: a 2-D [Q, D] float32 array"},
     {"--threads", "T", "threads across queries (default: all cores)"},
-    {"--kv-stats", NULL, "print the cache's per-layer shape, bytes and key/value ranges (stderr with --queries)"},
+    {"--kv-stats", NULL, "print the cache's tokens before -> after compression, per-layer shape, bytes and "
+                         "key/value ranges (stderr with --queries); with labelled queries also accuracy and "
+                         "agreement with the uncompressed cache"},
+    {"--kv-keep", "F", "compress the cache: keep a fraction F in (0, 1] of the context tokens, or a count > 1 "
+                       "(default 1)"},
+    {"--kv-policy", "P", "which tokens compression keeps: recent (default), sinks+recent, attention, labels-only, "
+                         "exemplars-only, drop-pairs, drop-pairs:N"},
+    {"--kv-sweep", NULL, "classify the queries at keep 1, 0.75, 0.5, 0.25 under every policy; print one table "
+                         "(tokens, bytes, accuracy with labelled queries, agreement with keep 1, queries/s)"},
+    {"--json", NULL, "--kv-sweep: print the table as JSON"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
     {"-o", "FILE", "write the predictions here (atomically) instead of stdout"},
     {NULL, NULL, NULL},
@@ -27,7 +36,9 @@ static const fs_opt opts[] = {
 static const char about[] =
     "Classify query exemplars against one context of exemplar-label pairs. The context's keys\n"
     "and values are computed once per layer and frozen; each query then runs as the single\n"
-    "token after the context. Prints one JSON line per query: {\"label\": L, \"probs\": [C floats]}.";
+    "token after the context. Prints one JSON line per query: {\"label\": L, \"probs\": [C floats]}.\n"
+    "Queries may carry \"labels\": [Q] (JSON) for accuracy. --kv-keep/--kv-policy evict context tokens\n"
+    "(positions keep their RoPE phases; the query stays at position 2k); --kv-sweep compares policies.";
 
 /* An HDF5 file starts with the signature \211HDF\r\n\032\n. */
 static bool is_hdf5(const char *path)
@@ -55,12 +66,6 @@ static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size
     size_t cap = (q1 - q0) * (size_t)(32 + 18 * C) + 1, n = 0;
     char *text = malloc(cap);
     float *probs = malloc(sizeof(float) * (size_t)C);
-    *len = 0;
-    if (!text || !probs) {
-        free(text);
-        free(probs);
-        return NULL;
-    }
     text[0] = 0;
     for (size_t i = q0; i < q1; i++) {
         int label = fs_kv_probs(logits + i * C, C, probs);
@@ -74,123 +79,350 @@ static char *format_lines(const float *logits, size_t q0, size_t q1, int C, size
     return text;
 }
 
-/* One line per query, formatted in parallel blocks and joined in order (NULL: out of memory). */
+/* One line per query, formatted in parallel blocks and joined in order. */
 static char *format_predictions(const float *logits, size_t nq, int C, int threads)
 {
     enum { BLOCK = 4096 };
     size_t blocks = (nq + BLOCK - 1) / BLOCK, total = 0;
     char **parts = calloc(blocks ? blocks : 1, sizeof *parts);
     size_t *lens = calloc(blocks ? blocks : 1, sizeof *lens);
-    if (!parts || !lens) {
-        free(parts);
-        free(lens);
-        return NULL;
-    }
 #pragma omp parallel for schedule(dynamic) num_threads(threads > 0 ? threads : omp_get_max_threads())
     for (size_t b = 0; b < blocks; b++)
         parts[b] = format_lines(logits, b * BLOCK, b * BLOCK + BLOCK < nq ? b * BLOCK + BLOCK : nq, C, &lens[b]);
-    bool complete = true;
     for (size_t b = 0; b < blocks; b++)
-        total += lens[b], complete = complete && parts[b];
-    char *text = complete ? malloc(total + 1) : NULL, *at = text;
+        total += lens[b];
+    char *text = malloc(total + 1), *at = text;
     for (size_t b = 0; b < blocks; b++) {
-        if (text) {
-            memcpy(at, parts[b], lens[b]);
-            at += lens[b];
-        }
+        memcpy(at, parts[b], lens[b]);
+        at += lens[b];
         free(parts[b]);
     }
-    if (text)
-        *at = 0;
+    *at = 0;
     free(parts);
     free(lens);
     return text;
 }
 
-/* Classify the queries and write the predictions; progress goes to stderr. */
-static int classify(const fs_args *a, const fs_kv_cache *c, int threads)
+static int load_checked_queries(const fs_args *a, const fs_model *m, fs_kv_queries *q)
 {
     fs_error err = {{0}};
-    fs_kv_queries q;
-    if (load_queries(a, c->model->cfg.input_dim, &q, &err))
+    if (load_queries(a, m->cfg.input_dim, q, &err))
         return fs_cli_error(err.msg);
-    int C = c->model->cfg.num_classes;
-    float *logits = malloc(sizeof(float) * q.count * (size_t)C);
+    for (size_t i = 0; q->labels && i < q->count; i++)
+        if (q->labels[i] >= m->cfg.num_classes) {
+            char msg[1200];
+            snprintf(msg, sizeof msg, "%s: labels[%zu]: label %d is out of range: expected [0, %d) (num_classes)",
+                     fs_arg(a, "--queries"), i, q->labels[i], m->cfg.num_classes);
+            fs_kv_queries_free(q);
+            return fs_cli_error(msg);
+        }
+    return 0;
+}
+
+/* Argmax of each logits row. */
+static int *predictions(const float *logits, size_t nq, int C)
+{
+    int *pred = malloc(sizeof(int) * (nq ? nq : 1));
+    float *probs = malloc(sizeof(float) * (size_t)C);
+    if (!pred || !probs) {
+        free(pred), free(probs);
+        return NULL;
+    }
+    for (size_t i = 0; i < nq; i++)
+        pred[i] = fs_kv_probs(logits + i * C, C, probs);
+    free(probs);
+    return pred;
+}
+
+static double matching(const int *x, const int *y, size_t n)
+{
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++)
+        same += x[i] == y[i];
+    return n ? (double)same / n : 0;
+}
+
+/* Logits [nq][C] of the queries against a frozen cache, with the time taken. */
+static float *run_queries(const fs_kv_cache *c, const fs_kv_queries *q, int threads, double *seconds)
+{
+    fs_error err = {{0}};
+    float *logits = malloc(sizeof(float) * q->count * (size_t)c->model->cfg.num_classes);
     if (!logits) {
-        fs_kv_queries_free(&q);
-        return fs_cli_error("out of memory for the logits");
+        fs_cli_error("out of memory for the logits");
+        return NULL;
     }
     double t0 = omp_get_wtime();
-    int rc = fs_kv_classify(c, q.examples, q.count, logits, threads, &err);
-    double seconds = omp_get_wtime() - t0;
-    /* probabilities from non-finite logits are meaningless: an error, never "-nan" on stdout */
-    for (size_t i = 0; rc == 0 && i < q.count * (size_t)C; i++)
-        if (!isfinite(logits[i]))
-            rc = fs_fail(&err, "%s: query %zu: the model's logits are %s (inputs too large for float32?); no "
-                         "predictions written", fs_arg(a, "--queries"), i / (size_t)C, fs_nonfinite_name(logits[i]));
-    if (rc == 0) {
-        fprintf(stderr, "classified %zu queries against %d context pairs in %.3f s (%.0f queries/s)\n", q.count,
-                fs_kv_pairs(c), seconds, q.count / (seconds > 0 ? seconds : 1e-9));
-        char *text = format_predictions(logits, q.count, C, threads);
-        rc = text ? fs_cli_output(a, text) : fs_cli_error("out of memory formatting the predictions");
-        free(text);
-    } else {
-        rc = fs_cli_error(err.msg);
+    if (fs_kv_classify(c, q->examples, q->count, logits, threads, &err)) {
+        fs_cli_error(err.msg);
+        free(logits);
+        return NULL;
     }
-    free(logits);
+    *seconds = omp_get_wtime() - t0;
+    /* probabilities from non-finite logits are meaningless: an error, never "-nan" on stdout */
+    for (size_t i = 0; i < q->count * (size_t)c->model->cfg.num_classes; i++)
+        if (!isfinite(logits[i])) {
+            fs_fail(&err, "query %zu: the model's logits are %s (inputs too large for float32?); no predictions "
+                    "written", i / (size_t)c->model->cfg.num_classes, fs_nonfinite_name(logits[i]));
+            fs_cli_error(err.msg);
+            free(logits);
+            return NULL;
+        }
+    return logits;
+}
+
+/* Build, freeze and compress (keep < 1 or a policy) the cache of a loaded context. */
+static int build_cache(const fs_args *a, const fs_model *m, const fs_kv_context *ctx, double keep,
+                       const char *policy, fs_kv_cache *c)
+{
+    fs_error err = {{0}};
+    int rc = fs_kv_init(c, m, &err) || fs_kv_build(c, ctx->examples, ctx->labels, ctx->pairs, &err);
+    if (rc == 0) {
+        fs_kv_freeze(c);
+        if (policy && fs_kv_compress(c, keep, policy, &err))
+            rc = 1;
+    }
+    if (rc) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "%s: %s", fs_arg(a, "--context"), err.msg);
+        fs_kv_free(c);
+        return fs_cli_error(msg);
+    }
+    return 0;
+}
+
+/* Accuracy (labelled queries) and agreement with the uncompressed cache, on stderr. */
+static void report_quality(const fs_kv_queries *q, const int *pred, const int *full)
+{
+    if (q->labels && full)
+        fprintf(stderr, "accuracy %.4f (uncompressed cache %.4f), agreement with the uncompressed cache %.4f\n",
+                matching(pred, q->labels, q->count), matching(full, q->labels, q->count),
+                matching(pred, full, q->count));
+    else if (q->labels)
+        fprintf(stderr, "accuracy %.4f\n", matching(pred, q->labels, q->count));
+    else if (full)
+        fprintf(stderr, "agreement with the uncompressed cache %.4f\n", matching(pred, full, q->count));
+}
+
+/* Classify the queries (compressed when asked) and write the predictions; the stats,
+ * timing, accuracy and agreement go to stderr. */
+static int classify(const fs_args *a, const fs_model *m, const fs_kv_context *ctx, double keep, const char *policy,
+                    bool stats, int threads)
+{
+    fs_kv_queries q;
+    if (load_checked_queries(a, m, &q))
+        return 1;
+    int C = m->cfg.num_classes, rc = 1, *full = NULL, *pred = NULL;
+    float *logits = NULL;
+    double seconds = 0;
+    fs_kv_cache c;
+    if (policy && (stats || q.labels)) { /* the uncompressed cache's predictions, to compare */
+        if (build_cache(a, m, ctx, 1, NULL, &c))
+            goto done;
+        logits = run_queries(&c, &q, threads, &seconds);
+        fs_kv_free(&c);
+        if (!logits || !(full = predictions(logits, q.count, C)))
+            goto done;
+        free(logits);
+        logits = NULL;
+    }
+    if (build_cache(a, m, ctx, keep, policy, &c))
+        goto done;
+    if (stats) {
+        char *table = fs_kv_stats_table(&c);
+        fputs(table, stderr);
+        free(table);
+    }
+    logits = run_queries(&c, &q, threads, &seconds);
+    if (logits) {
+        fprintf(stderr, "classified %zu queries against %d context pairs (%d tokens kept) in %.3f s (%.0f queries/s)\n",
+                q.count, fs_kv_pairs(&c), c.seq, seconds, q.count / (seconds > 0 ? seconds : 1e-9));
+        if ((stats || q.labels) && (pred = predictions(logits, q.count, C)))
+            report_quality(&q, pred, full);
+        char *text = format_predictions(logits, q.count, C, threads);
+        rc = fs_cli_output(a, text);
+        free(text);
+    }
+    fs_kv_free(&c);
+done:
+    free(logits), free(full), free(pred);
     fs_kv_queries_free(&q);
     return rc;
 }
 
-/* Build and freeze the cache from --context. */
-static int build_cache(const fs_args *a, const fs_model *m, fs_kv_cache *c)
+/* One cell of --kv-sweep. */
+typedef struct {
+    const char *policy;
+    double keep;
+    int tokens;
+    size_t bytes;
+    double accuracy, agreement, queries_per_s;
+} sweep_row;
+
+static char *sweep_text(const sweep_row *rows, int n, const fs_kv_cache *full, size_t nq, bool labelled)
 {
-    fs_error err = {{0}};
-    fs_kv_context ctx;
-    if (fs_kv_context_load(fs_arg(a, "--context"), &m->cfg, &ctx, &err))
-        return fs_cli_error(err.msg);
-    int rc = fs_kv_init(c, m, &err) || fs_kv_build(c, ctx.examples, ctx.labels, ctx.pairs, &err);
-    fs_kv_context_free(&ctx);
-    if (rc) {
-        char msg[1100];
-        snprintf(msg, sizeof msg, "%s: %s", fs_arg(a, "--context"), err.msg);
-        return fs_cli_error(msg);
+    size_t cap = 512 + (size_t)n * 160, len = 0;
+    char *text = malloc(cap);
+    if (!text)
+        return NULL;
+    len += (size_t)snprintf(text + len, cap - len,
+                            "kv sweep: %d context pairs = %d tokens, %zu queries, %d layers, bytes = keys + values "
+                            "of every layer\n%-15s %5s %7s %10s %9s %10s %12s\n",
+                            fs_kv_pairs(full), full->pos, nq, full->depth, "policy", "keep", "tokens", "bytes",
+                            "accuracy", "agreement", "queries/s");
+    for (int i = 0; i < n; i++) {
+        char acc[32] = "-";
+        if (labelled)
+            snprintf(acc, sizeof acc, "%.4f", rows[i].accuracy);
+        len += (size_t)snprintf(text + len, cap - len, "%-15s %5.2f %7d %10zu %9s %10.4f %12.0f\n", rows[i].policy,
+                                rows[i].keep, rows[i].tokens, rows[i].bytes, acc, rows[i].agreement,
+                                rows[i].queries_per_s);
     }
-    fs_kv_freeze(c);
+    return text;
+}
+
+static char *sweep_json(const sweep_row *rows, int n, const fs_kv_cache *full, size_t nq, bool labelled)
+{
+    cJSON *root = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(root, "rows");
+    cJSON_AddNumberToObject(root, "context_pairs", fs_kv_pairs(full));
+    cJSON_AddNumberToObject(root, "context_tokens", full->pos);
+    cJSON_AddNumberToObject(root, "queries", (double)nq);
+    for (int i = 0; i < n; i++) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "policy", rows[i].policy);
+        cJSON_AddNumberToObject(r, "keep", rows[i].keep);
+        cJSON_AddNumberToObject(r, "tokens", rows[i].tokens);
+        cJSON_AddNumberToObject(r, "bytes", (double)rows[i].bytes);
+        if (labelled)
+            cJSON_AddNumberToObject(r, "accuracy", rows[i].accuracy);
+        else
+            cJSON_AddNullToObject(r, "accuracy");
+        cJSON_AddNumberToObject(r, "agreement", rows[i].agreement);
+        cJSON_AddNumberToObject(r, "queries_per_s", rows[i].queries_per_s);
+        cJSON_AddItemToArray(list, r);
+    }
+    char *text = fs_json_text(root);
+    cJSON_Delete(root);
+    return text;
+}
+
+/* Bytes of keys and values over every layer. */
+static size_t cache_bytes(const fs_kv_cache *c)
+{
+    size_t bytes = 0;
+    for (int l = 0; l < c->depth; l++) {
+        fs_kv_layer_stats s;
+        fs_kv_stats(c, l, &s);
+        bytes += s.key_bytes + s.value_bytes;
+    }
+    return bytes;
+}
+
+/* keep in {1, 0.75, 0.5, 0.25} x every policy against one context. */
+static int sweep(const fs_args *a, const fs_model *m, const fs_kv_context *ctx, int threads)
+{
+    static const double keeps[] = {1, 0.75, 0.5, 0.25};
+    enum { NKEEP = sizeof keeps / sizeof *keeps };
+    int npol = 0;
+    while (fs_kv_policies[npol])
+        npol++;
+    fs_kv_queries q;
+    if (load_checked_queries(a, m, &q))
+        return 1;
+    int C = m->cfg.num_classes, rc = 1, n = 0, *full = NULL;
+    sweep_row *rows = calloc((size_t)npol * NKEEP, sizeof *rows);
+    fs_kv_cache ref;
+    double seconds;
+    if (!rows || build_cache(a, m, ctx, 1, NULL, &ref))
+        goto done;
+    float *logits = run_queries(&ref, &q, threads, &seconds);
+    full = logits ? predictions(logits, q.count, C) : NULL;
+    free(logits);
+    for (int p = 0; full && p < npol; p++)
+        for (int k = 0; k < NKEEP; k++) {
+            fs_kv_cache c;
+            if (build_cache(a, m, ctx, keeps[k], fs_kv_policies[p], &c))
+                goto free_ref;
+            logits = run_queries(&c, &q, threads, &seconds);
+            int *pred = logits ? predictions(logits, q.count, C) : NULL;
+            if (pred) {
+                rows[n] = (sweep_row){fs_kv_policies[p], keeps[k], c.seq, cache_bytes(&c),
+                                      q.labels ? matching(pred, q.labels, q.count) : 0, matching(pred, full, q.count),
+                                      q.count / (seconds > 0 ? seconds : 1e-9)};
+                n++;
+            }
+            free(logits), free(pred);
+            fs_kv_free(&c);
+            if (!pred)
+                goto free_ref;
+        }
+    if (full) {
+        char *text = fs_flag(a, "--json") ? sweep_json(rows, n, &ref, q.count, q.labels != NULL)
+                                          : sweep_text(rows, n, &ref, q.count, q.labels != NULL);
+        rc = text ? fs_cli_output(a, text) : fs_cli_error("out of memory for the sweep table");
+        free(text);
+    }
+free_ref:
+    fs_kv_free(&ref);
+done:
+    free(rows), free(full);
+    fs_kv_queries_free(&q);
+    return rc;
+}
+
+/* --kv-keep: a number in (0, 1] or a whole count (checked by fs_kv_compress). */
+static int parse_keep(const fs_args *a, double *keep)
+{
+    const char *text = fs_arg(a, "--kv-keep");
+    *keep = 1;
+    if (!text)
+        return 0;
+    char *end;
+    *keep = strtod(text, &end);
+    if (end == text || *end)
+        return fs_cli_error("--kv-keep: expected a number: a fraction in (0, 1] or a token count");
     return 0;
 }
 
 static int run(const fs_args *a, const fs_model *m)
 {
-    bool stats = fs_flag(a, "--kv-stats"), queries = fs_arg(a, "--queries") != NULL;
+    bool stats = fs_flag(a, "--kv-stats"), queries = fs_arg(a, "--queries") != NULL, sweeping = fs_flag(a, "--kv-sweep");
     if (!fs_arg(a, "--context"))
         return fs_cli_error("--context FILE is required: {\"examples\": [k][D], \"labels\": [k]}");
-    if (!queries && !stats)
+    if (!queries && (!stats || sweeping))
         return fs_cli_error("--queries FILE is required (or --kv-stats to inspect the cache only)");
     if (fs_arg(a, "--queries-path") && !queries)
         return fs_cli_error("--queries-path needs --queries FILE.h5");
+    if (sweeping && (fs_arg(a, "--kv-keep") || fs_arg(a, "--kv-policy") || stats))
+        return fs_cli_error("--kv-sweep runs every keep and policy: drop --kv-keep, --kv-policy and --kv-stats");
+    if (fs_flag(a, "--json") && !sweeping)
+        return fs_cli_error("--json applies to --kv-sweep (predictions are JSON lines already)");
     long long threads;
-    if (fs_arg_int(a, "--threads", 0, 0, 4096, &threads))
+    double keep;
+    if (fs_arg_int(a, "--threads", 0, 0, 4096, &threads) || parse_keep(a, &keep))
         return 1;
-    fs_kv_cache c;
-    if (build_cache(a, m, &c))
-        return 1;
-    int rc = 0;
-    if (stats) {
-        char *table = fs_kv_stats_table(&c);
-        if (!table) {
-            fs_kv_free(&c);
-            return fs_cli_error("out of memory for the --kv-stats table");
-        }
-        if (queries)
-            fputs(table, stderr);
-        else
+    const char *policy = fs_arg(a, "--kv-policy");
+    if (!policy && fs_arg(a, "--kv-keep"))
+        policy = "recent";
+    fs_error err = {{0}};
+    fs_kv_context ctx;
+    if (fs_kv_context_load(fs_arg(a, "--context"), &m->cfg, &ctx, &err))
+        return fs_cli_error(err.msg);
+    int rc;
+    if (sweeping) {
+        rc = sweep(a, m, &ctx, (int)threads);
+    } else if (queries) {
+        rc = classify(a, m, &ctx, keep, policy, stats, (int)threads);
+    } else {
+        fs_kv_cache c;
+        rc = build_cache(a, m, &ctx, keep, policy, &c);
+        if (rc == 0) {
+            char *table = fs_kv_stats_table(&c);
             rc = fs_cli_output(a, table);
-        free(table);
+            free(table);
+            fs_kv_free(&c);
+        }
     }
-    if (queries && rc == 0)
-        rc = classify(a, &c, (int)threads);
-    fs_kv_free(&c);
+    fs_kv_context_free(&ctx);
     return rc;
 }
 
@@ -200,7 +432,8 @@ int fs_cmd_classify(int argc, char **argv)
     int rc = fs_cli_parse(&args, argc, argv, "classify",
                           "[--config C.json] --model M.safetensors --context CTX.json\n"
                           "       (--queries Q.json | --queries Q.h5 --queries-path PATH | --kv-stats)\n"
-                          "       [--threads T] [--kv-stats] [--set S.K=V ...] [-o OUT.jsonl]", about,
+                          "       [--threads T] [--kv-stats] [--kv-keep F] [--kv-policy P] [--kv-sweep [--json]]\n"
+                          "       [--set S.K=V ...] [-o OUT.jsonl]", about,
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;

@@ -1,6 +1,8 @@
 /* fewshot: one binary, subcommands (docs/formats.md). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "fewshot/version.h"
@@ -35,8 +37,23 @@ static void usage(FILE *f)
     fprintf(f, "\ndocumentation: README.md and docs/ (model, cache, formats, sampling, metrics)\n");
 }
 
+/* OpenMP threads that wait at a barrier sleep at once instead of spinning, unless the
+ * user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT): on shared cores a spinning thread
+ * takes the core from the thread it waits for (README "Performance": training under
+ * load). libgomp reads its environment when it is loaded, before main, so the program
+ * sets it and runs itself again (once; if exec fails it carries on with the defaults). */
+static void set_wait_policy(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
+        return;
+    if (setenv("OMP_WAIT_POLICY", "passive", 1))
+        return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    set_wait_policy(argv);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

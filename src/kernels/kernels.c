@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "simd/simd.h"
+#include "simd/vmath.h"
 
 /* Sum of a row [0, n) and of squared deviations from mu, vectorised. */
 static inline float row_sum(const float *x, int n)
@@ -106,38 +106,15 @@ void fs_exp_inplace(float *x, size_t n)
     }
 }
 
-/* GELU(x) = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), in the reference's
- * float form (its rounding of 1 + tanh near -1 included); tanh(u) = 1 - 2 / (1 + e^{2u}). */
-#define GELU_K 0.7978845608028654f
-#define GELU_C 0.044715f
-
-static inline fs_vf gelu_tanh(fs_vf x)
-{
-    fs_vf one = vset1(1.f);
-    fs_vf u = vmul(vset1(GELU_K), vadd(x, vmul(vmul(vmul(vset1(GELU_C), x), x), x)));
-    /* e^{2u} below 1e-38 leaves 1 + e^{2u} = 1 exactly, so the exp need not flush to 0 */
-    return vsub(one, vdiv(vset1(2.f), vadd(one, vexp_raw(vadd(u, u)))));
-}
-
-static inline fs_vf gelu_v(fs_vf x) { return vmul(vmul(vset1(0.5f), x), vadd(vset1(1.f), gelu_tanh(x))); }
-
-/* d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = K (1 + 3 c x^2) */
-static inline fs_vf gelu_grad_v(fs_vf x)
-{
-    fs_vf one = vset1(1.f), half = vset1(0.5f), t = gelu_tanh(x);
-    fs_vf du = vmul(vset1(GELU_K), vadd(one, vmul(vmul(vset1(3.f * GELU_C), x), x)));
-    return vadd(vmul(half, vadd(one, t)), vmul(vmul(vmul(half, x), vsub(one, vmul(t, t))), du));
-}
-
 void fs_gelu_forward(float *out, const float *in, size_t n)
 {
     size_t nv = n / FS_VL * FS_VL;
     for (size_t i = 0; i < nv; i += FS_VL)
-        vstore(out + i, gelu_v(vload(in + i)));
+        vstore(out + i, vgelu(vload(in + i)));
     if (nv < n) {
         float t[FS_VL] = {0};
         memcpy(t, in + nv, sizeof(float) * (n - nv));
-        vstore(t, gelu_v(vload(t)));
+        vstore(t, vgelu(vload(t)));
         memcpy(out + nv, t, sizeof(float) * (n - nv));
     }
 }
@@ -146,11 +123,11 @@ void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n)
 {
     size_t nv = n / FS_VL * FS_VL;
     for (size_t i = 0; i < nv; i += FS_VL)
-        vstore(din + i, vfma(vload(dout + i), gelu_grad_v(vload(in + i)), vload(din + i)));
+        vstore(din + i, vfma(vload(dout + i), vgelu_grad(vload(in + i)), vload(din + i)));
     if (nv < n) {
         float t[FS_VL] = {0};
         memcpy(t, in + nv, sizeof(float) * (n - nv));
-        vstore(t, gelu_grad_v(vload(t)));
+        vstore(t, vgelu_grad(vload(t)));
         for (size_t i = nv; i < n; i++)
             din[i] += dout[i] * t[i - nv];
     }
@@ -160,11 +137,11 @@ void fs_gelu_backward_inplace(float *g, const float *in, size_t n)
 {
     size_t nv = n / FS_VL * FS_VL;
     for (size_t i = 0; i < nv; i += FS_VL)
-        vstore(g + i, vmul(vload(g + i), gelu_grad_v(vload(in + i))));
+        vstore(g + i, vmul(vload(g + i), vgelu_grad(vload(in + i))));
     if (nv < n) {
         float t[FS_VL] = {0};
         memcpy(t, in + nv, sizeof(float) * (n - nv));
-        vstore(t, gelu_grad_v(vload(t)));
+        vstore(t, vgelu_grad(vload(t)));
         for (size_t i = nv; i < n; i++)
             g[i] *= t[i - nv];
     }
@@ -207,7 +184,7 @@ void fs_softmax_backward(float *din, const float *out, const float *dout, int ro
 }
 
 /* theta(p, i) = p / base^(2i/hd), computed in double then rounded like the reference's f32 tables */
-static inline void rope_sincos(int p, int i, int hd, double base, float *s, float *c)
+void fs_rope_angle(int p, int i, int hd, double base, float *s, float *c)
 {
     float inv = (float)(1.0 / pow(base, (double)(2 * i) / hd));
     float theta = (float)p * inv;
@@ -221,7 +198,7 @@ void fs_rope_table(float *cs, int N, int hd, double base)
     for (int p = 0; p < N; p++)
         for (int i = 0; i < hd / 2; i++) {
             float s, c;
-            rope_sincos(p, i, hd, base, &s, &c);
+            fs_rope_angle(p, i, hd, base, &s, &c);
             C[(size_t)p * hd + 2 * i] = C[(size_t)p * hd + 2 * i + 1] = c;
             S[(size_t)p * hd + 2 * i] = -s;
             S[(size_t)p * hd + 2 * i + 1] = s;
@@ -238,14 +215,12 @@ void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, co
         float *y = out + h * span;
         size_t i = 0;
         for (; i + 8 <= span; i += 8) {
-            simde__m256 v = simde_mm256_loadu_ps(x + i);
-            simde__m256 sw = simde_mm256_permute_ps(v, 0xB1);
-            simde_mm256_storeu_ps(y + i, simde_mm256_fmadd_ps(sw, simde_mm256_loadu_ps(S + i),
-                                                              simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i))));
+            v8store(y + i, v8rope(v8load(x + i), v8load(C + i), v8load(S + i)));
         }
-        for (; i < span; i += 2) { /* as the vector lanes compute it */
-            y[i] = sfma(x[i + 1], S[i], x[i] * C[i]);
-            y[i + 1] = sfma(x[i], S[i + 1], x[i + 1] * C[i + 1]);
+        for (; i < span; i += 2) { /* as the vector lanes compute it (out may be in) */
+            float x0 = x[i], x1 = x[i + 1];
+            y[i] = sfma(x1, S[i], x0 * C[i]);
+            y[i + 1] = sfma(x0, S[i + 1], x1 * C[i + 1]);
         }
     }
 }
@@ -260,11 +235,7 @@ void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd,
         float *dx = din + h * span;
         size_t i = 0;
         for (; i + 8 <= span; i += 8) {
-            simde__m256 v = simde_mm256_loadu_ps(g + i);
-            simde__m256 sw = simde_mm256_permute_ps(v, 0xB1);
-            simde__m256 t = simde_mm256_fnmadd_ps(sw, simde_mm256_loadu_ps(S + i),
-                                                  simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i)));
-            simde_mm256_storeu_ps(dx + i, t);
+            v8store(dx + i, v8rope_back(v8load(g + i), v8load(C + i), v8load(S + i)));
         }
         for (; i < span; i += 2) { /* as the vector lanes compute it */
             float g0 = g[i], g1 = g[i + 1];
@@ -282,7 +253,7 @@ void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double b
             float *y = out + ((size_t)h * N + p) * hd;
             for (int i = 0; i < hd / 2; i++) {
                 float s, c;
-                rope_sincos(p, i, hd, base, &s, &c);
+                fs_rope_angle(p, i, hd, base, &s, &c);
                 float x0 = x[2 * i], x1 = x[2 * i + 1];
                 y[2 * i] = x0 * c - x1 * s;
                 y[2 * i + 1] = x1 * c + x0 * s;
@@ -298,7 +269,7 @@ void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, doubl
             float *dx = din + ((size_t)h * N + p) * hd;
             for (int i = 0; i < hd / 2; i++) {
                 float s, c;
-                rope_sincos(p, i, hd, base, &s, &c);
+                fs_rope_angle(p, i, hd, base, &s, &c);
                 float g0 = g[2 * i], g1 = g[2 * i + 1];
                 dx[2 * i] += g0 * c + g1 * s;
                 dx[2 * i + 1] += g1 * c - g0 * s;
@@ -354,20 +325,7 @@ double fs_sum_squares_blocks(const float *x, size_t n)
 double fs_sum_squares(const float *x, size_t n)
 {
     /* double lanes: as exact as fs_optim_update's sequential double sum up to ~1e-16 */
-    simde__m256d s0 = simde_mm256_setzero_pd(), s1 = simde_mm256_setzero_pd();
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        simde__m256d a = simde_mm256_cvtps_pd(simde_mm_loadu_ps(x + i));
-        simde__m256d b = simde_mm256_cvtps_pd(simde_mm_loadu_ps(x + i + 4));
-        s0 = simde_mm256_fmadd_pd(a, a, s0);
-        s1 = simde_mm256_fmadd_pd(b, b, s1);
-    }
-    double t[4];
-    simde_mm256_storeu_pd(t, simde_mm256_add_pd(s0, s1));
-    double total = (t[0] + t[1]) + (t[2] + t[3]);
-    for (; i < n; i++)
-        total += (double)x[i] * x[i];
-    return total;
+    return vsum_squares_f64(x, n);
 }
 
 void fs_sum_rows(float *out, const float *const *rows, int n, size_t offset, size_t count)

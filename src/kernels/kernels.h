@@ -55,10 +55,13 @@ void fs_softmax_backward(float *din, const float *out, const float *dout, int ro
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base);
 void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, double base);
 
+/* The angle of pair i at position p (theta = p / base^(2i/hd), in double, rounded to
+ * float like the reference's f32 tables): its sine and cosine. Every RoPE path's table. */
+void fs_rope_angle(int p, int i, int hd, double base, float *s, float *c);
 /* The same with a precomputed table cs[2][N][hd] of fs_rope_table: cos of each pair's
  * angle twice, then (-sin, sin); hd even. */
 void fs_rope_table(float *cs, int N, int hd, double base);
-void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs);
+void fs_rope_forward_table(float *out, const float *in, int H, int N, int hd, const float *cs); /* out may be in */
 /* din = the rotated-back gradient (overwritten; din may be dout). */
 void fs_rope_backward_table(float *din, const float *dout, int H, int N, int hd, const float *cs);
 
@@ -86,5 +89,13 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gvalues, con
 /* gq, gk += the gradients through pre = scale * q k^T at unmasked entries (key <= query). */
 void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const float *q, const float *k, int H, int N,
                              int hd, float scale);
+
+/* The build's vector width: its name ("AVX-512", "AVX2+FMA", "portable (SIMDe)") and
+ * floats per vector. */
+const char *fs_simd_name(void);
+int fs_simd_width(void);
+/* Measured fp32 multiply-adds per second (vector lanes, FMA chains in registers) on
+ * `threads` threads for about `seconds`: the peak the kernels are compared against. */
+double fs_fma_peak(int threads, double seconds);
 
 #endif

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "simd/simd.h"
+#include "simd/vmath.h"
 
 #define MASKED -1e20f
 #define MAX_HD 64
@@ -114,19 +114,7 @@ void fs_attn_values(float *out, const float *probs, const float *v, int H, int N
         for (int h = 0; h < H; h++) {
             float *o = out + (size_t)i * d + h * hd;
             const float *p = probs + ((size_t)h * N + i) * N, *vh = v + (size_t)h * N * hd;
-            int t = 0;
-            for (; t + 8 <= hd; t += 8) {
-                simde__m256 acc = simde_mm256_setzero_ps();
-                for (int j = 0; j < N; j++)
-                    acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(p[j]), simde_mm256_loadu_ps(vh + j * hd + t), acc);
-                simde_mm256_storeu_ps(o + t, acc);
-            }
-            for (; t < hd; t++) {
-                float s = 0.f;
-                for (int j = 0; j < N; j++)
-                    s += p[j] * vh[j * hd + t];
-                o[t] = s;
-            }
+            vweighted_rows(o, p, 1, vh, (size_t)hd, N, hd);
         }
 }
 
@@ -169,21 +157,7 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
         }
         /* gv_j = sum_i p[i][j] gout_i */
         for (int j = 0; j < N; j++) {
-            float *g = gvh + (size_t)j * hd;
-            int t = 0;
-            for (; t + 8 <= hd; t += 8) {
-                simde__m256 acc = simde_mm256_setzero_ps();
-                for (int i = 0; i < N; i++)
-                    acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(ph[i * N + j]),
-                                               simde_mm256_loadu_ps(gout + (size_t)i * d + h * hd + t), acc);
-                simde_mm256_storeu_ps(g + t, acc);
-            }
-            for (; t < hd; t++) {
-                float acc = 0.f;
-                for (int i = 0; i < N; i++)
-                    acc += ph[i * N + j] * gout[(size_t)i * d + h * hd + t];
-                g[t] = acc;
-            }
+            vweighted_rows(gvh + (size_t)j * hd, ph + j, (size_t)N, gout + h * hd, (size_t)d, N, hd);
         }
     }
 }
@@ -202,18 +176,8 @@ void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const floa
                     continue;
                 const float *qi = qh + i * hd, *kj = kh + j * hd;
                 float *gqi = gqh + i * hd, *gkj = gkh + j * hd;
-                int t = 0;
-                simde__m256 vg = simde_mm256_set1_ps(g);
-                for (; t + 8 <= hd; t += 8) {
-                    simde_mm256_storeu_ps(gqi + t, simde_mm256_fmadd_ps(vg, simde_mm256_loadu_ps(kj + t),
-                                                                        simde_mm256_loadu_ps(gqi + t)));
-                    simde_mm256_storeu_ps(gkj + t, simde_mm256_fmadd_ps(vg, simde_mm256_loadu_ps(qi + t),
-                                                                        simde_mm256_loadu_ps(gkj + t)));
-                }
-                for (; t < hd; t++) {
-                    gqi[t] += g * kj[t];
-                    gkj[t] += g * qi[t];
-                }
+                vaxpy(gqi, g, kj, hd);
+                vaxpy(gkj, g, qi, hd);
             }
     }
 }

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
-#include "simd/simd.h"
+#include "simd/vmath.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -196,34 +196,12 @@ void fs_colsum_add(float *sum, const float *x, int M, int N)
     }
 }
 
-/* dst[c][r] = src[r][c] for src [rows][cols], in 8 x 8 blocks of AVX shuffles. */
-static inline void transpose8(float *dst, size_t ldd, const float *src, size_t lds)
-{
-    simde__m256 r[8], t[8], s[8];
-    for (int i = 0; i < 8; i++)
-        r[i] = simde_mm256_loadu_ps(src + i * lds);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = simde_mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = simde_mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = simde_mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        s[i + 1] = simde_mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        s[i + 2] = simde_mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = simde_mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        simde_mm256_storeu_ps(dst + i * ldd, simde_mm256_permute2f128_ps(s[i], s[i + 4], 0x20));
-        simde_mm256_storeu_ps(dst + (i + 4) * ldd, simde_mm256_permute2f128_ps(s[i], s[i + 4], 0x31));
-    }
-}
-
 void fs_transpose_rows(float *dst, const float *src, int rows, int cols, int r0, int r1)
 {
     int r8 = r0 + (r1 - r0) / 8 * 8, c8 = cols / 8 * 8;
     for (int r = r0; r < r8; r += 8)
         for (int c = 0; c < c8; c += 8)
-            transpose8(dst + (size_t)c * rows + r, (size_t)rows, src + (size_t)r * cols + c, (size_t)cols);
+            v8transpose_mem(dst + (size_t)c * rows + r, (size_t)rows, src + (size_t)r * cols + c, (size_t)cols);
     for (int r = r0; r < r1; r++)
         for (int c = (r < r8 ? c8 : 0); c < cols; c++)
             dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];

@@ -24,6 +24,7 @@ void fs_kv_context_free(fs_kv_context *ctx)
 void fs_kv_queries_free(fs_kv_queries *q)
 {
     free(q->examples);
+    free(q->labels);
     memset(q, 0, sizeof *q);
 }
 
@@ -93,6 +94,24 @@ static int query_row(const cJSON *row, const char *origin, size_t i, int dim, fl
     return 0;
 }
 
+/* Optional query labels: [Q] whole numbers >= 0 (the CLI checks them against num_classes). */
+static int query_labels(const cJSON *labels, const char *origin, size_t n, fs_kv_queries *q, fs_error *err)
+{
+    if (!cJSON_IsArray(labels) || (size_t)cJSON_GetArraySize(labels) != n)
+        return fs_fail(err, "%s: labels: expected an array of %zu class indices (one per query)", origin, n);
+    q->labels = malloc(sizeof(int) * n);
+    if (!q->labels)
+        return fs_fail(err, "%s: labels: out of memory", origin);
+    size_t i = 0;
+    for (const cJSON *y = labels->child; y; y = y->next, i++) {
+        if (!cJSON_IsNumber(y) || y->valuedouble != floor(y->valuedouble) || y->valuedouble < 0 ||
+            y->valuedouble > 1e9)
+            return fs_fail(err, "%s: labels[%zu]: expected a class index (a whole number >= 0)", origin, i);
+        q->labels[i] = (int)y->valuedouble;
+    }
+    return 0;
+}
+
 int fs_kv_queries_from_json(const cJSON *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err)
 {
     memset(q, 0, sizeof *q);
@@ -120,6 +139,11 @@ int fs_kv_queries_from_json(const cJSON *json, const char *origin, int input_dim
             fs_kv_queries_free(q);
             return -1;
         }
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(root, "labels");
+    if (labels && query_labels(labels, origin, n, q, err)) {
+        fs_kv_queries_free(q);
+        return -1;
+    }
     return 0;
 }
 

@@ -47,18 +47,9 @@ static void put(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (!*buf || n < 0)
-        return; /* an allocation failed: the caller gets NULL */
     if (*len + n + 1 > *cap) {
-        size_t want = (*len + n + 1) * 2;
-        char *grown = realloc(*buf, want);
-        if (!grown) {
-            free(*buf);
-            *buf = NULL;
-            return;
-        }
-        *buf = grown;
-        *cap = want;
+        *cap = (*len + n + 1) * 2;
+        *buf = realloc(*buf, *cap);
     }
     va_start(ap, fmt);
     vsnprintf(*buf + *len, *cap - *len, fmt, ap);
@@ -68,11 +59,11 @@ static void put(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 
 char *fs_kv_stats_table(const fs_kv_cache *c)
 {
-    size_t len = 0, cap = 1024, keys = 0, values = 0;
-    char *buf = malloc(cap);
-    put(&buf, &len, &cap, "kv cache: %d context pairs = %d tokens, %d layers, float32 [batch, kv_heads, seq, head_dim]%s%s\n",
-        fs_kv_pairs(c), c->seq, c->depth, c->model->cfg.pos_embedding == FS_POS_ROPE ? ", keys after RoPE" : "",
-        c->frozen ? ", frozen" : "");
+    char *buf = NULL;
+    size_t len = 0, cap = 0, keys = 0, values = 0;
+    put(&buf, &len, &cap, "kv cache: %d context pairs, %d → %d tokens (%.1f%% kept), %d layers, float32 [batch, kv_heads, seq, head_dim]%s%s\n",
+        fs_kv_pairs(c), c->pos, c->seq, 100.0 * c->seq / (c->pos > 0 ? c->pos : 1), c->depth,
+        c->model->cfg.pos_embedding == FS_POS_ROPE ? ", keys after RoPE" : "", c->frozen ? ", frozen" : "");
     put(&buf, &len, &cap, "%-5s  %-16s %10s %12s %11s %11s %11s %11s %11s %11s\n", "layer", "shape", "key_bytes",
         "value_bytes", "key_min", "key_max", "key_mean", "value_min", "value_max", "value_mean");
     for (int l = 0; l < c->depth; l++) {
@@ -87,5 +78,7 @@ char *fs_kv_stats_table(const fs_kv_cache *c)
     }
     put(&buf, &len, &cap, "%-5s  %-16s %10zu %12zu   (keys + values: %zu bytes = %.3f MiB)\n", "total", "", keys,
         values, keys + values, (double)(keys + values) / (1 << 20));
+    put(&buf, &len, &cap, "per layer: keys = values = 1 × %d × %d × %d × 4 bytes = %zu bytes; %d layers × 2 = %zu bytes\n",
+        c->heads, c->seq, c->head_dim, keys / (size_t)c->depth, c->depth, keys + values);
     return buf;
 }

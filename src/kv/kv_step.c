@@ -1,37 +1,33 @@
-/* The key-value cache step: KV_LANES independent tokens at one position run through
+/* The key-value cache step: FS_LANES independent tokens at one position run through
  * the blocks of docs/model.md, each attending to the cached tokens and to itself.
  * Used for queries (many lanes, logits) and for appending context tokens (one lane,
  * keys/values kept). */
 #include "kv/kv_internal.h"
 #include "base/fileio.h"
+#include "kernels/kernels.h"
+#include "model/position.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static float *lanes(int rows) { return fs_alloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1) * KV_LANES); }
+static float *lanes(int rows) { return fs_alloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1) * FS_LANES); }
 
 struct fs_kv_weights *kv_weights_create(const fs_model *m)
 {
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, F = fs_mlp_hidden(c);
     struct fs_kv_weights *w = fs_alloc(sizeof *w);
-    if (!w)
-        return NULL;
-    int bad = kv_linear_pack(&w->embed, m->p.example_w, m->p.example_b, d, c->input_dim, 16);
-    bad |= kv_linear_pack(&w->unembed, m->p.unembed_w, m->p.unembed_b, c->num_classes, d, KV_ROWS);
+    fs_lane_linear_pack(&w->embed, m->p.example_w, m->p.example_b, d, c->input_dim, FS_LANE_TILE);
+    fs_lane_linear_pack(&w->unembed, m->p.unembed_w, m->p.unembed_b, c->num_classes, d, FS_LANE_ROWS);
     for (int l = 0; l < c->depth; l++) {
         const fs_block_params *bp = &m->p.blocks[l];
-        bad |= kv_linear_pack(&w->layer[l].qkv, bp->qkv_w, bp->qkv_b, 3 * d, d, KV_ROWS);
-        bad |= kv_linear_pack(&w->layer[l].proj, bp->proj_w, NULL, d, d, KV_ROWS);
+        fs_lane_linear_pack(&w->layer[l].qkv, bp->qkv_w, bp->qkv_b, 3 * d, d, FS_LANE_ROWS);
+        fs_lane_linear_pack(&w->layer[l].proj, bp->proj_w, NULL, d, d, FS_LANE_ROWS);
         if (F > 0) {
-            bad |= kv_linear_pack(&w->layer[l].fc1, bp->fc1_w, bp->fc1_b, F, d, KV_ROWS);
-            bad |= kv_linear_pack(&w->layer[l].fc2, bp->fc2_w, bp->fc2_b, d, F, KV_ROWS);
+            fs_lane_linear_pack(&w->layer[l].fc1, bp->fc1_w, bp->fc1_b, F, d, FS_LANE_ROWS);
+            fs_lane_linear_pack(&w->layer[l].fc2, bp->fc2_w, bp->fc2_b, d, F, FS_LANE_ROWS);
         }
-    }
-    if (bad) {
-        kv_weights_free(w, c->depth);
-        return NULL;
     }
     return w;
 }
@@ -40,21 +36,21 @@ void kv_weights_free(struct fs_kv_weights *w, int depth)
 {
     if (!w)
         return;
-    kv_linear_free(&w->embed);
-    kv_linear_free(&w->unembed);
+    fs_lane_linear_free(&w->embed);
+    fs_lane_linear_free(&w->unembed);
     for (int l = 0; l < depth; l++) {
-        kv_linear_free(&w->layer[l].qkv);
-        kv_linear_free(&w->layer[l].proj);
-        kv_linear_free(&w->layer[l].fc1);
-        kv_linear_free(&w->layer[l].fc2);
+        fs_lane_linear_free(&w->layer[l].qkv);
+        fs_lane_linear_free(&w->layer[l].proj);
+        fs_lane_linear_free(&w->layer[l].fc1);
+        fs_lane_linear_free(&w->layer[l].fc2);
     }
     free(w);
 }
 
-int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
+void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 {
     int d = cfg->d_model;
-    s->staged = lanes((cfg->input_dim + 15) / 16 * 16);
+    s->staged = fs_alloc(sizeof(float) * fs_lanes_staged_floats(cfg->input_dim));
     s->x = lanes(d);
     s->norm = lanes(d);
     s->qkv = lanes(3 * d);
@@ -62,11 +58,6 @@ int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
     s->hidden = lanes(fs_mlp_hidden(cfg));
     s->scores = lanes(max_keys);
     s->logits = lanes(cfg->num_classes);
-    if (!s->staged || !s->x || !s->norm || !s->qkv || !s->vals || !s->hidden || !s->scores || !s->logits) {
-        kv_scratch_free(s);
-        return -1;
-    }
-    return 0;
 }
 
 void kv_scratch_free(kv_scratch *s)
@@ -77,8 +68,8 @@ void kv_scratch_free(kv_scratch *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Position terms as forward.c/kernels.c compute them (float angles, docs/model.md). */
-int kv_position_init(kv_position *p, const fs_model *m, int pos)
+/* Position terms of the full forward (fs_rope_angle, fs_position_embedding). */
+void kv_position_init(kv_position *p, const fs_model *m, int pos)
 {
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, hd = d / c->num_heads;
@@ -87,31 +78,12 @@ int kv_position_init(kv_position *p, const fs_model *m, int pos)
     if (c->pos_embedding == FS_POS_ROPE) {
         p->rope_cos = fs_alloc(sizeof(float) * (size_t)(hd / 2 + 1));
         p->rope_sin = fs_alloc(sizeof(float) * (size_t)(hd / 2 + 1));
-        if (!p->rope_cos || !p->rope_sin) {
-            kv_position_free(p);
-            return -1;
-        }
-        for (int i = 0; i < hd / 2; i++) {
-            float inv = (float)(1.0 / pow(c->rope_base, (double)(2 * i) / hd));
-            float theta = (float)pos * inv;
-            p->rope_cos[i] = cosf(theta);
-            p->rope_sin[i] = sinf(theta);
-        }
-        return 0;
+        for (int i = 0; i < hd / 2; i++)
+            fs_rope_angle(pos, i, hd, c->rope_base, &p->rope_sin[i], &p->rope_cos[i]);
+        return;
     }
     p->add = fs_alloc(sizeof(float) * (size_t)d);
-    if (!p->add)
-        return -1;
-    for (int i = 0; i < d; i++) {
-        if (c->pos_embedding == FS_POS_APE) {
-            p->add[i] = m->p.pos_w[(size_t)i * FS_APE_MAX_TOKENS + pos];
-        } else {
-            float inv = (float)(1.0 / pow(c->rope_base, (double)(2 * (i / 2)) / d));
-            float angle = (float)pos * inv;
-            p->add[i] = (i % 2 == 0) ? sinf(angle) : cosf(angle);
-        }
-    }
-    return 0;
+    fs_position_embedding(m, pos, 1, p->add);
 }
 
 void kv_position_free(kv_position *p)
@@ -128,14 +100,14 @@ static void add_position(const kv_position *p, float *x, int d)
     if (!p->add)
         return;
     for (int i = 0; i < d; i++)
-        for (int l = 0; l < KV_LANES; l++)
-            x[(size_t)i * KV_LANES + l] += p->add[i];
+        for (int l = 0; l < FS_LANES; l++)
+            x[(size_t)i * FS_LANES + l] += p->add[i];
 }
 
 void kv_embed_examples(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *examples, int rows)
 {
-    kv_stage_rows(s->staged, examples, rows, c->model->cfg.input_dim);
-    kv_matmul_rows(s->x, s->staged, &c->weights->embed);
+    fs_lanes_stage_rows(s->staged, examples, rows, c->model->cfg.input_dim);
+    fs_lanes_matmul_rows(s->x, s->staged, &c->weights->embed);
     add_position(p, s->x, c->model->cfg.d_model);
 }
 
@@ -143,9 +115,9 @@ void kv_embed_examples(const fs_kv_cache *c, const kv_position *p, kv_scratch *s
 void kv_embed_label(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, int label)
 {
     const fs_model_config *cfg = &c->model->cfg;
-    memset(s->x, 0, sizeof(float) * (size_t)cfg->d_model * KV_LANES);
+    memset(s->x, 0, sizeof(float) * (size_t)cfg->d_model * FS_LANES);
     for (int i = 0; i < cfg->d_model; i++)
-        s->x[(size_t)i * KV_LANES] = c->model->p.label_w[(size_t)i * cfg->num_classes + label];
+        s->x[(size_t)i * FS_LANES] = c->model->p.label_w[(size_t)i * cfg->num_classes + label];
     add_position(p, s->x, cfg->d_model);
 }
 
@@ -154,16 +126,16 @@ static void norm(const fs_model *m, float *out, const float *in, const float *w,
 {
     int d = m->cfg.d_model;
     if (m->cfg.no_norm)
-        memcpy(out, in, sizeof(float) * (size_t)d * KV_LANES);
+        memcpy(out, in, sizeof(float) * (size_t)d * FS_LANES);
     else
-        kv_layernorm(out, in, w, b, d);
+        fs_lanes_layernorm(out, in, w, b, d);
 }
 
 /* Copy lane `lane` of `rows` feature rows into a dense vector. */
 static void take_lane(float *dst, const float *rows, int n, int lane)
 {
     for (int i = 0; i < n; i++)
-        dst[i] = rows[(size_t)i * KV_LANES + lane];
+        dst[i] = rows[(size_t)i * FS_LANES + lane];
 }
 
 static void attention(const fs_kv_cache *c, int layer, const kv_position *p, kv_scratch *s, float *new_k,
@@ -171,11 +143,11 @@ static void attention(const fs_kv_cache *c, int layer, const kv_position *p, kv_
 {
     const fs_model_config *cfg = &c->model->cfg;
     int d = cfg->d_model, H = c->heads, hd = c->head_dim;
-    float *q = s->qkv, *k = s->qkv + (size_t)d * KV_LANES, *v = s->qkv + (size_t)2 * d * KV_LANES;
-    kv_matmul(s->qkv, s->norm, &c->weights->layer[layer].qkv);
+    float *q = s->qkv, *k = s->qkv + (size_t)d * FS_LANES, *v = s->qkv + (size_t)2 * d * FS_LANES;
+    fs_lanes_matmul(s->qkv, s->norm, &c->weights->layer[layer].qkv);
     if (cfg->pos_embedding == FS_POS_ROPE) {
-        kv_rope(q, p, H, hd);
-        kv_rope(k, p, H, hd);
+        fs_lanes_rope(q, p->rope_cos, p->rope_sin, H, hd);
+        fs_lanes_rope(k, p->rope_cos, p->rope_sin, H, hd);
     }
     if (new_k) {
         take_lane(new_k + (size_t)layer * d, k, d, lane);
@@ -183,11 +155,11 @@ static void attention(const fs_kv_cache *c, int layer, const kv_position *p, kv_
     }
     const fs_kv_entry *e = &c->layer[layer];
     for (int h = 0; h < H; h++) {
-        size_t row = (size_t)h * hd * KV_LANES, head = (size_t)h * c->capacity * hd;
-        kv_attend_head(s->vals + row, q + row, k + row, v + row, e->keys + head, e->values + head, c->seq, hd,
+        size_t row = (size_t)h * hd * FS_LANES, head = (size_t)h * c->capacity * hd;
+        fs_lanes_attend_head(s->vals + row, q + row, k + row, v + row, e->keys + head, e->values + head, c->seq, hd,
                        s->scores);
     }
-    kv_matmul_add_to(s->x, s->vals, &c->weights->layer[layer].proj); /* residual_post_attn = x + attn out */
+    fs_lanes_matmul_add_to(s->x, s->vals, &c->weights->layer[layer].proj); /* residual_post_attn = x + attn out */
 }
 
 void kv_step(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, float *new_k, float *new_v, int lane,
@@ -201,12 +173,12 @@ void kv_step(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, float *n
         attention(c, l, p, s, new_k, new_v, lane);
         if (F > 0) {
             norm(m, s->norm, s->x, bp->norm2_w, bp->norm2_b);
-            kv_matmul_gelu(s->hidden, s->norm, &c->weights->layer[l].fc1);
-            kv_matmul_add_to(s->x, s->hidden, &c->weights->layer[l].fc2); /* out = residual_post_attn + mlp */
+            fs_lanes_matmul_gelu(s->hidden, s->norm, &c->weights->layer[l].fc1);
+            fs_lanes_matmul_add_to(s->x, s->hidden, &c->weights->layer[l].fc2); /* out = residual_post_attn + mlp */
         }
     }
     if (logits) {
         norm(m, s->norm, s->x, m->p.norm_w, m->p.norm_b);
-        kv_matmul(s->logits, s->norm, &c->weights->unembed);
+        fs_lanes_matmul(s->logits, s->norm, &c->weights->unembed);
     }
 }

@@ -30,10 +30,6 @@ int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err)
     c->depth = cfg->depth;
     c->layer = calloc((size_t)c->depth, sizeof *c->layer);
     c->weights = kv_weights_create(m);
-    if (!c->layer || !c->weights) {
-        fs_kv_free(c);
-        return fs_fail(err, "kv cache: out of memory for the packed weights");
-    }
     return 0;
 }
 
@@ -43,48 +39,62 @@ void fs_kv_free(fs_kv_cache *c)
         for (int l = 0; l < c->depth; l++) {
             free(c->layer[l].keys);
             free(c->layer[l].values);
+            free(c->layer[l].positions);
         }
     free(c->layer);
+    free(c->ctx_examples);
+    free(c->ctx_labels);
     kv_weights_free(c->weights, c->depth);
     memset(c, 0, sizeof *c);
 }
 
-/* Every layer's keys and values as [H][cap][hd], rows [0, seq) of each head kept. All
- * buffers are allocated before any is replaced, so out of memory leaves the cache as it was. */
-static int set_capacity(fs_kv_cache *c, int cap, fs_error *err)
+/* [H][capacity][hd] with rows [0, seq) of each head kept. */
+static float *relayout(float *old, int heads, int seq, int old_cap, int new_cap, int hd)
 {
-    size_t per = (size_t)c->heads * (size_t)(cap > 0 ? cap : 1) * c->head_dim, hd = (size_t)c->head_dim;
-    float **fresh = calloc(2 * (size_t)c->depth, sizeof *fresh);
-    bool ok = fresh != NULL;
-    for (int i = 0; ok && i < 2 * c->depth; i++)
-        ok = (fresh[i] = fs_alloc(sizeof(float) * per)) != NULL;
-    if (!ok) {
-        for (int i = 0; fresh && i < 2 * c->depth; i++)
-            free(fresh[i]);
-        free(fresh);
-        return fs_fail_alloc(err, "kv cache", sizeof(float) * per * 2 * (size_t)c->depth);
-    }
-    for (int l = 0; l < c->depth; l++) {
-        float **old[2] = {&c->layer[l].keys, &c->layer[l].values};
-        for (int kv = 0; kv < 2; kv++) {
-            float *to = fresh[2 * l + kv];
-            for (int h = 0; h < c->heads && c->seq > 0; h++)
-                memcpy(to + (size_t)h * cap * hd, *old[kv] + (size_t)h * c->capacity * hd, sizeof(float) * c->seq * hd);
-            free(*old[kv]);
-            *old[kv] = to;
-        }
-    }
-    free(fresh);
-    c->capacity = cap;
-    return 0;
+    float *fresh = new_cap > 0 ? fs_alloc(sizeof(float) * (size_t)heads * new_cap * hd) : NULL;
+    for (int h = 0; h < heads && seq > 0; h++)
+        memcpy(fresh + (size_t)h * new_cap * hd, old + (size_t)h * old_cap * hd, sizeof(float) * (size_t)seq * hd);
+    free(old);
+    return fresh;
 }
 
-static int reserve(fs_kv_cache *c, int tokens, fs_error *err)
+static void set_capacity(fs_kv_cache *c, int cap)
+{
+    for (int l = 0; l < c->depth; l++) {
+        c->layer[l].keys = relayout(c->layer[l].keys, c->heads, c->seq, c->capacity, cap, c->head_dim);
+        c->layer[l].values = relayout(c->layer[l].values, c->heads, c->seq, c->capacity, cap, c->head_dim);
+        c->layer[l].positions = (int *)relayout((float *)c->layer[l].positions, 1, c->seq, c->capacity, cap, 1);
+    }
+    c->capacity = cap;
+}
+
+static void reserve(fs_kv_cache *c, int tokens)
 {
     if (tokens <= c->capacity)
-        return 0;
+        return;
     int cap = c->capacity * 2 > tokens ? c->capacity * 2 : tokens;
-    return set_capacity(c, cap < 8 ? 8 : cap, err);
+    set_capacity(c, cap < 8 ? 8 : cap);
+}
+
+/* Keep a copy of the context's pairs [pos/2, pos/2 + n) while the cache is uncompressed
+ * (the attention policy re-runs their forward). */
+static void keep_inputs(fs_kv_cache *c, const float *examples, const int *labels, int n)
+{
+    if (c->pos != 0 && !c->ctx_examples)
+        return; /* compressed: the context is no longer needed */
+    int D = c->model->cfg.input_dim, have = c->pos / 2;
+    float *ex = fs_alloc(sizeof(float) * (size_t)(have + n) * D);
+    int *lab = fs_alloc(sizeof(int) * (size_t)(have + n));
+    if (have) {
+        memcpy(ex, c->ctx_examples, sizeof(float) * (size_t)have * D);
+        memcpy(lab, c->ctx_labels, sizeof(int) * (size_t)have);
+    }
+    free(c->ctx_examples);
+    free(c->ctx_labels);
+    memcpy(ex + (size_t)have * D, examples, sizeof(float) * (size_t)n * D);
+    memcpy(lab + have, labels, sizeof(int) * (size_t)n);
+    c->ctx_examples = ex;
+    c->ctx_labels = lab;
 }
 
 /* A context of `pairs` pairs puts the query at token 2*pairs: APE has 32 positions. */
@@ -126,17 +136,15 @@ static int build_by_forward(fs_kv_cache *c, const float *examples, const int *la
         return -1;
     float *ex = calloc((size_t)(pairs + 1) * D, sizeof(float));
     int *lab = calloc((size_t)(pairs + 1), sizeof(int));
-    if (!ex || !lab || reserve(c, tokens, err)) {
-        free(ex);
-        free(lab);
-        fs_acts_free(&a);
-        return ex && lab ? -1 : fs_fail(err, "kv cache: out of memory for the context");
-    }
     memcpy(ex, examples, sizeof(float) * (size_t)pairs * D);
     memcpy(lab, labels, sizeof(int) * (size_t)pairs);
     fs_acts_set_inputs(&a, ex, lab, 0, 1);
     fs_forward_range(m, &a, NULL, 0, 1);
+    reserve(c, tokens);
+    keep_inputs(c, examples, labels, pairs);
     for (int l = 0; l < c->depth; l++) {
+        for (int t = 0; t < tokens; t++)
+            c->layer[l].positions[t] = t;
         const float *K = fs_leaf_ptr(&a, fs_block_leaf_id(l, B_K), 0), *V = fs_leaf_ptr(&a, fs_block_leaf_id(l, B_V), 0);
         for (int h = 0; h < c->heads; h++) {
             size_t dst = (size_t)h * c->capacity * hd, src = (size_t)h * a.N * hd;
@@ -144,7 +152,7 @@ static int build_by_forward(fs_kv_cache *c, const float *examples, const int *la
             memcpy(c->layer[l].values + dst, V + src, sizeof(float) * (size_t)tokens * hd);
         }
     }
-    c->seq = tokens;
+    c->seq = c->pos = tokens;
     free(ex);
     free(lab);
     fs_acts_free(&a);
@@ -155,7 +163,7 @@ int fs_kv_build(fs_kv_cache *c, const float *examples, const int *labels, int pa
 {
     if (check_mutable(c, "build", err))
         return -1;
-    if (c->seq != 0)
+    if (c->pos != 0)
         return fs_fail(err, "kv cache: build needs an empty cache (it holds %d pairs); append adds pairs",
                        fs_kv_pairs(c));
     if (pairs < 1)
@@ -183,16 +191,17 @@ static void store_token(fs_kv_cache *c, const float *new_k, const float *new_v)
             size_t dst = ((size_t)h * c->capacity + c->seq) * hd, src = (size_t)l * d + (size_t)h * hd;
             memcpy(c->layer[l].keys + dst, new_k + src, sizeof(float) * hd);
             memcpy(c->layer[l].values + dst, new_v + src, sizeof(float) * hd);
+            c->layer[l].positions[c->seq] = c->pos;
         }
     c->seq++;
+    c->pos++;
 }
 
 /* Run one token (exemplar or label) at position seq and append its keys/values. */
-static int append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
+static void append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
 {
     kv_position p;
-    if (kv_position_init(&p, c->model, c->seq))
-        return -1;
+    kv_position_init(&p, c->model, c->pos);
     if (example)
         kv_embed_examples(c, &p, s, example, 1);
     else
@@ -200,7 +209,6 @@ static int append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int
     kv_step(c, &p, s, new_k, new_v, 0, 0);
     store_token(c, new_k, new_v);
     kv_position_free(&p);
-    return 0;
 }
 
 int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
@@ -208,35 +216,30 @@ int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
     if (check_mutable(c, "append", err) || check_context_length(c, fs_kv_pairs(c) + 1L, err) ||
         check_label(c, label, fs_kv_pairs(c), err))
         return -1;
-    if (reserve(c, c->seq + 2, err))
-        return -1;
+    reserve(c, c->seq + 2);
+    keep_inputs(c, example, &label, 1);
     size_t per_token = (size_t)c->depth * c->heads * c->head_dim;
     float *new_k = malloc(sizeof(float) * per_token), *new_v = malloc(sizeof(float) * per_token);
     kv_scratch s;
-    int rc = !new_k || !new_v || kv_scratch_init(&s, &c->model->cfg, c->seq + 2) ? -1 : 0;
-    if (rc == 0) {
-        int seq = c->seq;
-        if (append_token(c, &s, example, 0, new_k, new_v) || append_token(c, &s, NULL, label, new_k, new_v)) {
-            c->seq = seq; /* all or nothing: the pair is not half-appended */
-            rc = -1;
-        }
-        kv_scratch_free(&s);
-    }
+    kv_scratch_init(&s, &c->model->cfg, c->seq + 2);
+    append_token(c, &s, example, 0, new_k, new_v);
+    append_token(c, &s, NULL, label, new_k, new_v);
+    kv_scratch_free(&s);
     free(new_k);
     free(new_v);
-    return rc ? fs_fail(err, "kv cache: out of memory appending a context pair") : 0;
+    return 0;
 }
 
 void fs_kv_freeze(fs_kv_cache *c)
 {
     if (c->capacity != c->seq)
-        set_capacity(c, c->seq, NULL); /* shrinking: out of memory keeps the larger buffers */
+        set_capacity(c, c->seq);
     c->frozen = true;
 }
 
 void fs_kv_unfreeze(fs_kv_cache *c) { c->frozen = false; }
 
-/* One chunk of up to KV_LANES queries -> logits rows. */
+/* One chunk of up to FS_LANES queries -> logits rows. */
 static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *queries,
                            int rows, float *logits)
 {
@@ -245,7 +248,7 @@ static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratc
     kv_step(c, p, s, NULL, NULL, 0, 1);
     for (int r = 0; r < rows; r++)
         for (int k = 0; k < C; k++)
-            logits[(size_t)r * C + k] = s->logits[(size_t)k * KV_LANES + r];
+            logits[(size_t)r * C + k] = s->logits[(size_t)k * FS_LANES + r];
 }
 
 int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float *logits, int threads,
@@ -256,30 +259,26 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
     if (c->seq == 0)
         return fs_fail(err, "kv cache: empty context: need at least one exemplar-label pair");
     const fs_model_config *cfg = &c->model->cfg;
-    size_t chunks = (nq + KV_LANES - 1) / KV_LANES;
+    size_t chunks = (nq + FS_LANES - 1) / FS_LANES;
     int nt = threads > 0 ? threads : omp_get_max_threads();
     if ((size_t)nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
     kv_position p;
-    if (kv_position_init(&p, c->model, c->seq))
-        return fs_fail(err, "kv cache: out of memory");
-    int failed = 0;
-#pragma omp parallel num_threads(nt) reduction(| : failed)
+    kv_position_init(&p, c->model, c->pos);
+#pragma omp parallel num_threads(nt)
     {
         kv_scratch s;
-        failed = kv_scratch_init(&s, cfg, c->seq + 1) != 0;
+        kv_scratch_init(&s, cfg, c->seq + 1);
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < chunks; ch++) {
-            size_t q0 = ch * KV_LANES;
-            int rows = nq - q0 < KV_LANES ? (int)(nq - q0) : KV_LANES;
-            if (!failed)
-                classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
+            size_t q0 = ch * FS_LANES;
+            int rows = nq - q0 < FS_LANES ? (int)(nq - q0) : FS_LANES;
+            classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
         }
-        if (!failed)
-            kv_scratch_free(&s);
+        kv_scratch_free(&s);
     }
     kv_position_free(&p);
-    return failed ? fs_fail(err, "kv cache: out of memory for the per-thread scratch") : 0;
+    return 0;
 }
 
 int fs_kv_probs(const float *logits, int C, float *probs)

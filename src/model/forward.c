@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "model/position.h"
 
 typedef struct {
     const fs_model *m;
@@ -55,22 +56,6 @@ static void norm_forward(const fs_model *m, float *out, float *mean, float *rstd
         fs_layernorm_forward(out, mean, rstd, in, w, b, rows, d);
 }
 
-/* pos_embedding [N, d]: APE = columns of pos_embed.weight; sinusoidal (docs/model.md). */
-static void position_embedding(const fs_model *m, float *pos, int N)
-{
-    int d = m->cfg.d_model;
-    for (int p = 0; p < N; p++)
-        for (int i = 0; i < d; i++) {
-            if (m->cfg.pos_embedding == FS_POS_APE) {
-                pos[p * d + i] = m->p.pos_w[(size_t)i * FS_APE_MAX_TOKENS + p];
-            } else {
-                float inv = (float)(1.0 / pow(m->cfg.rope_base, (double)(2 * (i / 2)) / d));
-                float angle = (float)p * inv;
-                pos[p * d + i] = (i % 2 == 0) ? sinf(angle) : cosf(angle);
-            }
-        }
-}
-
 static void embed_forward(const fwd *f)
 {
     const fs_model *m = f->m;
@@ -111,7 +96,7 @@ static void embed_forward(const fwd *f)
         copy_leaf(f, L_EMBEDDING, L_TOK_EMBEDDING);
     } else {
         for (int b = f->b0; b < f->b1; b++)
-            position_embedding(m, fs_leaf_ptr(a, L_POS_EMBEDDING, b), N);
+            fs_position_embedding(m, 0, N, fs_leaf_ptr(a, L_POS_EMBEDDING, b));
         CLAMP(L_POS_EMBEDDING);
         float *emb = LEAF(L_EMBEDDING);
         const float *tok = LEAF(L_TOK_EMBEDDING), *pos = LEAF(L_POS_EMBEDDING);

@@ -19,7 +19,8 @@
 #include "fewshot/forward.h"
 #include "model/packed.h"
 #include "kernels/kernels.h"
-#include "simd/simd.h"
+#include "model/position.h"
+#include "simd/vmath.h"
 
 enum { CHUNK = 32, MAX_TABLE_LABELS = 64 };
 
@@ -27,7 +28,7 @@ typedef struct {
     float *ee, *x, *xn, *qkv, *vals, *tmp, *hid, *qkv_ex; /* per chunk */
     float *q, *vq, *xq, *hq;                              /* query rows */
     float *lab_emb, *lab_xn, *lab_qkv;                    /* [C+1][d], [C+1][d], [C+1][3d] */
-    float *rope_c, *rope_s;                               /* [N][d]: the RoPE table tiled over heads */
+    float *rope;                                          /* [N][2][d]: fs_rope_table tiled over heads */
     float *pos;                                           /* [N][d] APE / sinusoidal */
 } qbuf;
 
@@ -73,8 +74,7 @@ static size_t layout(qbuf *b, float *base, const fs_model_config *c, int P, int 
     b->lab_emb = carve(&p, C1 * d);
     b->lab_xn = carve(&p, C1 * d);
     b->lab_qkv = carve(&p, (C1 <= MAX_TABLE_LABELS + 1 ? C1 : 1) * 3 * d);
-    b->rope_c = carve(&p, (size_t)N * d);
-    b->rope_s = carve(&p, (size_t)N * d);
+    b->rope = carve(&p, (size_t)N * 2 * d);
     b->pos = carve(&p, (size_t)N * d);
     return p.at;
 }
@@ -143,19 +143,7 @@ static void add_into(float *x, const float *y, size_t n)
 /* RoPE of one token row's H heads (a [d] slice) at position n, with the tiled table */
 static void rope_row(float *x, const qbuf *b, int n, int d)
 {
-    const float *C = b->rope_c + (size_t)n * d, *S = b->rope_s + (size_t)n * d;
-    int i = 0;
-    for (; i + 8 <= d; i += 8) {
-        simde__m256 v = simde_mm256_loadu_ps(x + i);
-        simde__m256 sw = simde_mm256_permute_ps(v, 0xB1);
-        simde_mm256_storeu_ps(x + i, simde_mm256_fmadd_ps(sw, simde_mm256_loadu_ps(S + i),
-                                                          simde_mm256_mul_ps(v, simde_mm256_loadu_ps(C + i))));
-    }
-    for (; i < d; i += 2) { /* as fs_rope_forward_table's lanes */
-        float x0 = x[i], x1 = x[i + 1];
-        x[i] = sfma(x1, S[i], x0 * C[i]);
-        x[i + 1] = sfma(x0, S[i + 1], x1 * C[i + 1]);
-    }
+    fs_rope_forward_table(x, x, 1, 1, d, b->rope + (size_t)n * 2 * d);
 }
 
 /* Attention with the heads as vector lanes (head width 8, at most 8 heads, N <= 16):
@@ -167,45 +155,45 @@ static void rope_row(float *x, const qbuf *b, int n, int d)
 static void attend_heads8(float *out, const float *qrows, size_t ldq, const float *kv, size_t ld, size_t kofs,
                           size_t vofs, int i0, int N, int H, float scale)
 {
-    simde__m256 kt[16][8], vt[16][8], r[8];
+    fs_v8 kt[16][8], vt[16][8], r[8];
     for (int j = 0; j < N; j++) {
         for (int h = 0; h < 8; h++)
-            r[h] = h < H ? simde_mm256_loadu_ps(kv + (size_t)j * ld + kofs + h * 8) : simde_mm256_setzero_ps();
+            r[h] = h < H ? v8load(kv + (size_t)j * ld + kofs + h * 8) : v8zero();
         v8transpose(kt[j], r);
         for (int h = 0; h < 8; h++)
-            r[h] = h < H ? simde_mm256_loadu_ps(kv + (size_t)j * ld + vofs + h * 8) : simde_mm256_setzero_ps();
+            r[h] = h < H ? v8load(kv + (size_t)j * ld + vofs + h * 8) : v8zero();
         v8transpose(vt[j], r);
     }
-    const simde__m256 vscale = simde_mm256_set1_ps(scale);
+    const fs_v8 vscale = v8set1(scale);
     for (int i = i0; i < N; i++) {
-        simde__m256 qt[8], s[16], ot[8];
+        fs_v8 qt[8], s[16], ot[8];
         for (int h = 0; h < 8; h++)
-            r[h] = h < H ? simde_mm256_loadu_ps(qrows + (size_t)(i - i0) * ldq + h * 8) : simde_mm256_setzero_ps();
+            r[h] = h < H ? v8load(qrows + (size_t)(i - i0) * ldq + h * 8) : v8zero();
         v8transpose(qt, r);
-        simde__m256 mx = simde_mm256_set1_ps(-1e20f); /* the masked entries' value */
+        fs_v8 mx = v8set1(-1e20f); /* the masked entries' value */
         for (int j = 0; j <= i; j++) {
-            simde__m256 acc = simde_mm256_setzero_ps();
+            fs_v8 acc = v8zero();
             for (int t = 0; t < 8; t++)
-                acc = simde_mm256_fmadd_ps(qt[t], kt[j][t], acc);
-            s[j] = simde_mm256_mul_ps(acc, vscale);
-            mx = simde_mm256_max_ps(mx, s[j]);
+                acc = v8fma(qt[t], kt[j][t], acc);
+            s[j] = v8mul(acc, vscale);
+            mx = v8max(mx, s[j]);
         }
-        simde__m256 z = simde_mm256_setzero_ps();
+        fs_v8 z = v8zero();
         for (int j = 0; j <= i; j++) {
-            s[j] = v8exp(simde_mm256_sub_ps(s[j], mx));
-            z = simde_mm256_add_ps(z, s[j]);
+            s[j] = v8exp(v8sub(s[j], mx));
+            z = v8add(z, s[j]);
         }
-        simde__m256 inv = simde_mm256_div_ps(simde_mm256_set1_ps(1.f), z);
+        fs_v8 inv = v8div(v8set1(1.f), z);
         for (int t = 0; t < 8; t++)
-            ot[t] = simde_mm256_setzero_ps();
+            ot[t] = v8zero();
         for (int j = 0; j <= i; j++) {
-            simde__m256 p = simde_mm256_mul_ps(s[j], inv);
+            fs_v8 p = v8mul(s[j], inv);
             for (int t = 0; t < 8; t++)
-                ot[t] = simde_mm256_fmadd_ps(p, vt[j][t], ot[t]);
+                ot[t] = v8fma(p, vt[j][t], ot[t]);
         }
         v8transpose(r, ot);
         for (int h = 0; h < H; h++)
-            simde_mm256_storeu_ps(out + (size_t)(i - i0) * H * 8 + h * 8, r[h]);
+            v8store(out + (size_t)(i - i0) * H * 8 + h * 8, r[h]);
     }
 }
 
@@ -215,7 +203,9 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
                    int i0, int N, int H, int hd, float scale)
 {
     int d = H * hd;
-    if (hd == 8 && H <= 8 && N <= 16) {
+    /* N <= FS_VL: where the cache forward's attention kernels take their vector path too
+     * (the same FMA chains); longer sequences take those kernels themselves, below */
+    if (hd == 8 && H <= 8 && N <= 16 && N <= FS_VL) {
         attend_heads8(out, qrows, ldq, kv, ld, kofs, vofs, i0, N, H, scale);
         return;
     }
@@ -254,21 +244,7 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
             }
             for (int i = i0; i < N; i++) {
                 const float *pi = p[i - i0];
-                float *o = out + (size_t)(i - i0) * d + h * hd;
-                int t = 0;
-                for (; t + 8 <= hd; t += 8) {
-                    simde__m256 acc = simde_mm256_setzero_ps();
-                    for (int j = 0; j < N; j++)
-                        acc = simde_mm256_fmadd_ps(simde_mm256_set1_ps(pi[j]),
-                                                   simde_mm256_loadu_ps(kv + (size_t)j * ld + vofs + h * hd + t), acc);
-                    simde_mm256_storeu_ps(o + t, acc);
-                }
-                for (; t < hd; t++) {
-                    float acc = 0.f;
-                    for (int j = 0; j < N; j++)
-                        acc += pi[j] * kv[(size_t)j * ld + vofs + h * hd + t];
-                    o[t] = acc;
-                }
+                vweighted_rows(out + (size_t)(i - i0) * d + h * hd, pi, 1, kv + vofs + h * hd, ld, N, hd);
             }
         }
         return;
@@ -331,21 +307,13 @@ static void thread_tables(const fs_model *m, const fs_packed *pk, qbuf *b, int N
         fs_rope_table(cs, N, hd, c->rope_base);
         for (int n = 0; n < N; n++)
             for (int h = 0; h < H; h++) {
-                memcpy(b->rope_c + (size_t)n * d + h * hd, cs + (size_t)n * hd, sizeof(float) * hd);
-                memcpy(b->rope_s + (size_t)n * d + h * hd, cs + (size_t)N * hd + (size_t)n * hd, sizeof(float) * hd);
+                memcpy(b->rope + (size_t)n * 2 * d + h * hd, cs + (size_t)n * hd, sizeof(float) * hd);
+                memcpy(b->rope + (size_t)n * 2 * d + d + h * hd, cs + (size_t)N * hd + (size_t)n * hd,
+                       sizeof(float) * hd);
             }
         free(cs);
     } else {
-        for (int p = 0; p < N; p++)
-            for (int i = 0; i < d; i++) {
-                if (c->pos_embedding == FS_POS_APE) {
-                    b->pos[(size_t)p * d + i] = m->p.pos_w[(size_t)i * FS_APE_MAX_TOKENS + p];
-                } else {
-                    float inv = (float)(1.0 / pow(c->rope_base, (double)(2 * (i / 2)) / d));
-                    float angle = (float)p * inv;
-                    b->pos[(size_t)p * d + i] = (i % 2 == 0) ? sinf(angle) : cosf(angle);
-                }
-            }
+        fs_position_embedding(m, 0, N, b->pos);
     }
 }
 

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "train/batch.h"
 #include "train/checkpoint.h"
 #include "train/schedule.h"
 #include "train/measures.h"
@@ -34,9 +35,7 @@ typedef struct {
     fs_held held;                   /* the clamps section: clamp files, named interventions */
     fs_held_clamps hc;              /* held on the trainer's batch, refilled per batch */
     fs_eval_ws ws[FS_MAX_EVALUATORS];
-    int *labels;            /* [B][P] sampled labels */
-    void **scratch;         /* per-thread sampler scratch */
-    int nscratch;
+    fs_batch_sampler batch;
     FILE *metrics;
     char dir[1024], ckpt_dir[1100], metrics_path[1100];
     int lock_fd;            /* the run directory's lock, held for the run's life */
@@ -53,25 +52,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Sample the batch of step `step` into the trainer's input leaves (no allocation). */
-static void sample_step(run *r, int64_t step)
-{
-    fs_acts *a = &r->trainer.acts;
-    int B = r->cfg->train.train_bs, P = a->P, D = a->cfg.input_dim;
-    float *examples = fs_leaf_ptr(a, L_EXAMPLES, 0), *labels = fs_leaf_ptr(a, L_LABELS, 0);
-    uint64_t first = (uint64_t)step * (uint64_t)B;
-#pragma omp parallel num_threads(r->nscratch)
-    {
-        void *scratch = r->scratch[omp_get_thread_num()];
-#pragma omp for schedule(static)
-        for (int b = 0; b < B; b++)
-            fs_sample_mixed(&r->rd.task, &r->mix, (uint64_t)r->cfg->train.train_seed, FS_STREAM_TRAIN, first + (uint64_t)b,
-                            examples + (size_t)b * P * D, r->labels + (size_t)b * P, NULL, scratch);
-    }
-    for (int i = 0; i < B * P; i++)
-        labels[i] = (float)r->labels[i];
 }
 
 static void metrics_line(run *r, cJSON *line)
@@ -238,15 +218,10 @@ static int setup(run *r, fs_error *err)
         return -1;
     if (cfg->measures.enable && fs_probe_set_build(&r->probe, &r->rd.task, cfg, r->origin, err))
         return -1;
-    r->labels = calloc((size_t)B * P, sizeof *r->labels);
-    r->nscratch = omp_get_max_threads();
-    r->scratch = calloc((size_t)r->nscratch, sizeof *r->scratch);
-    if (!r->labels || !r->scratch)
-        return fs_fail(err, "%s: out of memory for the batch labels", r->origin);
-    for (int i = 0; i < r->nscratch; i++)
-        if (!(r->scratch[i] = fs_alloc(fs_seq_scratch_bytes(cfg->train.train_context_len))))
-            return fs_fail_alloc(err, "sampler scratch", fs_seq_scratch_bytes(cfg->train.train_context_len));
-    return 0;
+    return fs_batch_sampler_init(&r->batch, &r->rd.task, &r->mix, (uint64_t)cfg->train.train_seed, B,
+                                 cfg->train.train_context_len,
+                                 r->trainer.threads > omp_get_max_threads() ? r->trainer.threads : omp_get_max_threads(),
+                                 err);
 }
 
 static void teardown(run *r)
@@ -254,10 +229,7 @@ static void teardown(run *r)
     if (r->metrics)
         fclose(r->metrics);
     fs_dir_unlock(r->lock_fd);
-    for (int i = 0; r->scratch && i < r->nscratch; i++)
-        free(r->scratch[i]);
-    free(r->scratch);
-    free(r->labels);
+    fs_batch_sampler_free(&r->batch);
     for (int i = 0; i < FS_MAX_EVALUATORS; i++)
         fs_eval_ws_free(&r->ws[i]);
     fs_held_unbind(&r->hc);
@@ -297,11 +269,15 @@ static int loop(run *r, fs_error *err)
     double t0 = now();
     int rc = 0;
     while (step < total_steps) {
-        sample_step(r, step);
-        /* per-sequence interventions follow this batch's inputs */
-        r->trainer.clamps = fs_held_update(&r->hc, &r->model, &r->trainer.acts, B);
-        double gnorm;
-        double loss = fs_trainer_step(&r->trainer, B, &gnorm);
+        double gnorm, loss;
+        if (r->hc.has_iv) { /* per-sequence interventions follow this batch's inputs */
+            fs_batch_sample(&r->batch, &r->trainer.acts, step);
+            r->trainer.clamps = fs_held_update(&r->hc, &r->model, &r->trainer.acts, B);
+            loss = fs_trainer_step(&r->trainer, B, &gnorm);
+        } else { /* the clamp files (if any) do not depend on the batch: sample inside the step */
+            r->trainer.clamps = fs_held_update(&r->hc, &r->model, &r->trainer.acts, B);
+            loss = fs_batch_train_step(&r->batch, &r->trainer, step, &gnorm);
+        }
         if (!isfinite(loss) || !isfinite(gnorm))
             return diverged(r, step + 1, loss, gnorm, err);
         int64_t before = r->pos.iter;

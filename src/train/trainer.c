@@ -148,6 +148,8 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
     {
         int id = omp_get_thread_num(), n = omp_get_num_threads();
         int b0 = (int)((long)nseq * id / n), b1 = (int)((long)nseq * (id + 1) / n);
+        if (t->fill)
+            t->fill(t->fill_ctx, &t->acts, b0, b1, id);
         fs_packed_update(&t->packed, id, n);
 #pragma omp barrier
         fs_forward_range_packed(m, &t->packed, &t->acts, t->clamps, b0, b1);

@@ -25,6 +25,10 @@ typedef struct {
     fs_optim_state state;
     const fs_clamp_set *clamps;   /* may be NULL; not owned */
     fs_packed packed;             /* transposed weights, refreshed at the start of each step */
+    /* Optional: fills the inputs of sequences [b0, b1) at the start of the step's parallel
+     * region, each thread the sequences it then runs (no region of its own). */
+    void (*fill)(void *ctx, fs_acts *a, int b0, int b1, int thread);
+    void *fill_ctx;
     struct {
         double loss, sumsq, decay;
         char pad[40];             /* one cache line per thread */
