@@ -118,3 +118,31 @@ void golden_load_model(const char *name, fs_model *m)
     cr_assert_eq(fs_model_load(m, &cfg.model, path, &err), 0, "%s", err.msg);
     fs_run_config_free(&cfg);
 }
+
+void golden_held_open(golden_held *g, const char *name, const char *input, const fs_held_source *src, int threads)
+{
+    fs_error err = {{0}};
+    char path[512];
+    memset(g, 0, sizeof *g);
+    golden_load_model(name, &g->m);
+    snprintf(path, sizeof path, GOLDEN_DIR "/%s/%s", name, input);
+    cr_assert_eq(fs_seq_batch_load(path, g->m.cfg.input_dim, g->m.cfg.num_classes, &g->batch, &err), 0, "%s", err.msg);
+    fs_train_config tc = {0};
+    fs_optim_config oc = fs_optim_config_from_train(&tc);
+    oc.weight_decay = 0;
+    cr_assert_eq(fs_trainer_init(&g->t, &g->m, g->batch.P, g->batch.B, threads, &oc, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&g->t.acts, g->batch.examples, g->batch.labels, 0, g->batch.B);
+    cr_assert_eq(fs_held_load(&g->held, src, &g->m.cfg, g->batch.P, g->batch.B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&g->hc, &g->held, &g->t.acts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_trainer_hold(&g->t, &g->hc, &err), 0, "%s", err.msg);
+    g->t.clamps = fs_held_update(&g->hc, &g->m, &g->t.acts, g->batch.B);
+}
+
+void golden_held_close(golden_held *g)
+{
+    fs_held_unbind(&g->hc);
+    fs_held_free(&g->held);
+    fs_trainer_free(&g->t);
+    fs_seq_batch_free(&g->batch);
+    fs_model_free(&g->m);
+}

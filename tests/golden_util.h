@@ -5,7 +5,10 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 
+#include "fewshot/interventions.h"
 #include "fewshot/model.h"
+#include "fewshot/seqio.h"
+#include "train/trainer.h"
 
 #define GOLDEN_DIR "tests/golden"
 
@@ -20,5 +23,18 @@ int golden_compare_buffer(const fs_model *m, const float *buffer, const char *go
 
 /* Load golden/NAME/config.json's model and params into m. */
 void golden_load_model(const char *name, fs_model *m);
+
+/* golden/NAME's model, the batch of golden/NAME/INPUT, what `src` holds on (bound and
+ * filled) and a trainer through it (weight decay 0). */
+typedef struct {
+    fs_model m;
+    fs_seq_batch batch;
+    fs_trainer t;
+    fs_held held;
+    fs_held_clamps hc;
+} golden_held;
+
+void golden_held_open(golden_held *g, const char *name, const char *input, const fs_held_source *src, int threads);
+void golden_held_close(golden_held *g);
 
 #endif

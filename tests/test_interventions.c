@@ -446,7 +446,8 @@ static void trainer_open(fs_trainer *t, fx *f, const char *json)
     cr_assert_eq(fs_trainer_init(t, &f->m, f->P, f->B, 1, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&t->acts, f->x, f->y, 0, f->B);
     hold(&f->held, &f->ic, json, NULL, &f->m, &t->acts, f->B);
-    t->clamps = &f->ic.clamps;
+    cr_assert_eq(fs_trainer_hold(t, &f->ic, &err), 0, "%s", err.msg);
+    t->clamps = fs_held_update(&f->ic, &f->m, &t->acts, f->B); /* again, now marking computed elements */
 }
 
 Test(interventions, clamped_elements_get_no_gradient)
@@ -468,8 +469,10 @@ Test(interventions, clamped_elements_get_no_gradient)
     unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
-    /* preserved patterns are constants: no gradient reaches any query or key */
-    trainer_open(&t, &f, "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"]}");
+    /* with clamp_gradients "stop", preserved patterns are constants: no gradient reaches
+     * any query or key (the reference's gradient goes through the clean pass: see
+     * test_interv_grads.c) */
+    trainer_open(&t, &f, "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], \"clamp_gradients\": \"stop\"}");
     fs_trainer_grad(&t, f.B);
     g = fs_param_bind(&f.m.cfg, &f.m.layout, t.grads);
     for (int l = 0; l < DEPTH; l++)
@@ -478,8 +481,8 @@ Test(interventions, clamped_elements_get_no_gradient)
     unhold(&f.held, &f.ic);
     fs_trainer_free(&t);
 
-    /* temperature: the head's scores are clamped, the other heads' queries still learn */
-    trainer_open(&t, &f, "{\"head_temperature\": {\"1:2\": 3.0}}");
+    /* temperature, "stop": the head's scores are clamped, the other heads' queries still learn */
+    trainer_open(&t, &f, "{\"head_temperature\": {\"1:2\": 3.0}, \"clamp_gradients\": \"stop\"}");
     fs_trainer_grad(&t, f.B);
     g = fs_param_bind(&f.m.cfg, &f.m.layout, t.grads);
     for (int h = 0; h < H; h++) {
@@ -583,36 +586,21 @@ Test(interventions, golden_preserve_patterns_ablate)
 
 Test(interventions, golden_ablate_value_head_gradients)
 {
-    fs_model m;
-    golden_load_model("doc", &m);
+    golden_held g;
+    fs_held_source src = {.intervene = "{\"ablate_heads\": [\"1:7\"]}"};
+    golden_held_open(&g, "doc", "grad.json", &src, 2);
+    double loss = fs_trainer_grad(&g.t, g.batch.B);
     fs_error err = {{0}};
-    fs_seq_batch batch;
-    cr_assert_eq(fs_seq_batch_load(GOLDEN_DIR "/doc/grad.json", m.cfg.input_dim, m.cfg.num_classes, &batch, &err), 0,
-                 "%s", err.msg);
-    fs_train_config tc = {0};
-    fs_optim_config oc = fs_optim_config_from_train(&tc);
-    oc.weight_decay = 0;
-    fs_trainer t;
-    cr_assert_eq(fs_trainer_init(&t, &m, batch.P, batch.B, 2, &oc, &err), 0, "%s", err.msg);
-    fs_acts_set_inputs(&t.acts, batch.examples, batch.labels, 0, batch.B);
-    fs_held held;
-    fs_held_clamps ic;
-    hold(&held, &ic, "{\"ablate_heads\": [\"1:7\"]}", NULL, &m, &t.acts, batch.B);
-    t.clamps = &ic.clamps;
-    double loss = fs_trainer_grad(&t, batch.B);
     cJSON *want = fs_json_load(GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.json", &err);
     cr_assert_not_null(want, "%s", err.msg);
     double wl = cJSON_GetObjectItem(want, "loss")->valuedouble;
     cr_assert(fabs(loss - wl) <= 1e-4 * fabs(wl), "loss %g, golden %g", loss, wl);
     char why[512] = "";
-    cr_assert_eq(golden_compare_buffer(&m, t.grads, GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.safetensors", why,
+    cr_assert_eq(golden_compare_buffer(&g.m, g.t.grads, GOLDEN_DIR "/doc/clamp_grads_ablate_value_head.safetensors", why,
                                        sizeof why),
                  0, "%s", why);
     cJSON_Delete(want);
-    unhold(&held, &ic);
-    fs_trainer_free(&t);
-    fs_seq_batch_free(&batch);
-    fs_model_free(&m);
+    golden_held_close(&g);
 }
 
 /* ---- spec errors ---- */

@@ -79,8 +79,9 @@ Test(sweep, plan_expands_variants_and_axes)
                   strstr(r.out, "{\"clamps.ablate_heads\":[\"1:0\",\"1:1\",\"1:2\",\"1:4\",\"1:5\",\"1:6\",\"1:7\"],"
                                 "\"seed\":5}"),
               "%s", r.out);
-    cr_assert(strstr(r.out, "21 runs"), "%s", r.out);
-    cr_assert(strstr(r.out, "skipped: clamp_perfect_copy (needs perfect_copy_from_head_pattern"), "%s", r.out);
+    cr_assert(strstr(r.out, "32 runs"), "%s", r.out);
+    cr_assert(strstr(r.out, "clamp_perfect_copy_seed=5") && strstr(r.out, "l1copy_c50_rl15_seed=5") && !strstr(r.out, "skipped"),
+              "%s", r.out);
     th_run_free(&r);
 }
 
@@ -241,7 +242,7 @@ Test(sweep, failed_run_is_recorded)
  * command then finishes them. */
 Test(sweep, sigterm_stops_and_resumes)
 {
-    const char *f = sweep_file("s.json", "\"set\": {\"train.train_iters\": 16000, \"train.ckpt_every\": 0},"
+    const char *f = sweep_file("s.json", "\"set\": {\"train.train_iters\": 320000, \"train.ckpt_every\": 0},"
                                          " \"axes\": {\"seed\": [5, 6]}");
     char sw[256];
     snprintf(sw, sizeof sw, "%s/sw", dir);

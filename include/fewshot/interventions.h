@@ -21,11 +21,24 @@
  *   preserve           clean-pass attn_scores / v / q / k ("patterns" / "values" /
  *                      "queries" / "keys") of every layer >= `preserve_from_layer`
  *   head_temperature   attn_pre_softmax[0, h] = clean-pass attn_pre_softmax[0, h] / T
+ *   perfect_copy_from_head_pattern "L:H" (3-pair sequences: 2 context pairs + query)
+ *                      out[query row] = -1e9 except at the two context labels: the clean
+ *                      pass's attn_pre_softmax[0, H, query row, 1] (first pair's label) and
+ *                      [.., 3] (second pair's label, which wins if they are equal)
+ *   perfect_prev_token_input   (2-layer models) pass A: plain forward, embedding e; pass B:
+ *                      layer 0's out = e shifted down one token (row 0 and the query row
+ *                      keep theirs); the final pass: layer 0's out = e, layer 1's
+ *                      attn_scores = pass B's (or, with perfect_copy_from_head_pattern,
+ *                      the query's out row from pass B's pre-softmax scores); only
+ *                      ablate_heads in layer 1 may be added
  *
  * Clamps are composed in the reference's order (preserve, temperature, embedding,
  * ablation, previous-token, induction, match, disallow, silence: later ones win where
- * they overlap), on top of the clamp files held on with them (fs_held). Clamped elements are
- * constants for the backward (docs/cache.md), including the clean-pass values. */
+ * they overlap), on top of the clamp files held on with them (fs_held). A clamped element
+ * whose value another pass computes passes its gradient back into that pass, as the
+ * reference's where(mask, cached, computed) does (clamp_gradients "through", the default);
+ * with "stop", and for constants (files, ablations, fixed patterns), it gets none
+ * (docs/cache.md). */
 #ifndef FEWSHOT_INTERVENTIONS_H
 #define FEWSHOT_INTERVENTIONS_H
 
@@ -65,6 +78,10 @@ typedef struct {
     bool preserve_patterns, preserve_values, preserve_queries, preserve_keys;
     int preserve_from_layer;            /* default 0: every layer, as the reference */
     fs_head_list head_temperature;      /* with .temperature */
+    bool perfect_copy;                  /* perfect_copy_from_head_pattern given */
+    fs_head_ref perfect_copy_head;
+    bool perfect_prev_token_input;
+    bool clamp_gradients_stop;          /* "clamp_gradients": "stop" */
 } fs_interventions;
 
 void fs_interventions_default(fs_interventions *iv);
@@ -83,7 +100,8 @@ bool fs_interventions_any(const fs_interventions *iv);
  * other interventions are not applied. m (zero-initialise it before first use; free with
  * fs_model_free) is created for src's config when needed. */
 int fs_interventions_ablated_model(const fs_interventions *iv, const fs_model *src, fs_model *m, fs_error *err);
-/* preserve or head_temperature: the update runs a clean forward pass first. */
+/* preserve, head_temperature, perfect copy or prev-token input: the update runs other
+ * forward passes first (their clamp values are computed from the model). */
 bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 
 /* What is held on during a forward (docs/cache.md): clamp files (a cache tree and its
@@ -124,15 +142,16 @@ typedef struct {
     const fs_clamp_set *files;  /* its clamp files when they apply to this layout (borrowed), else NULL */
     fs_clamp_set clamps;        /* files + interventions, per sequence (when has_iv) */
     uint8_t *touched;           /* [leaf count]: leaves the interventions write */
+    struct fs_held_passes *passes; /* the other passes of a step (interp/passes.h), or NULL */
 } fs_held_clamps;
 
 int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err);
 /* Whether hc was bound to what h holds now (same interventions, same clamp files). */
 bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h);
 /* The clamp set for the forward of sequences [0, nseq) whose inputs are in `a` (NULL when
- * nothing is held on). Recomputes the interventions from the inputs; when they need a
- * clean pass, runs it in `a` first, so run the clamped forward afterwards. Call per batch
- * and again after the parameters change. No allocation. */
+ * nothing is held on). Recomputes the interventions from the inputs; when they need other
+ * passes (a clean pass, ...), runs them in their own arenas (allocated by fs_held_bind).
+ * Call per batch and again after the parameters change. No allocation. */
 const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq);
 void fs_held_unbind(fs_held_clamps *hc);
 

@@ -434,6 +434,10 @@ int fs_api_loss_and_grads(const fs_api_model *m, const float *examples, const in
     fs_held_clamps hc;
     if (fs_held_bind(&hc, held, &t.acts, err))
         goto out_trainer;
+    if (fs_trainer_hold(&t, &hc, err)) {
+        fs_held_unbind(&hc);
+        goto out_trainer;
+    }
     t.clamps = fs_held_update(&hc, &m->model, &t.acts, (int)B);
     *loss = fs_trainer_grad(&t, (int)B);
     for (int i = 0; i < m->model.layout.count; i++) {

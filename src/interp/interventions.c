@@ -18,7 +18,7 @@ void fs_interventions_default(fs_interventions *iv)
     iv->prev_token_strength = 1.0;
 }
 
-typedef enum { K_HEADS, K_BOOL, K_NUM, K_PRESERVE, K_LAYER, K_TEMPS, K_IGNORED } key_kind;
+typedef enum { K_HEADS, K_HEAD, K_BOOL, K_NUM, K_PRESERVE, K_LAYER, K_TEMPS, K_GRADS, K_IGNORED } key_kind;
 
 static const struct {
     const char *name;
@@ -41,6 +41,9 @@ static const struct {
     {"preserve", K_PRESERVE, 0, 0, 0},
     {"preserve_from_layer", K_LAYER, offsetof(fs_interventions, preserve_from_layer), 0, 0},
     {"head_temperature", K_TEMPS, offsetof(fs_interventions, head_temperature), 0, 0},
+    {"perfect_copy_from_head_pattern", K_HEAD, offsetof(fs_interventions, perfect_copy_head), 0, 0},
+    {"perfect_prev_token_input", K_BOOL, offsetof(fs_interventions, perfect_prev_token_input), 0, 0},
+    {"clamp_gradients", K_GRADS, offsetof(fs_interventions, clamp_gradients_stop), 0, 0},
     {"cache", K_IGNORED, 0, 0, 0}, /* clamp file names, read by the config loader */
     {"mask", K_IGNORED, 0, 0, 0},
 };
@@ -217,6 +220,20 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
             if (parse_heads(kid, cfg, where, dst, err))
                 return -1;
             break;
+        case K_HEAD:
+            if (!cJSON_IsString(kid))
+                return fs_fail(err, "%s: expected a \"layer:head\" string, e.g. \"1:3\"", where);
+            if (parse_head(kid->valuestring, cfg, where, false, dst, err))
+                return -1;
+            iv->perfect_copy = true;
+            break;
+        case K_GRADS:
+            if (!cJSON_IsString(kid) || (strcmp(kid->valuestring, "through") && strcmp(kid->valuestring, "stop")))
+                return fs_fail(err, "%s: expected \"through\" (the reference's: gradients flow into computed clamp "
+                                    "values) or \"stop\" (clamped values are constants)",
+                               where);
+            *(bool *)dst = !strcmp(kid->valuestring, "stop");
+            break;
         case K_TEMPS:
             if (parse_temps(kid, cfg, where, dst, err))
                 return -1;
@@ -254,6 +271,22 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
     if (overlap(&iv->prev_token_heads, &iv->disallow_prev_token_heads, &r))
         return fs_fail(err, "%s: head \"%d:%d\" is in both prev_token_heads and disallow_prev_token_heads", origin,
                        r.layer, r.head);
+    if (iv->perfect_prev_token_input) {
+        if (cfg->depth != 2)
+            return fs_fail(err, "%s: perfect_prev_token_input: needs a 2-layer model (this one has %d layers)", origin,
+                           cfg->depth);
+        for (int i = 0; i < iv->ablate_heads.n; i++)
+            if (iv->ablate_heads.h[i].layer != 1)
+                return fs_fail(err, "%s: perfect_prev_token_input: ablate_heads only in layer 1 (got \"%d:%d\")",
+                               origin, iv->ablate_heads.h[i].layer, iv->ablate_heads.h[i].head);
+        fs_interventions only = *iv;
+        only.ablate_heads.n = 0;
+        only.perfect_prev_token_input = only.perfect_copy = only.clamp_gradients_stop = false;
+        if (fs_interventions_any(&only))
+            return fs_fail(err, "%s: perfect_prev_token_input: combines only with ablate_heads (layer 1) and "
+                                "perfect_copy_from_head_pattern",
+                           origin);
+    }
     return 0;
 }
 
@@ -272,7 +305,7 @@ int fs_interventions_from_arg(fs_interventions *iv, const char *json_or_file, co
 bool fs_interventions_need_clean_pass(const fs_interventions *iv)
 {
     return iv->preserve_patterns || iv->preserve_values || iv->preserve_queries || iv->preserve_keys ||
-           iv->head_temperature.n > 0;
+           iv->head_temperature.n > 0 || iv->perfect_copy || iv->perfect_prev_token_input;
 }
 
 /* qkv weight rows [2d + h*hd, 2d + (h+1)*hd) compute head h's values (row n of qkv_raw

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/grad_links.h"
 #include "model/leaves.h"
 #include "kernels/kernels.h"
 
@@ -23,6 +24,7 @@ typedef struct {
     const fs_model *m;
     const fs_acts *a;
     const fs_clamp_set *clamps;
+    const fs_grad_links *links; /* may be NULL */
     const fs_param_ptrs *gp;
     int b0, b1, nb, rows; /* sequences [b0, b1), rows = tokens */
     const float *rope;    /* fs_rope_table for N tokens, or NULL */
@@ -43,13 +45,35 @@ static const float *act(const bwd *w, int leaf) { return fs_leaf_ptr(w->a, leaf,
 static int blk(int layer, int which) { return fs_block_leaf_id(layer, which); }
 static bool clamped(const bwd *w, int leaf) { return w->clamps && w->clamps->leaf && w->clamps->leaf[leaf].mask; }
 
-/* Zero the clamped elements of leaf's gradient g ([nb][numel]). */
+static const fs_leaf_link *link(const bwd *w, int leaf) { return w->links ? &w->links->leaf[leaf] : NULL; }
+/* A leaf whose gradient differs from its fan-out siblings': clamped or linked. */
+static bool own_grad(const bwd *w, int leaf)
+{
+    const fs_leaf_link *l = link(w, leaf);
+    return clamped(w, leaf) || (l && (l->inject || l->capture));
+}
+
+/* Leaf's gradient g ([nb][numel]) is complete: add what later passes send back (inject),
+ * hand the gradient of computed clamped elements to their computation (capture), and
+ * zero the clamped elements (a clamp replaces the computed value). */
 static void stop(const bwd *w, int leaf, float *g)
 {
+    size_t n = w->a->leaves[leaf].numel;
+    const fs_leaf_link *l = link(w, leaf);
+    if (l && l->inject) {
+        const float *in = l->inject + (size_t)w->b0 * n;
+        for (size_t i = 0, t = (size_t)w->nb * n; i < t; i++)
+            g[i] += in[i];
+    }
+    if (l && l->capture) {
+        const uint8_t *from = l->from + (size_t)w->b0 * n;
+        float *cap = l->capture + (size_t)w->b0 * n;
+        for (size_t i = 0, t = (size_t)w->nb * n; i < t; i++)
+            cap[i] = from[i] ? g[i] : 0.f;
+    }
     if (!clamped(w, leaf))
         return;
     const fs_clamp *k = &w->clamps->leaf[leaf];
-    size_t n = w->a->leaves[leaf].numel;
     for (int b = 0; b < w->nb; b++) {
         const uint8_t *mask = k->mask + (k->batch ? (size_t)(w->b0 + b) * n : 0);
         float *gb = g + (size_t)b * n;
@@ -60,10 +84,10 @@ static void stop(const bwd *w, int leaf, float *g)
 }
 
 /* The gradient of a branch `leaf` that receives g: g itself, or a copy in `spare` when
- * the leaf is clamped (the stop must not reach the other branches). */
+ * the leaf has its own (the stop must not reach the other branches). */
 static float *branch(const bwd *w, int leaf, float *g, float *spare, size_t n)
 {
-    if (!clamped(w, leaf))
+    if (!own_grad(w, leaf))
         return g;
     memcpy(spare, g, sizeof(float) * n);
     stop(w, leaf, spare);
@@ -121,7 +145,7 @@ static void head_backward(const bwd *w, double denom)
         const float *z = act(w, id_out) + ((size_t)b * P + P - 1) * C;
         float *g = gout + ((size_t)b * P + P - 1) * C;
         int y = (int)fs_leaf_ptr(a, L_LABELS, w->b0 + b)[P - 1];
-        if (y < 0 || y >= C)
+        if (y < 0 || y >= C || (w->links && w->links->no_loss))
             continue;
         float mx = z[0];
         for (int k = 1; k < C; k++)
@@ -241,7 +265,7 @@ static void attention_backward(const bwd *w, int layer, float *gao)
 
     /* qkv [3,H,N,hd] = stack(pre_rope_q, pre_rope_k, v); qkv_raw [N, 3d] */
     int id_qkv = blk(layer, B_QKV);
-    if (clamped(w, id_qkv)) {
+    if (own_grad(w, id_qkv)) {
         for (int b = 0; b < nb; b++)
             for (int s = 0; s < 3; s++)
                 memcpy(w->gqkv + (size_t)b * 3 * head_block + s * head_block, gr[s] + b * head_block,
@@ -293,7 +317,7 @@ static void block_backward(const bwd *w, int layer)
     stop(w, id_rpa, w->gx);
     /* residual_post_attn = x + attn_output.out */
     float *gao = branch(w, blk(layer, B_ATTN_OUT), w->gx, w->gcopy, n);
-    if (gao == w->gx && clamped(w, blk(layer, B_VALUES_POST_PROJ))) {
+    if (gao == w->gx && own_grad(w, blk(layer, B_VALUES_POST_PROJ))) {
         memcpy(w->gcopy, w->gx, sizeof(float) * n);
         gao = w->gcopy;
     }
@@ -363,6 +387,13 @@ size_t fs_backward_scratch_floats(const fs_acts *a) { return share_per_seq(a) * 
 void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps, float *scratch,
                        const fs_param_ptrs *grads, int b0, int b1, double denom)
 {
+    fs_backward_range_links(m, a, clamps, NULL, scratch, grads, b0, b1, denom);
+}
+
+void fs_backward_range_links(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps,
+                             const fs_grad_links *links, float *scratch, const fs_param_ptrs *grads, int b0, int b1,
+                             double denom)
+{
     if (b1 <= b0)
         return;
     const fs_model_config *c = &m->cfg;
@@ -376,7 +407,7 @@ void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *
     float *pool = scratch + (size_t)b0 * share_per_seq(a);
     size_t used = 0, rows = (size_t)nb * N;
 #define TAKE(count) (used = (used + 15) / 16 * 16, used += (count), pool + used - (count))
-    bwd w = {.m = m, .a = a, .clamps = clamps, .gp = grads, .b0 = b0, .b1 = b1, .nb = nb, .rows = (int)rows,
+    bwd w = {.m = m, .a = a, .clamps = clamps, .links = links, .gp = grads, .b0 = b0, .b1 = b1, .nb = nb, .rows = (int)rows,
              .rope = table ? rope : NULL};
     w.gx = TAKE(rows * d);
     w.gy = TAKE(rows * d);

@@ -291,20 +291,27 @@ void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps,
 /* Packing pays off once a few sequences share the weights. */
 enum { PACK_MIN_SEQS = 8 };
 
+void fs_forward_packed(const fs_model *m, fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int nseq)
+{
+    if (nseq < PACK_MIN_SEQS) /* as fs_forward: the same results for the same batch */
+        pk = NULL;
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        if (pk) {
+            fs_packed_update(pk, t, nt);
+#pragma omp barrier
+        }
+        int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
+        fs_forward_range_packed(m, pk, a, clamps, b0, b1);
+    }
+}
+
 void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int nseq)
 {
     fs_packed pk;
     bool packed = nseq >= PACK_MIN_SEQS && fs_packed_init(&pk, m) == 0;
-#pragma omp parallel
-    {
-        int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        if (packed) {
-            fs_packed_update(&pk, t, nt);
-#pragma omp barrier
-        }
-        int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
-        fs_forward_range_packed(m, packed ? &pk : NULL, a, clamps, b0, b1);
-    }
+    fs_forward_packed(m, packed ? &pk : NULL, a, clamps, nseq);
     if (packed)
         fs_packed_free(&pk);
 }

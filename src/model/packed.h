@@ -31,4 +31,8 @@ void fs_packed_update(fs_packed *pk, int part, int nparts);
 void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int b0,
                              int b1);
 
+/* fs_forward with packed weights held by the caller (refreshed here; used, as by
+ * fs_forward, from 8 sequences on, so both give identical results; NULL = unpacked). */
+void fs_forward_packed(const fs_model *m, fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int nseq);
+
 #endif

@@ -210,7 +210,8 @@ static int setup(run *r, fs_error *err)
     if (fs_trainer_init(&r->trainer, &r->model, P, B, cfg->train.threads, &oc, err))
         return -1;
     fs_held_source src = {.config = &cfg->clamps, .origin = r->origin};
-    if (fs_held_load(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err))
+    if (fs_held_load(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err) ||
+        fs_trainer_hold(&r->trainer, &r->hc, err))
         return -1;
     if (fs_schedule_init(&r->eval_at, cfg->train.eval_every, &cfg->train.eval_sched, cfg->train.eval_log_points, B,
                          cfg->train.train_iters, err) ||

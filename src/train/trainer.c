@@ -17,6 +17,7 @@
 #include "fewshot/forward.h"
 #include "kernels/kernels.h"
 #include "base/fileio.h"
+#include "interp/passes.h"
 
 int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const fs_optim_config *oc,
                     fs_error *err)
@@ -60,10 +61,45 @@ int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const
     return 0;
 }
 
+static void free_spares(fs_trainer *t)
+{
+    for (int i = 0; t->spare_grads && i < t->threads; i++)
+        free(t->spare_grads[i]);
+    free(t->spare_grads);
+    free(t->spare_ptrs);
+    t->spare_grads = NULL;
+    t->spare_ptrs = NULL;
+}
+
+int fs_trainer_hold(fs_trainer *t, fs_held_clamps *hc, fs_error *err)
+{
+    t->held = hc;
+    if (hc && fs_held_grads(hc, err)) {
+        t->held = NULL;
+        return -1;
+    }
+    if (!hc || !fs_held_has_backward(hc) || t->spare_grads)
+        return 0;
+    t->spare_grads = calloc((size_t)t->threads, sizeof *t->spare_grads);
+    t->spare_ptrs = calloc((size_t)t->threads, sizeof *t->spare_ptrs);
+    for (int i = 0; t->spare_grads && t->spare_ptrs && i < t->threads; i++) {
+        if (!(t->spare_grads[i] = fs_alloc(t->model->layout.total * sizeof(float))))
+            break;
+        t->spare_ptrs[i] = fs_param_bind(&t->model->cfg, &t->model->layout, t->spare_grads[i]);
+    }
+    if (!t->spare_grads || !t->spare_ptrs || !t->spare_grads[t->threads - 1]) {
+        free_spares(t);
+        t->held = NULL;
+        return fs_fail(err, "trainer: out of memory");
+    }
+    return 0;
+}
+
 void fs_trainer_free(fs_trainer *t)
 {
     if (!t->model)
         return;
+    free_spares(t);
     for (int i = 0; t->thread_grads && i < t->threads; i++)
         free(t->thread_grads[i]);
     free(t->thread_grads);
@@ -154,7 +190,11 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
 #pragma omp barrier
         fs_forward_range_packed(m, &t->packed, &t->acts, t->clamps, b0, b1);
         t->thread_sums[id].loss = fs_query_loss_range(&t->acts, b0, b1, nseq);
-        fs_backward_range(m, &t->acts, t->clamps, t->grad_acts, &t->thread_ptrs[id], b0, b1, nseq);
+        const fs_grad_links *links = t->held ? fs_held_links(t->held) : NULL;
+        fs_backward_range_links(m, &t->acts, t->clamps, links, t->grad_acts, &t->thread_ptrs[id], b0, b1, nseq);
+        if (links && t->spare_grads)
+            fs_held_backward_range(t->held, m, t->grad_acts, t->spare_grads[id], &t->spare_ptrs[id],
+                                   t->thread_grads[id], total, b0, b1, nseq);
 #pragma omp barrier
         size_t lo, hi;
         slice(total, id, n, &lo, &hi);

@@ -2,12 +2,14 @@
  * by whole sequences (each thread owns its sequences' slice of every leaf and its own
  * gradient buffer), gradients summed in a fixed order (deterministic for a fixed thread
  * count), then one optimizer update, sliced across the same threads -- all in one
- * parallel region per step. All memory is allocated once in fs_trainer_init. */
+ * parallel region per step. All memory is allocated once in fs_trainer_init (and
+ * fs_trainer_hold, for the gradients through computed clamps). */
 #ifndef FEWSHOT_TRAINER_H
 #define FEWSHOT_TRAINER_H
 
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
+#include "fewshot/interventions.h"
 #include "model/packed.h"
 #include "fewshot/model.h"
 #include "train/optim.h"
@@ -24,6 +26,9 @@ typedef struct {
     fs_optim_config optim;
     fs_optim_state state;
     const fs_clamp_set *clamps;   /* may be NULL; not owned */
+    const fs_held_clamps *held;   /* the interventions behind clamps (fs_trainer_hold), may be NULL */
+    float **spare_grads;          /* [threads][layout.total] for the other passes' backward */
+    fs_param_ptrs *spare_ptrs;
     fs_packed packed;             /* transposed weights, refreshed at the start of each step */
     /* Optional: fills the inputs of sequences [b0, b1) at the start of the step's parallel
      * region, each thread the sequences it then runs (no region of its own). */
@@ -39,6 +44,12 @@ typedef struct {
 int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const fs_optim_config *oc,
                     fs_error *err);
 void fs_trainer_free(fs_trainer *t);
+
+/* Train through the interventions bound in hc (t->clamps must be what fs_held_update
+ * returns for it; call this before the first update): clamps computed by other passes
+ * pass their gradient into those passes (unless clamp_gradients is "stop"). Allocates
+ * their gradient buffers once. NULL: none. */
+int fs_trainer_hold(fs_trainer *t, fs_held_clamps *hc, fs_error *err);
 
 /* Inputs of sequences [0, nseq) must be in t->acts. Computes the mean query CE (plus
  * weight decay) and its gradient into t->grads. Returns the loss. */

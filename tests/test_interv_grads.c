@@ -1,0 +1,368 @@
+/* Gradients through computed clamps (issue 20): the whole intervened loss -- its other
+ * passes included -- against finite differences, the reference's "done when" zeros of
+ * perfect_copy_from_head_pattern, and "stop" reproducing the golden file-clamp gradients. */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fileio.h"
+#include "base/rng.h"
+#include "fewshot/forward.h"
+#include "fewshot/interventions.h"
+#include "fewshot/seqio.h"
+#include "golden_util.h"
+#include "model/leaves.h"
+#include "train/trainer.h"
+
+enum { D_IN = 6, C = 3, DM = 16, H = 4, HD = DM / H, B = 3 };
+
+/* A small sharp model, a batch, the interventions held on it and a trainer through them. */
+typedef struct {
+    fs_model m;
+    int P;
+    fs_held held;
+    fs_held_clamps hc;
+    fs_trainer t;
+} fx;
+
+static void fx_open(fx *f, const char *json, int P, const int *labels, double mlp_ratio)
+{
+    fs_error err = {{0}};
+    memset(f, 0, sizeof *f);
+    fs_model_config c;
+    fs_model_config_default(&c);
+    c.input_dim = D_IN, c.num_classes = C, c.d_model = DM, c.num_heads = H, c.depth = 2;
+    c.mlp_ratio = mlp_ratio, c.init_seed = 11, c.init_rescale = 3.0;
+    cr_assert_eq(fs_model_create(&f->m, &c, &err), 0, "%s", err.msg);
+    fs_model_init_params(&f->m);
+    f->P = P;
+    float x[B * 8 * D_IN];
+    int y[B * 8];
+    fs_rng_stream r;
+    fs_rng_stream_init(&r, 7, 1);
+    for (int i = 0; i < B * P * D_IN; i++)
+        x[i] = 2.f * fs_rng_next_float(&r) - 1.f;
+    for (int i = 0; i < B * P; i++)
+        y[i] = labels ? labels[i] : (int)(fs_rng_next_u32(&r) % C);
+    fs_train_config tc = {0};
+    fs_optim_config oc = fs_optim_config_from_train(&tc);
+    oc.weight_decay = 0;
+    cr_assert_eq(fs_trainer_init(&f->t, &f->m, P, B, 1, &oc, &err), 0, "%s", err.msg);
+    fs_acts_set_inputs(&f->t.acts, x, y, 0, B);
+    fs_held_source src = {.intervene = json};
+    cr_assert_eq(fs_held_load(&f->held, &src, &c, P, B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&f->hc, &f->held, &f->t.acts, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_trainer_hold(&f->t, &f->hc, &err), 0, "%s", err.msg);
+    f->t.clamps = fs_held_update(&f->hc, &f->m, &f->t.acts, B);
+}
+
+static void fx_close(fx *f)
+{
+    fs_trainer_free(&f->t);
+    fs_held_unbind(&f->hc);
+    fs_held_free(&f->held);
+    fs_model_free(&f->m);
+}
+
+/* The intervened loss at the current parameters: every pass recomputed. */
+static double loss_now(fx *f)
+{
+    const fs_clamp_set *cs = fs_held_update(&f->hc, &f->m, &f->t.acts, B);
+    fs_forward(&f->m, &f->t.acts, cs, B);
+    return fs_query_loss_range(&f->t.acts, 0, B, B);
+}
+
+/* Central differences at the largest gradient entry of every tensor and at a few more
+ * of each block's query/key weights; returns how many entries were compared. */
+static int fd_compare(fx *f, const double *g)
+{
+    int checked = 0;
+    for (int k = 0; k < f->m.layout.count; k++) {
+        const fs_param_desc *d = &f->m.layout.tensors[k];
+        size_t pick[4] = {0}, np = 1;
+        for (size_t i = 1; i < d->numel; i++)
+            if (fabs(g[d->offset + i]) > fabs(g[d->offset + pick[0]]))
+                pick[0] = i;
+        if (strstr(d->name, "qkv.weight"))
+            for (int j = 1; j < 4; j++)
+                pick[np++] = (size_t)j * 37 % (2 * DM * DM); /* query and key rows */
+        for (size_t j = 0; j < np; j++) {
+            size_t i = d->offset + pick[j];
+            if (fabs(g[i]) < 1e-3)
+                continue;
+            float *p = &f->m.params[i], keep = *p, eps = 1e-3f;
+            *p = keep + eps;
+            double up = loss_now(f);
+            *p = keep - eps;
+            double down = loss_now(f);
+            *p = keep;
+            double fd = (up - down) / (2.0 * eps);
+            cr_assert(fabs(fd - g[i]) <= 1e-3 + 3e-2 * fabs(g[i]), "%s[%zu]: analytic %g, finite difference %g",
+                      d->name, pick[j], g[i], fd);
+            checked++;
+        }
+    }
+    return checked;
+}
+
+static void fd_check(const char *json, int P, const int *labels, double mlp_ratio, int at_least)
+{
+    fx f;
+    fx_open(&f, json, P, labels, mlp_ratio);
+    fs_trainer_grad(&f.t, B);
+    size_t n = f.m.layout.total;
+    double *g = malloc(n * sizeof *g);
+    cr_assert_not_null(g);
+    for (size_t i = 0; i < n; i++)
+        g[i] = f.t.grads[i];
+    int checked = fd_compare(&f, g);
+    cr_assert_geq(checked, at_least, "%s: only %d entries compared", json, checked);
+    free(g);
+    fx_close(&f);
+}
+
+/* Sum of |grad| over rows [r0, r1) of a [rows][cols] tensor. */
+static double rows_abs(const float *w, int r0, int r1, int cols)
+{
+    double s = 0;
+    for (int r = r0; r < r1; r++)
+        for (int c = 0; c < cols; c++)
+            s += fabsf(w[(size_t)r * cols + c]);
+    return s;
+}
+
+Test(interv_grads, preserve_matches_finite_differences)
+{
+    fd_check("{\"preserve\": [\"patterns\"]}", 4, NULL, 2.0, 10);
+    fd_check("{\"preserve\": [\"patterns\"], \"ablate_heads\": [\"1:3\", \"0:1\"]}", 4, NULL, 2.0, 10);
+    fd_check("{\"preserve\": [\"values\"], \"ablate_heads\": [\"0:2\"]}", 4, NULL, 2.0, 10);
+    fd_check("{\"preserve\": [\"queries\", \"keys\"], \"ablate_heads\": [\"0:0\"], \"preserve_from_layer\": 1}", 4,
+             NULL, 0.0, 10);
+    fd_check("{\"preserve\": [\"patterns\", \"values\", \"queries\", \"keys\"], \"induction_heads\": [\"1:2\"]}", 3,
+             NULL, 2.0, 8);
+}
+
+Test(interv_grads, head_temperature_matches_finite_differences)
+{
+    fd_check("{\"head_temperature\": {\"1:2\": 3.0, \"0:1\": 0.5}}", 4, NULL, 2.0, 10);
+    fd_check("{\"head_temperature\": {\"1:2\": 2.0}, \"ablate_heads\": [\"1:0\"]}", 4, NULL, 0.0, 10);
+    fd_check("{\"head_temperature\": [\"0:3:4.0\"], \"preserve\": [\"values\"], \"ablate_heads\": [\"0:1\", \"1:1\"]}", 4,
+             NULL, 2.0, 10);
+}
+
+/* every query label appears in its context (else its logit is -1e9 and the loss ~1e9) */
+static const int copy_labels[B * 3] = {0, 1, 1, 2, 0, 2, 1, 1, 1};
+
+Test(interv_grads, perfect_copy_matches_finite_differences)
+{
+    fd_check("{\"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0, 6);
+    fd_check("{\"perfect_copy_from_head_pattern\": \"0:2\", \"ablate_heads\": [\"0:1\"]}", 3, copy_labels, 0.0, 4);
+}
+
+Test(interv_grads, perfect_prev_token_input_matches_finite_differences)
+{
+    fd_check("{\"perfect_prev_token_input\": true}", 4, NULL, 2.0, 8);
+    fd_check("{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"1:1\", \"1:2\"]}", 4, NULL, 0.0, 8);
+    fd_check("{\"perfect_prev_token_input\": true, \"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0,
+             4);
+}
+
+/* The forwards by hand: clean pass, perfect copy's out row; passes A and B of the perfect
+ * previous-token input, and the final pass's out. */
+static void clamp_whole(fs_clamp_set *cs, const fs_acts *a, int leaf, const float *v)
+{
+    size_t n = a->leaves[leaf].numel * B;
+    uint8_t *mask = malloc(n);
+    cr_assert_not_null(mask);
+    memset(mask, 1, n);
+    fs_clamp_set_leaf(cs, a, leaf, v, mask, B);
+    free(mask);
+}
+
+Test(interv_grads, forwards_are_the_references)
+{
+    fx f;
+    fx_open(&f, "{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"1:2\"]}", 3, copy_labels, 2.0);
+    fs_error err = {{0}};
+    fs_acts *run = &f.t.acts, pa, pb, fin;
+    const fs_model_config *c = &f.m.cfg;
+    fs_forward(&f.m, run, f.t.clamps, B);
+    fs_acts *all[3] = {&pa, &pb, &fin};
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(fs_acts_create(all[k], c, 3, B, &err), 0, "%s", err.msg);
+        memcpy(fs_leaf_ptr(all[k], L_EXAMPLES, 0), fs_leaf_ptr(run, L_EXAMPLES, 0),
+               sizeof(float) * B * run->leaves[L_EXAMPLES].numel);
+        memcpy(fs_leaf_ptr(all[k], L_LABELS, 0), fs_leaf_ptr(run, L_LABELS, 0),
+               sizeof(float) * B * run->leaves[L_LABELS].numel);
+    }
+    fs_forward(&f.m, &pa, NULL, B);
+    int N = run->N, out0 = fs_block_leaf_id(0, B_OUT), sc1 = fs_block_leaf_id(1, B_ATTN_SCORES);
+    float shifted[B * 5 * DM];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < N; i++)
+            memcpy(shifted + ((size_t)b * N + i) * DM,
+                   fs_leaf_ptr(&pa, L_EMBEDDING, b) + (size_t)(i == 0 || i == N - 1 ? i : i - 1) * DM,
+                   sizeof(float) * DM);
+    fs_clamp_set cb, cf;
+    fs_clamp_set_init(&cb, &pb);
+    clamp_whole(&cb, &pb, out0, shifted);
+    fs_forward(&f.m, &pb, &cb, B);
+    fs_clamp_set_init(&cf, &fin);
+    clamp_whole(&cf, &fin, out0, fs_leaf_ptr(&pa, L_EMBEDDING, 0));
+    clamp_whole(&cf, &fin, sc1, fs_leaf_ptr(&pb, sc1, 0));
+    float *v1 = calloc(fin.leaves[fs_block_leaf_id(1, B_V)].numel * B, sizeof(float));
+    uint8_t *m1 = calloc(fin.leaves[fs_block_leaf_id(1, B_V)].numel * B, 1);
+    size_t per = fin.leaves[fs_block_leaf_id(1, B_V)].numel, ph = per / H;
+    for (int b = 0; b < B; b++)
+        memset(m1 + b * per + 2 * ph, 1, ph); /* head 2's values = 0 */
+    fs_clamp_set_leaf(&cf, &fin, fs_block_leaf_id(1, B_V), v1, m1, B);
+    fs_forward(&f.m, &fin, &cf, B);
+    int id_out = fs_top_after(c, L_OUT);
+    for (size_t i = 0; i < run->leaves[id_out].numel * B; i++)
+        cr_assert_eq(fs_leaf_ptr(run, id_out, 0)[i], fs_leaf_ptr(&fin, id_out, 0)[i], "out[%zu]", i);
+    free(v1);
+    free(m1);
+    fs_clamp_set_free(&cb);
+    fs_clamp_set_free(&cf);
+    fx_close(&f);
+
+    /* perfect copy: the query's out row from the clean pass's pre-softmax scores (pa is
+     * that clean pass: the same model and inputs) */
+    fx_open(&f, "{\"perfect_copy_from_head_pattern\": \"1:3\"}", 3, copy_labels, 2.0);
+    fs_forward(&f.m, &f.t.acts, f.t.clamps, B);
+    int pre = fs_block_leaf_id(1, B_ATTN_PRE_SOFTMAX);
+    for (int b = 0; b < B; b++) {
+        const float *z = fs_leaf_ptr(&f.t.acts, id_out, b) + 2 * C;
+        const float *q = fs_leaf_ptr(&pa, pre, b) + ((size_t)3 * N + N - 1) * N;
+        int y0 = copy_labels[b * 3], y1 = copy_labels[b * 3 + 1];
+        for (int cl = 0; cl < C; cl++) {
+            float want = cl == y1 ? q[3] : cl == y0 ? q[1] : -1e9f;
+            cr_assert_eq(z[cl], want, "seq %d class %d: %g, expected %g", b, cl, z[cl], want);
+        }
+    }
+    fx_close(&f);
+    for (int k = 0; k < 3; k++)
+        fs_acts_free(all[k]);
+}
+
+/* The issue's example: q/k gradients of both layers non-zero under preserve patterns
+ * (through the clean pass), exactly zero with "stop". */
+Test(interv_grads, preserve_patterns_reaches_queries_and_keys)
+{
+    for (int stop = 0; stop < 2; stop++) {
+        fx f;
+        fx_open(&f,
+                stop ? "{\"preserve\": [\"patterns\"], \"ablate_heads\": [\"1:3\"], \"clamp_gradients\": \"stop\"}"
+                     : "{\"preserve\": [\"patterns\"], \"ablate_heads\": [\"1:3\"]}",
+                4, NULL, 2.0);
+        fs_trainer_grad(&f.t, B);
+        fs_param_ptrs g = fs_param_bind(&f.m.cfg, &f.m.layout, f.t.grads);
+        for (int l = 0; l < 2; l++) {
+            double qk = rows_abs(g.blocks[l].qkv_w, 0, 2 * DM, DM);
+            cr_assert(stop ? qk == 0 : qk > 0, "stop %d layer %d: q/k |grad| %g", stop, l, qk);
+        }
+        fx_close(&f);
+    }
+}
+
+/* Issue 20's "done when" on the documented model and the golden batch. */
+Test(interv_grads, perfect_copy_trains_only_the_heads_scores)
+{
+    golden_held gh;
+    fs_held_source src = {.intervene = "{\"perfect_copy_from_head_pattern\": \"1:3\"}"};
+    golden_held_open(&gh, "doc", "grad.json", &src, 2);
+    fs_trainer_grad(&gh.t, gh.batch.B);
+    const fs_model *m = &gh.m;
+    fs_param_ptrs g = fs_param_bind(&m->cfg, &m->layout, gh.t.grads);
+    int d = m->cfg.d_model, hd = d / m->cfg.num_heads, F = fs_mlp_hidden(&m->cfg);
+    const fs_block_params *b1 = &g.blocks[1];
+    cr_assert_eq(rows_abs(b1->qkv_w, 2 * d, 3 * d, d), 0.0, "layer 1 value rows");
+    cr_assert_eq(rows_abs(b1->proj_w, 0, d, d), 0.0, "layer 1 projection");
+    cr_assert_eq(rows_abs(b1->fc1_w, 0, F, d) + rows_abs(b1->fc1_b, 0, 1, F), 0.0, "layer 1 fc1");
+    cr_assert_eq(rows_abs(b1->fc2_w, 0, d, F) + rows_abs(b1->fc2_b, 0, 1, d), 0.0, "layer 1 fc2");
+    cr_assert_eq(rows_abs(b1->norm2_w, 0, 1, d) + rows_abs(b1->norm2_b, 0, 1, d), 0.0, "layer 1 norm2");
+    cr_assert_eq(rows_abs(g.norm_w, 0, 1, d) + rows_abs(g.norm_b, 0, 1, d), 0.0, "final norm");
+    cr_assert_eq(rows_abs(g.unembed_w, 0, m->cfg.num_classes, d) + rows_abs(g.unembed_b, 0, 1, m->cfg.num_classes),
+                 0.0, "unembedding");
+    for (int h = 0; h < m->cfg.num_heads; h++) {
+        double q = rows_abs(b1->qkv_w, h * hd, (h + 1) * hd, d), k = rows_abs(b1->qkv_w, d + h * hd, d + (h + 1) * hd, d);
+        cr_assert(h == 3 ? q > 0 && k > 0 : q == 0 && k == 0, "head %d: query |grad| %g, key |grad| %g", h, q, k);
+    }
+    golden_held_close(&gh);
+}
+
+/* The golden preserve_patterns_ablate gradients (test_golden.c) were made with a clamp
+ * file: constants (docs/cache.md). The named intervention with clamp_gradients "stop" gives the
+ * file's gradients on the file's sequence; the reference's default ("through") does not. */
+Test(interv_grads, golden_preserve_patterns_ablate_is_stop)
+{
+    static const char *const models[] = {"doc", "attn_only"};
+    static const char *const file = "clamp_preserve_patterns_ablate.json";
+    static const char *const stop = "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], "
+                                    "\"preserve_from_layer\": -1, \"clamp_gradients\": \"stop\"}";
+    static const char *const through = "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], "
+                                       "\"preserve_from_layer\": -1}";
+    for (int k = 0; k < 2; k++) {
+        char path[256];
+        snprintf(path, sizeof path, GOLDEN_DIR "/%s/%s", models[k], file);
+        fs_held_source srcs[3] = {{.cache = path, .mask = path}, {.intervene = stop}, {.intervene = through}};
+        golden_held g[3];
+        double loss[3];
+        for (int j = 0; j < 3; j++) {
+            golden_held_open(&g[j], models[k], file, &srcs[j], 1);
+            loss[j] = fs_trainer_grad(&g[j].t, g[j].batch.B);
+        }
+        cr_assert(fabs(loss[0] - loss[1]) <= 1e-6 * fabs(loss[0]) && fabs(loss[0] - loss[2]) <= 1e-6 * fabs(loss[0]),
+                  "%s: losses %g %g %g", models[k], loss[0], loss[1], loss[2]);
+        double mx = 0, ds = 0, dt = 0;
+        for (size_t i = 0; i < g[0].m.layout.total; i++) {
+            float gf = g[0].t.grads[i];
+            mx = fmax(mx, fabsf(gf));
+            ds = fmax(ds, fabsf(gf - g[1].t.grads[i]));
+            dt = fmax(dt, fabsf(gf - g[2].t.grads[i]));
+        }
+        cr_assert(ds <= 1e-4 * mx, "%s: stop differs from the clamp file by %g (max %g)", models[k], ds, mx);
+        cr_assert(dt > 1e-3 * mx, "%s: through equals the clamp file (%g)", models[k], dt);
+        for (int j = 0; j < 3; j++)
+            golden_held_close(&g[j]);
+    }
+}
+
+Test(interv_grads, errors)
+{
+    fs_model_config c;
+    fs_model_config_default(&c);
+    fs_interventions iv;
+    fs_error err = {{0}};
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"clamp_gradients\": \"none\"}", &c, &err), -1);
+    cr_assert(strstr(err.msg, "clamp_gradients") && strstr(err.msg, "\"stop\""), "%s", err.msg);
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_copy_from_head_pattern\": [\"1:3\"]}", &c, &err), -1);
+    cr_assert(strstr(err.msg, "perfect_copy_from_head_pattern"), "%s", err.msg);
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_prev_token_input\": true, \"ablate_heads\": [\"0:1\"]}", &c,
+                                           &err),
+                 -1);
+    cr_assert(strstr(err.msg, "layer 1"), "%s", err.msg);
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_prev_token_input\": true, \"preserve\": [\"values\"]}", &c,
+                                           &err),
+                 -1);
+    cr_assert(strstr(err.msg, "combines only"), "%s", err.msg);
+    c.depth = 3;
+    cr_assert_eq(fs_interventions_from_arg(&iv, "{\"perfect_prev_token_input\": true}", &c, &err), -1);
+    cr_assert(strstr(err.msg, "2-layer"), "%s", err.msg);
+
+    /* perfect copy refuses other context lengths at bind time */
+    c.depth = 2;
+    fs_acts a;
+    cr_assert_eq(fs_acts_create(&a, &c, 5, 1, &err), 0, "%s", err.msg);
+    fs_held held;
+    fs_held_clamps hc;
+    fs_held_source src = {.intervene = "{\"perfect_copy_from_head_pattern\": \"1:3\"}"};
+    cr_assert_eq(fs_held_load(&held, &src, &c, 5, 0, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&hc, &held, &a, &err), -1);
+    cr_assert(strstr(err.msg, "exactly 2 pairs") && strstr(err.msg, "got 4"), "%s", err.msg);
+    fs_held_free(&held);
+    fs_acts_free(&a);
+}
