@@ -29,8 +29,9 @@ LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 BINDIR  ?= $(PREFIX)/bin
 
-.PHONY: all lib deps deps-bench deps-cache deps-python deps-report deps-slurm test test-portable test-avx2 test-install test-python \
-        test-report test-slurm install uninstall asan-test valgrind bench bench-compare bench-compare-sizes check-layers clean
+.PHONY: all lib deps deps-bench deps-cache deps-python deps-report deps-slurm test test-portable test-avx2 test-install \
+        test-python test-report test-slurm install uninstall asan-test ubsan-clang-test valgrind bench bench-compare \
+        bench-compare-sizes check-layers clean deps-fuzz fuzz fuzz-ci fuzz-build fuzz-replay
 
 all: fewshot lib
 
@@ -138,8 +139,9 @@ fewshot: $(BUILD)/fewshot
 $(BUILD)/test_fewshot: $(TEST_OBJ) $(BUILD)/libfewshot.a
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS) -lcriterion
 
-# Tests run from the repository root; golden files are read from tests/golden.
-test: check-layers $(BUILD)/test_fewshot fewshot
+# Tests run from the repository root; golden files are read from tests/golden. The fuzz
+# targets' seeds and kept crash inputs (tests/fuzz/regressions) are replayed too.
+test: check-layers $(BUILD)/test_fewshot fewshot fuzz-replay
 	$(BUILD)/test_fewshot -j2
 
 # The other vector widths: SIMDe's portable code (what ARM builds run; no -march) and
@@ -166,12 +168,77 @@ test-slurm: fewshot
 check-layers:
 	tests/check_layers.sh
 
+# gcc ASan+UBSan, then clang's UBSan (it checks what gcc's does not, e.g. pointer
+# arithmetic on NULL): both run the whole suite against their own binary. clang gets
+# -ffp-contract=off, gcc's default under -std=c11, so bit-exact tests see the same floats.
 asan-test:
 	$(MAKE) BUILD=build-asan OPT="$(ASAN_OPT)" \
 	    build-asan/test_fewshot build-asan/fewshot
 	cp build-asan/fewshot fewshot-asan
 	FEWSHOT_BIN=./fewshot-asan ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    UBSAN_OPTIONS=print_stacktrace=1 build-asan/test_fewshot -j2
+	$(MAKE) ubsan-clang-test
+
+UBSAN_CLANG_OPT = -O2 -march=native -g -ffp-contract=off -fno-omit-frame-pointer -fsanitize=undefined,float-cast-overflow \
+                  -fno-sanitize-recover=all
+ubsan-clang-test: deps-fuzz
+	$(MAKE) CC=clang BUILD=build-ubsan OPT="$(UBSAN_CLANG_OPT)" build-ubsan/test_fewshot build-ubsan/fewshot
+	cp build-ubsan/fewshot fewshot-ubsan
+	FEWSHOT_BIN=./fewshot-ubsan UBSAN_OPTIONS=print_stacktrace=1 build-ubsan/test_fewshot -j2
+
+# ---- fuzzing (tests/fuzz/README.md): libFuzzer targets built with clang ----
+FUZZ_TARGETS := safetensors seqjson config clamps checkpoint classify hdf5
+FUZZ_SECONDS ?= 60
+FUZZ_OPT = -O1 -march=native -g -ffp-contract=off -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# each target's seed corpus: the repository's own files of that format
+FUZZ_SEEDS_safetensors = tests/golden/*/*.safetensors tests/fuzz/seeds/checkpoint
+FUZZ_SEEDS_seqjson = datasets/examples/seq_doc.json datasets/examples/batch_doc.json tests/fuzz/seeds/seqjson
+FUZZ_SEEDS_config = configs/*.json tests/golden/*/config.json tests/fuzz/seeds/config
+FUZZ_SEEDS_clamps = tests/golden/attn_only/clamp_*[a-z].json tests/fuzz/seeds/clamps
+FUZZ_SEEDS_checkpoint = tests/fuzz/seeds/checkpoint
+FUZZ_SEEDS_classify = datasets/examples/classify_*.json
+FUZZ_SEEDS_hdf5 = tests/fuzz/seeds/hdf5 datasets/synth_small.h5
+
+# Debian's clang brings libFuzzer and the sanitizer runtimes.
+deps-fuzz:
+	@command -v clang >/dev/null || { apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends clang; }
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_common.h build-fuzz/libfewshot.a
+	clang $(CFLAGS:$(OPT)=) $(FUZZ_OPT) -fsanitize=fuzzer $< build-fuzz/libfewshot.a -o $@ $(LDLIBS)
+
+# the library instrumented for coverage (the pattern rules above with BUILD=build-fuzz)
+fuzz-build: deps-fuzz
+	$(MAKE) CC=clang BUILD=build-fuzz OPT="$(FUZZ_OPT) -fsanitize=fuzzer-no-link" build-fuzz/libfewshot.a
+	$(MAKE) $(FUZZ_TARGETS:%=build-fuzz/fuzz_%)
+
+# Each target runs FUZZ_SECONDS on a corpus in build-fuzz/corpus/T (seeded from the repo);
+# a crash stops it and leaves the input in tests/fuzz/regressions/T/ (replayed by make test).
+define fuzz_one
+mkdir -p build-fuzz/corpus/$(1) tests/fuzz/regressions/$(1); \
+for f in $(FUZZ_SEEDS_$(1)); do if [ -d $$f ]; then cp $$f/* build-fuzz/corpus/$(1)/ 2>/dev/null || true; \
+    else cp $$f build-fuzz/corpus/$(1)/; fi; done; \
+echo "== fuzz_$(1) for $(FUZZ_SECONDS) s"; \
+build-fuzz/fuzz_$(1) -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
+    -artifact_prefix=tests/fuzz/regressions/$(1)/ build-fuzz/corpus/$(1) > build-fuzz/fuzz_$(1).log 2>&1 \
+    || echo "fuzz_$(1): FOUND A CRASH (input kept in tests/fuzz/regressions/$(1)/)"; \
+grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|Test unit written" \
+    build-fuzz/fuzz_$(1).log | tail -6;
+endef
+
+fuzz: fuzz-build
+	@$(foreach t,$(FUZZ_TARGETS),$(call fuzz_one,$(t)))
+
+fuzz-ci:
+	$(MAKE) fuzz FUZZ_SECONDS=20
+
+# gcc builds of the targets with a plain main: replay seeds and kept crash inputs.
+$(BUILD)/fuzz-replay/%: tests/fuzz/fuzz_%.c tests/fuzz/replay_main.c tests/fuzz/fuzz_common.h $(BUILD)/libfewshot.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< tests/fuzz/replay_main.c $(BUILD)/libfewshot.a -o $@ $(LDLIBS)
+
+fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/fuzz-replay/%)
+	@$(foreach t,$(FUZZ_TARGETS),$(BUILD)/fuzz-replay/$(t) tests/fuzz/regressions/$(t) $(FUZZ_SEEDS_$(t)) &&) true
 
 # valgrind cannot decode AVX-512: build for AVX2 (SIMDe maps the kernels) and run the commands.
 valgrind:
@@ -189,4 +256,5 @@ bench-compare-sizes: fewshot
 	python3 bench/compare.py --sizes
 
 clean:
-	rm -rf build build-asan build-valgrind build-portable build-avx2 fewshot fewshot-asan
+	rm -rf build build-asan build-ubsan build-fuzz build-valgrind build-portable build-avx2 fewshot fewshot-asan \
+	    fewshot-ubsan

@@ -460,6 +460,37 @@ Test(kvcache, bad_cache_use)
     fs_model_free(&m);
 }
 
+/* Running out of memory while the cache grows (FEWSHOT_MAX_MEMORY_MB caps one allocation)
+ * is an error naming the cause; the cache keeps the pairs it had and stays usable. */
+Test(kvcache, out_of_memory_is_an_error_and_keeps_the_cache)
+{
+    fs_model_config cfg = small_config(0); /* 4 heads x 8 dims: 128 bytes a token per layer */
+    fs_model m;
+    random_model(&m, &cfg, 13);
+    int D = cfg.input_dim, pairs = 6000; /* 12000 tokens: 1.5 MB a layer, over a 1 MB cap */
+    float *ctx = random_rows((size_t)pairs, D, 7);
+    int *labels = random_labels(pairs, cfg.num_classes, 8);
+    fs_error err = {{0}};
+    fs_kv_cache c;
+    cr_assert_eq(fs_kv_init(&c, &m, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_kv_build(&c, ctx, labels, 4, &err), 0, "%s", err.msg);
+    cr_assert_eq(setenv("FEWSHOT_MAX_MEMORY_MB", "1", 1), 0);
+    int rc = 0, added = 0;
+    for (int i = 4; i < pairs && rc == 0; i++, added++)
+        rc = fs_kv_append(&c, ctx + (size_t)i * D, labels[i], &err);
+    cr_assert_eq(rc, -1, "a cache over the memory cap must fail");
+    expect_error(rc, &err, "out of memory", NULL);
+    cr_assert_eq(fs_kv_pairs(&c), 4 + added - 1, "the failed pair is not half in the cache");
+    cr_assert_eq(unsetenv("FEWSHOT_MAX_MEMORY_MB"), 0);
+    fs_kv_freeze(&c);
+    float logits[4];
+    cr_assert_eq(fs_kv_classify(&c, ctx, 1, logits, 1, &err), 0, "%s", err.msg);
+    fs_kv_free(&c);
+    free(ctx);
+    free(labels);
+    fs_model_free(&m);
+}
+
 /* ---- compression (issue 19) ---- */
 
 static const char *const every_policy[] = {"recent",         "sinks+recent", "attention",   "labels-only",

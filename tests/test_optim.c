@@ -52,7 +52,7 @@ Test(optim, sgd_adam_and_clipping)
 
     fs_optim_config c = cfg(FS_OPT_SGD);
     fs_optim_state s;
-    fs_optim_state_init(&s, &m);
+    cr_assert_eq(fs_optim_state_init(&s, &m, NULL), 0);
     double norm = fs_optim_update(&c, &s, &m, g);
     cr_assert_float_eq(norm, 5.0, 1e-9);
     cr_assert_float_eq(m.params[0], 1.0f - 1e-3f * 3.0f, 1e-7);
@@ -63,7 +63,7 @@ Test(optim, sgd_adam_and_clipping)
     for (size_t i = 0; i < n; i++)
         m.params[i] = 1.0f;
     c = cfg(FS_OPT_ADAM);
-    fs_optim_state_init(&s, &m);
+    cr_assert_eq(fs_optim_state_init(&s, &m, NULL), 0);
     fs_optim_update(&c, &s, &m, g);
     cr_assert_float_eq(m.params[0], 1.0f - 1e-3f * 3.0f / (3.0f + 1e-8f), 1e-6);
     cr_assert_float_eq(m.params[1], 1.0f + 1e-3f, 1e-6);
@@ -75,7 +75,7 @@ Test(optim, sgd_adam_and_clipping)
      * Adam's first-step direction is unchanged but its moments hold the clipped values */
     g[0] = 6.0f, g[1] = -8.0f;
     c = cfg(FS_OPT_WARMUP_DECAY);
-    fs_optim_state_init(&s, &m);
+    cr_assert_eq(fs_optim_state_init(&s, &m, NULL), 0);
     norm = fs_optim_update(&c, &s, &m, g);
     cr_assert_float_eq(norm, 10.0, 1e-9, "the reported norm is the one before clipping");
     cr_assert_float_eq(s.m[0], (1.0f - 0.9f) * 3.0f, 1e-6, "first moment of the clipped gradient");

@@ -82,8 +82,9 @@ int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache
                            const char *cache_origin, const char *mask_origin, fs_error *err);
 int fs_clamp_set_load(fs_clamp_set *c, const fs_acts *a, const char *cache_path, const char *mask_path,
                       fs_error *err);
-/* Set a leaf's clamp directly (numel or batch*numel values); copies the data. */
-void fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float *value, const uint8_t *mask,
+/* Set a leaf's clamp directly (numel or batch*numel values); copies the data. -1 when
+ * out of memory (or the set's table could not be allocated). */
+int fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float *value, const uint8_t *mask,
                        int batch);
 
 /* Whether any leaf's clamp is per sequence (values indexed by the sequence's slot, so a

@@ -106,7 +106,8 @@ typedef struct {
 } fs_kv_layer_stats;
 
 void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s);
-/* The per-layer table with totals, as printed by `fewshot classify --kv-stats`. */
+/* The per-layer table with totals, as printed by `fewshot classify --kv-stats` (NULL when
+ * out of memory). */
 char *fs_kv_stats_table(const fs_kv_cache *c);
 
 /* Inputs. Context JSON: {"examples": [k][D], "labels": [k]} with k >= 1 and labels in

@@ -255,7 +255,8 @@ int fs_api_clamps_set(fs_api_clamps *c, int i, const float *value, const uint8_t
     for (size_t k = 0; k < n; k++)
         if (mask[k] > 1)
             return fs_fail(err, "clamps: %s: mask values must be 0 or 1 (element %zu is %d)", l->name[i], k, mask[k]);
-    fs_clamp_set_leaf(&c->set, &l->acts, l->leaf[i], value, mask, (int)batch);
+    if (fs_clamp_set_leaf(&c->set, &l->acts, l->leaf[i], value, mask, (int)batch))
+        return fs_fail(err, "clamps: %s: out of memory for %zu values", l->name[i], n);
     if (batch)
         c->batch = (int)batch;
     return 0;

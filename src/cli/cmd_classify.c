@@ -1,5 +1,6 @@
 /* fewshot classify: many queries against one context with a frozen key-value cache
  * (docs/formats.md). */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,15 @@ static float *run_queries(const fs_kv_cache *c, const fs_kv_queries *q, int thre
         return NULL;
     }
     *seconds = omp_get_wtime() - t0;
+    /* probabilities from non-finite logits are meaningless: an error, never "-nan" on stdout */
+    for (size_t i = 0; i < q->count * (size_t)c->model->cfg.num_classes; i++)
+        if (!isfinite(logits[i])) {
+            fs_fail(&err, "query %zu: the model's logits are %s (inputs too large for float32?); no predictions "
+                    "written", i / (size_t)c->model->cfg.num_classes, fs_nonfinite_name(logits[i]));
+            fs_cli_error(err.msg);
+            free(logits);
+            return NULL;
+        }
     return logits;
 }
 

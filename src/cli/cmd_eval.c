@@ -40,8 +40,8 @@ static void put_cjson_number(fs_ostream *o, double d)
     int n;
     if (!at)
         return;
-    if (isnan(d) || isinf(d))
-        n = snprintf(at, 32, "null");
+    if (!isfinite(d)) /* the JSON convention for non-finite numbers: docs/formats.md */
+        n = snprintf(at, 32, "\"%s\"", fs_nonfinite_name(d));
     else if (d == (double)(int)d && fabs(d) < 2147483647.0)
         n = snprintf(at, 32, "%d", (int)d);
     else {

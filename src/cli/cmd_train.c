@@ -114,6 +114,10 @@ int fs_cmd_train(int argc, char **argv)
     char out[1024];
     const char *config_path = fs_arg(&args, "--config");
     if (fs_arg(&args, "--out")) {
+        if (strlen(fs_arg(&args, "--out")) >= sizeof out) {
+            fs_run_config_free(&cfg);
+            return fs_cli_error("--out: the directory name is longer than 1023 bytes");
+        }
         snprintf(out, sizeof out, "%s", fs_arg(&args, "--out"));
     } else {
         char name[512];

@@ -76,14 +76,23 @@ void *fs_cache_shapes_json(const fs_acts *a, int nseq, bool batched, const bool 
 typedef struct {
     char *buf;
     size_t len, cap;
+    bool failed; /* out of memory: the text is incomplete */
 } strbuf;
 
 static void sb_put(strbuf *s, const char *text)
 {
     size_t n = strlen(text);
+    if (s->failed)
+        return;
     if (s->len + n + 1 > s->cap) {
-        s->cap = (s->len + n + 1) * 2;
-        s->buf = realloc(s->buf, s->cap);
+        size_t cap = (s->len + n + 1) * 2;
+        char *grown = realloc(s->buf, cap);
+        if (!grown) {
+            s->failed = true;
+            return;
+        }
+        s->buf = grown;
+        s->cap = cap;
     }
     memcpy(s->buf + s->len, text, n + 1);
     s->len += n;
@@ -117,6 +126,10 @@ static void print_sorted(strbuf *s, const cJSON *v, int depth)
             return;
         }
         cJSON **kids = malloc(sizeof *kids * (size_t)n);
+        if (!kids) {
+            s->failed = true;
+            return;
+        }
         int i = 0;
         for (cJSON *c = v->child; c; c = c->next)
             kids[i++] = c;
@@ -164,5 +177,9 @@ char *fs_json_print_sorted(const void *json)
     strbuf s = {0};
     print_sorted(&s, json, 0);
     sb_put(&s, "\n");
+    if (s.failed) {
+        free(s.buf);
+        return NULL;
+    }
     return s.buf;
 }

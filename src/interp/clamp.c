@@ -9,6 +9,7 @@
 #include "fewshot/model.h"
 #include "model/path.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 void fs_clamp_set_init(fs_clamp_set *c, const fs_acts *a)
 {
@@ -30,20 +31,30 @@ void fs_clamp_set_free(fs_clamp_set *c)
     memset(c, 0, sizeof *c);
 }
 
-void fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float *value, const uint8_t *mask,
-                       int batch)
+int fs_clamp_set_leaf(fs_clamp_set *c, const fs_acts *a, int leaf, const float *value, const uint8_t *mask,
+                      int batch)
 {
+    if (!c->leaf)
+        return -1;
     fs_clamp *k = &c->leaf[leaf];
-    if (!k->mask)
-        c->active++;
+    if (k->mask)
+        c->active--;
     free(k->value);
     free(k->mask);
     size_t n = a->leaves[leaf].numel * (size_t)(batch ? batch : 1);
     k->value = malloc(n * sizeof(float) + 1);
     k->mask = malloc(n + 1);
+    if (!k->value || !k->mask) {
+        free(k->value);
+        free(k->mask);
+        k->value = NULL, k->mask = NULL;
+        return -1;
+    }
+    c->active++;
     memcpy(k->value, value, n * sizeof(float));
     memcpy(k->mask, mask, n);
     k->batch = batch;
+    return 0;
 }
 
 bool fs_clamp_set_per_sequence(const fs_clamp_set *c)
@@ -105,9 +116,10 @@ static int flatten(const cJSON *v, const int *shape, int nd, float *out, size_t 
             out[(*pos)++] = cJSON_IsTrue(v) ? 1.f : 0.f;
             return 0;
         }
-        if (!cJSON_IsNumber(v))
+        double x;
+        if (fs_json_get_float(v, &x)) /* a number, or "NaN"/"Infinity"/"-Infinity" as a dump writes them */
             return -1;
-        out[(*pos)++] = (float)v->valuedouble;
+        out[(*pos)++] = (float)x;
         return 0;
     }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != shape[0])
@@ -152,6 +164,8 @@ static int parse_leaf_array(const load_ctx *ctx, int leaf, const cJSON *v, const
                        origin, l->path, want, want, got);
     size_t n = l->numel * (size_t)(*batch ? *batch : 1);
     *out = malloc(n * sizeof(float) + 1);
+    if (!*out)
+        return fs_fail_alloc(ctx->err, origin, n * sizeof(float));
     size_t pos = 0;
     if (flatten(v, shape, *batch ? l->ndim + 1 : l->ndim, *out, &pos, is_mask) || pos != n) {
         free(*out);
@@ -195,13 +209,13 @@ static int load_leaf(fs_clamp_set *c, const load_ctx *ctx, int leaf, const cJSON
     }
     size_t n = ctx->a->leaves[leaf].numel * (size_t)(vb ? vb : 1);
     uint8_t *m = malloc(n + 1);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; m && i < n; i++)
         m[i] = mvals[i] != 0;
-    fs_clamp_set_leaf(c, ctx->a, leaf, vals, m, vb);
+    int rc = m ? fs_clamp_set_leaf(c, ctx->a, leaf, vals, m, vb) : -1;
     free(vals);
     free(mvals);
     free(m);
-    return 0;
+    return rc ? fs_fail_alloc(ctx->err, path, n * (sizeof(float) + 1)) : 0;
 }
 
 /* Walk a clamp tree; `visit` = 1 loads leaves (cache tree), 0 only checks paths (mask tree). */
@@ -263,6 +277,8 @@ int fs_clamp_set_from_json(fs_clamp_set *c, const fs_acts *a, const cJSON *cache
         return fs_fail(err, "%s: expected a JSON object (a cache tree)", cache_origin);
     if (!cJSON_IsObject(mask))
         return fs_fail(err, "%s: expected a JSON object (a mask tree)", mask_origin);
+    if (!c->leaf)
+        return fs_fail(err, "%s: out of memory for the clamp table", cache_origin);
     load_ctx ctx = {a, cache_origin, mask_origin, err};
     if (walk(c, &ctx, cache, "", mask, true, cache_origin))
         return -1;

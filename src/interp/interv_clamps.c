@@ -303,8 +303,9 @@ int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_erro
                 fs_held_unbind(hc);
                 return fs_fail(err, "interventions: out of memory");
             }
-        } else if (has_base) {
-            fs_clamp_set_leaf(&hc->clamps, a, i, k->value, k->mask, k->batch);
+        } else if (has_base && fs_clamp_set_leaf(&hc->clamps, a, i, k->value, k->mask, k->batch)) {
+            fs_held_unbind(hc);
+            return fs_fail(err, "interventions: out of memory");
         }
     }
     return 0;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/json.h"
 #include "base/numfmt.h"
 #include "io/cachefile_internal.h"
 #include "model/path.h"
@@ -81,11 +82,8 @@ static void put_number(char *at, size_t *len, float x, bool is_int)
         *len += (size_t)sprintf(at, "%d", (int)x);
     else if (isfinite(x))
         *len += (size_t)fs_format_g9(at, x);
-    else {
-        const char *t = isnan(x) ? "NaN" : x > 0 ? "Infinity" : "-Infinity";
-        strcpy(at, t);
-        *len += strlen(t);
-    }
+    else /* the JSON convention for non-finite numbers (docs/formats.md), which the readers accept */
+        *len += (size_t)sprintf(at, "\"%s\"", fs_nonfinite_name(x));
 }
 
 /* Text of one sequence's value, nested arrays, into `at` (room for text_bound bytes). */

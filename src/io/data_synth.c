@@ -5,8 +5,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
+#include <stdint.h>
 
+#include "base/fileio.h"
 #include "base/rng.h"
 
 int fs_dataset_synth(fs_dataset *d, int num_classes, int num_exemplars, int dim, double eps,
@@ -18,9 +19,12 @@ int fs_dataset_synth(fs_dataset *d, int num_classes, int num_exemplars, int dim,
                        num_classes, num_exemplars, dim);
     if (!(eps >= 0) || !isfinite(eps))
         return fs_fail(err, "synthetic dataset: eps must be finite and >= 0 (got %g)", eps);
-    size_t n = (size_t)num_classes * num_exemplars * dim;
-    if (n > SIZE_MAX / sizeof(float) / 2 || !(d->feat = malloc(n * sizeof(float))))
-        return fs_fail(err, "synthetic dataset: out of memory for %d x %d x %d", num_classes, num_exemplars, dim);
+    size_t bytes;
+    if (fs_size_mul(&bytes, SIZE_MAX, FS_DIMS(num_classes, num_exemplars, dim, sizeof(float))))
+        return fs_fail(err, "synthetic dataset: %d x %d x %d floats overflow the address space", num_classes,
+                       num_exemplars, dim);
+    if (!(d->feat = fs_alloc(bytes)))
+        return fs_fail_alloc(err, "synthetic dataset", bytes);
     d->num_classes = num_classes, d->num_exemplars = num_exemplars, d->dim = dim;
 
     const double sd = 1.0 / sqrt((double)dim), norm = 1.0 / sqrt(1.0 + eps * eps);
@@ -45,9 +49,10 @@ int fs_dataset_save_h5(const fs_dataset *d, const char *file, const char *path, 
 {
     if (!path || !*path)
         path = FS_DEFAULT_DATA_PATH;
-    char tmp[4200];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", file, (long)getpid()) >= (int)sizeof tmp)
-        return fs_fail(err, "%s: file name too long", file);
+    fs_outfile out;
+    if (fs_outfile_begin(&out, file, err))
+        return -1;
+    const char *tmp = out.tmp;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = -1, lcpl = -1, space = -1, dset = -1;
     int rc = -1;
@@ -68,9 +73,9 @@ int fs_dataset_save_h5(const fs_dataset *d, const char *file, const char *path, 
     if (lcpl >= 0) H5Pclose(lcpl);
     if (f >= 0 && H5Fclose(f) < 0 && rc == 0)
         rc = fs_fail(err, "%s: closing the HDF5 file failed", file);
-    if (rc == 0 && rename(tmp, file) != 0)
-        rc = fs_fail(err, "%s: cannot move the finished file into place", file);
-    if (rc != 0)
-        unlink(tmp);
-    return rc;
+    if (rc != 0) {
+        fs_outfile_abort(&out);
+        return -1;
+    }
+    return fs_outfile_commit(&out, err);
 }

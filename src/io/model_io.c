@@ -8,18 +8,21 @@
 
 #include "fewshot/safetensors.h"
 
-static int load_into(const fs_model *m, float *buffer, const char *path, fs_st_file *f, fs_error *err)
+/* Every tensor of layout l must be in f with its shape (and nothing else but optim.*);
+ * with a buffer, copy them into it. Checked before anything is allocated for the model. */
+static int load_into(const fs_param_layout *l, float *buffer, const char *path, fs_st_file *f, fs_error *err)
 {
-    for (int i = 0; i < m->layout.count; i++) {
-        const fs_param_desc *t = &m->layout.tensors[i];
+    for (int i = 0; i < l->count; i++) {
+        const fs_param_desc *t = &l->tensors[i];
         int64_t shape[2] = {t->shape[0], t->shape[1]};
         const fs_st_tensor *st = fs_st_get(f, path, t->name, t->ndim, shape, err);
         if (!st)
             return -1;
-        memcpy(buffer + t->offset, st->data, t->numel * sizeof(float));
+        if (buffer)
+            memcpy(buffer + t->offset, st->data, t->numel * sizeof(float));
     }
     for (int i = 0; i < f->count; i++)
-        if (!fs_param_find(&m->layout, f->tensors[i].name) && strncmp(f->tensors[i].name, "optim.", 6) != 0)
+        if (!fs_param_find(l, f->tensors[i].name) && strncmp(f->tensors[i].name, "optim.", 6) != 0)
             return fs_fail(err, "%s: unexpected tensor '%s' for this model config (wrong config for this file?)",
                            path, f->tensors[i].name);
     return 0;
@@ -30,25 +33,39 @@ int fs_buffer_load(const fs_model *m, float *buffer, const char *path, fs_error 
     fs_st_file f;
     if (fs_st_read(path, &f, err))
         return -1;
-    int rc = load_into(m, buffer, path, &f, err);
+    int rc = load_into(&m->layout, buffer, path, &f, err);
     fs_st_free(&f);
     return rc;
 }
 
 int fs_model_load(fs_model *m, const fs_model_config *cfg, const char *path, fs_error *err)
 {
-    if (fs_model_create(m, cfg, err))
+    memset(m, 0, sizeof *m);
+    fs_st_file f;
+    if (fs_st_read(path, &f, err))
         return -1;
-    if (fs_buffer_load(m, m->params, path, err)) {
-        fs_model_free(m);
-        return -1;
+    fs_param_layout l;
+    int rc = fs_param_layout_build(cfg, &l, err);
+    if (rc == 0) {
+        rc = load_into(&l, NULL, path, &f, err); /* shapes first: a small file cannot demand a big model */
+        fs_param_layout_free(&l);
     }
-    return 0;
+    if (rc == 0 && fs_model_create(m, cfg, err) == 0) {
+        rc = load_into(&m->layout, m->params, path, &f, err);
+        if (rc)
+            fs_model_free(m);
+    } else {
+        rc = -1;
+    }
+    fs_st_free(&f);
+    return rc;
 }
 
 int fs_buffer_save(const fs_model *m, const float *buffer, const char *path, fs_error *err)
 {
     fs_st_tensor *ts = calloc((size_t)m->layout.count, sizeof *ts);
+    if (!ts)
+        return fs_fail(err, "%s: out of memory", path);
     for (int i = 0; i < m->layout.count; i++) {
         const fs_param_desc *t = &m->layout.tensors[i];
         snprintf(ts[i].name, sizeof ts[i].name, "%s", t->name);

@@ -16,6 +16,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "base/fileio.h"
+
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000) /* anything larger is not a real header */
 #define ST_MAX_EXACT ((uint64_t)1 << 53)           /* largest integer a JSON double holds exactly */
 #define ST_ALIGN 64                                 /* alignment of tensor buffers we allocate */
@@ -81,21 +83,14 @@ static size_t first_nonfinite(const float *x, size_t n)
 /* Product of the dims into *numel; -1 if numel * 4 bytes would not be exact/representable. */
 static int shape_numel(int ndim, const int64_t *shape, size_t *numel)
 {
+    size_t f[FS_ST_MAX_DIMS];
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] == 0) {
-            *numel = 0;
-            return 0;
-        }
-    }
-    uint64_t n = 1;
-    const uint64_t limit = (ST_MAX_EXACT / 4 < SIZE_MAX / 4) ? ST_MAX_EXACT / 4 : SIZE_MAX / 4;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || (uint64_t)shape[i] > limit / n)
+        if (shape[i] < 0)
             return -1;
-        n *= (uint64_t)shape[i];
+        f[i] = (size_t)shape[i];
     }
-    *numel = (size_t)n;
-    return 0;
+    const uint64_t limit = (ST_MAX_EXACT / 4 < SIZE_MAX / 4) ? ST_MAX_EXACT / 4 : SIZE_MAX / 4;
+    return fs_size_mul(numel, (size_t)limit, ndim, f);
 }
 
 /* "[64, 512]" into buf. */
@@ -781,52 +776,29 @@ static int write_contents(FILE *fp, const st_buf *header, const fs_st_tensor *co
     return 0;
 }
 
-/* Best effort: make the rename itself durable. */
-static void fsync_parent_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : dup_string(".");
-    if (!dir)
-        return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
-/* Write to a temporary file next to `path`, fsync, then rename over `path`. */
+/* Write through fs_outfile: a temporary file renamed (or copied) into place once complete. */
 static int write_atomically(const char *path, const st_buf *header, const fs_st_tensor *const *order,
                             int count, fs_error *err)
 {
-    size_t tmp_size = strlen(path) + 32;
-    char *tmp = malloc(tmp_size);
-    if (!tmp)
-        return fs_fail(err, "%s: out of memory", path);
-    snprintf(tmp, tmp_size, "%s.tmp.%ld", path, (long)getpid());
-
+    fs_outfile out;
+    if (fs_outfile_begin(&out, path, err))
+        return -1;
     int rc = 0;
-    FILE *fp = fopen(tmp, "wb");
+    FILE *fp = fopen(out.tmp, "wb");
     if (!fp) {
-        rc = fs_fail(err, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        free(tmp);
-        return rc;
+        fs_fail(err, "%s: cannot create temporary file %s: %s", path, out.tmp, strerror(errno));
+        fs_outfile_abort(&out);
+        return -1;
     }
     if (write_contents(fp, header, order, count) != 0 || fflush(fp) != 0)
-        rc = fs_fail(err, "%s: write to %s failed: %s", path, tmp, strerror(errno));
-    else if (fsync(fileno(fp)) != 0)
-        rc = fs_fail(err, "%s: fsync of %s failed: %s", path, tmp, strerror(errno));
+        rc = fs_fail(err, "%s: write to %s failed: %s", path, out.tmp, strerror(errno));
     if (fclose(fp) != 0 && rc == 0)
-        rc = fs_fail(err, "%s: closing %s failed: %s", path, tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = fs_fail(err, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
-    if (rc != 0)
-        unlink(tmp);
-    else
-        fsync_parent_dir(path);
-    free(tmp);
-    return rc;
+        rc = fs_fail(err, "%s: closing %s failed: %s", path, out.tmp, strerror(errno));
+    if (rc != 0) {
+        fs_outfile_abort(&out);
+        return -1;
+    }
+    return fs_outfile_commit(&out, err);
 }
 
 int fs_st_write(const char *path, const fs_st_tensor *tensors, int count,

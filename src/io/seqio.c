@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,11 +101,20 @@ int fs_seq_batch_from_json(const cJSON *json, const char *origin, int input_dim,
     out->B = end == 3 ? es[0] : 1;
     out->P = es[end - 2];
     out->D = input_dim;
-    size_t ne = (size_t)out->B * out->P * out->D, nl = (size_t)out->B * out->P;
+    size_t ne, nl;
+    if (fs_size_mul(&ne, SIZE_MAX / sizeof(double), FS_DIMS((size_t)out->B, (size_t)out->P, (size_t)out->D)) ||
+        fs_size_mul(&nl, INT_MAX, FS_DIMS((size_t)out->B, (size_t)out->P)))
+        return fs_fail(err, "%s: examples: %d x %d x %d is too large", origin, out->B, out->P, out->D);
     double *tmp = malloc(sizeof(double) * (ne > nl ? ne : nl));
+    out->examples = malloc(sizeof(float) * ne);
+    out->labels = malloc(sizeof(int) * nl);
+    if (!tmp || !out->examples || !out->labels) {
+        free(tmp);
+        fs_seq_batch_free(out);
+        return fs_fail_alloc(err, origin, sizeof(double) * ne);
+    }
     size_t pos = 0;
     fill(ex, end, tmp, &pos);
-    out->examples = malloc(sizeof(float) * ne);
     for (size_t i = 0; i < ne; i++) {
         if (!isfinite(tmp[i]) || fabs(tmp[i]) > 3.4e38) {
             free(tmp);
@@ -117,7 +127,6 @@ int fs_seq_batch_from_json(const cJSON *json, const char *origin, int input_dim,
     }
     pos = 0;
     fill(lab, lnd, tmp, &pos);
-    out->labels = malloc(sizeof(int) * nl);
     for (size_t i = 0; i < nl; i++) {
         double y = tmp[i];
         if (y != floor(y) || y < 0 || y >= num_classes) {

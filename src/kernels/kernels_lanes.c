@@ -20,7 +20,7 @@ enum {
 
 /* ---- packed Linear layers ---- */
 
-void fs_lane_linear_pack(fs_lane_linear *l, const float *w, const float *bias, int n, int k, int block)
+int fs_lane_linear_pack(fs_lane_linear *l, const float *w, const float *bias, int n, int k, int block)
 {
     size_t blocks = (size_t)(n + block - 1) / block;
     l->n = n;
@@ -28,11 +28,16 @@ void fs_lane_linear_pack(fs_lane_linear *l, const float *w, const float *bias, i
     l->block = block;
     l->w = fs_alloc(sizeof(float) * blocks * (size_t)k * block);
     l->bias = fs_alloc(sizeof(float) * (size_t)n);
+    if (!l->w || !l->bias) {
+        fs_lane_linear_free(l);
+        return -1;
+    }
     for (int r = 0; r < n; r++)
         for (int i = 0; i < k; i++)
             l->w[((size_t)(r / block) * k + i) * block + r % block] = w[(size_t)r * k + i];
     if (bias)
         memcpy(l->bias, bias, sizeof(float) * (size_t)n);
+    return 0;
 }
 
 void fs_lane_linear_free(fs_lane_linear *l)

@@ -28,7 +28,8 @@ typedef struct {
     int n, k, block;
 } fs_lane_linear;
 
-void fs_lane_linear_pack(fs_lane_linear *l, const float *w, const float *bias, int n, int k, int block);
+/* -1 (nothing held) when out of memory. */
+int fs_lane_linear_pack(fs_lane_linear *l, const float *w, const float *bias, int n, int k, int block);
 void fs_lane_linear_free(fs_lane_linear *l);
 
 void fs_lanes_matmul(float *out, const float *in, const fs_lane_linear *l);        /* out[n][L] = W in[k][L] + b */

@@ -79,6 +79,11 @@ static int observation_scores(const fs_kv_cache *c, float *score, fs_error *err)
         return -1;
     float *ex = fs_alloc(sizeof(float) * (size_t)(pairs + 1) * D);
     int *lab = fs_alloc(sizeof(int) * (size_t)(pairs + 1));
+    if (!ex || !lab) {
+        free(ex), free(lab);
+        fs_acts_free(&a);
+        return fs_fail(err, "kv compress: out of memory re-running a context of %d pairs", pairs);
+    }
     memcpy(ex, c->ctx_examples, sizeof(float) * (size_t)pairs * D);
     memcpy(lab, c->ctx_labels, sizeof(int) * (size_t)pairs);
     fs_acts_set_inputs(&a, ex, lab, 0, 1);
@@ -155,7 +160,7 @@ static float *compact(const float *x, const ranked *sel, int n, const fs_kv_cach
 {
     int hd = c->head_dim;
     float *out = fs_alloc(sizeof(float) * (size_t)c->heads * n * hd);
-    for (int h = 0; h < c->heads; h++)
+    for (int h = 0; out && h < c->heads; h++)
         for (int i = 0; i < n; i++)
             memcpy(out + ((size_t)h * n + i) * hd, x + ((size_t)h * c->capacity + sel[i].index) * hd,
                    sizeof(float) * hd);
@@ -175,13 +180,19 @@ int fs_kv_compress(fs_kv_cache *c, double keep, const char *name, fs_error *err)
     float *attn = NULL;
     if (p.kind == P_ATTENTION) {
         attn = fs_alloc(sizeof(float) * (size_t)c->depth * c->pos);
-        if (observation_scores(c, attn, err)) {
+        if (!attn || observation_scores(c, attn, err)) {
+            if (!attn)
+                fs_fail(err, "kv compress: out of memory");
             free(attn);
             return -1;
         }
     }
     ranked *order = fs_alloc(sizeof(ranked) * (size_t)c->depth * c->seq);
     int *counts = fs_alloc(sizeof(int) * (size_t)c->depth);
+    if (!order || !counts) {
+        free(order), free(counts), free(attn);
+        return fs_fail(err, "kv compress: out of memory");
+    }
     for (int l = 0; l < c->depth; l++) {
         const int *pos = c->layer[l].positions;
         long drop = p.kind == P_DROP_PAIRS && p.drop < 0 ? pairs_to_drop(c, pos, kept) : p.drop;
@@ -205,17 +216,31 @@ int fs_kv_compress(fs_kv_cache *c, double keep, const char *name, fs_error *err)
     int n = counts[0];
     for (int l = 1; l < c->depth; l++)
         n = counts[l] < n ? counts[l] : n;
-    for (int l = 0; l < c->depth; l++) {
+    /* every layer's kept rows first, then the swap: out of memory leaves the cache unchanged */
+    float *kept_k[FS_MAX_DEPTH] = {0}, *kept_v[FS_MAX_DEPTH] = {0};
+    int *kept_pos[FS_MAX_DEPTH] = {0};
+    bool ok = true;
+    for (int l = 0; l < c->depth && ok; l++) {
         ranked *o = order + (size_t)l * c->seq;
         if (counts[l] != n) /* only drop-pairs can differ: keep the most recent n */
             o += counts[l] - n;
+        const fs_kv_entry *e = &c->layer[l];
+        kept_k[l] = compact(e->keys, o, n, c), kept_v[l] = compact(e->values, o, n, c);
+        kept_pos[l] = fs_alloc(sizeof(int) * (size_t)n);
+        ok = kept_k[l] && kept_v[l] && kept_pos[l];
+        for (int i = 0; ok && i < n; i++)
+            kept_pos[l][i] = e->positions[o[i].index];
+    }
+    if (!ok) {
+        for (int l = 0; l < c->depth; l++)
+            free(kept_k[l]), free(kept_v[l]), free(kept_pos[l]);
+        free(order), free(counts), free(attn);
+        return fs_fail(err, "kv compress: out of memory for %d kept tokens", n);
+    }
+    for (int l = 0; l < c->depth; l++) {
         fs_kv_entry *e = &c->layer[l];
-        float *k = compact(e->keys, o, n, c), *v = compact(e->values, o, n, c);
-        int *positions = fs_alloc(sizeof(int) * (size_t)n);
-        for (int i = 0; i < n; i++)
-            positions[i] = e->positions[o[i].index];
         free(e->keys), free(e->values), free(e->positions);
-        e->keys = k, e->values = v, e->positions = positions;
+        e->keys = kept_k[l], e->values = kept_v[l], e->positions = kept_pos[l];
     }
     c->seq = c->capacity = n;
     free(c->ctx_examples), free(c->ctx_labels);

@@ -42,9 +42,9 @@ typedef struct {
 /* kv_step.c */
 struct fs_kv_weights *kv_weights_create(const fs_model *m); /* packs every Linear once */
 void kv_weights_free(struct fs_kv_weights *w, int depth);
-void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys);
+int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys); /* -1: out of memory */
 void kv_scratch_free(kv_scratch *s);
-void kv_position_init(kv_position *p, const fs_model *m, int pos);
+int kv_position_init(kv_position *p, const fs_model *m, int pos); /* -1: out of memory */
 void kv_position_free(kv_position *p);
 /* Run s->x (embedded tokens at p->pos) through every block, each token attending to the
  * cache's seq tokens and itself. If new_k/new_v are given, lane `lane`'s keys (after

@@ -2,9 +2,9 @@
  * [k]} and queries as JSON {"examples": [Q][D]} or a 2-D [Q, D] HDF5 dataset. Every
  * malformation is an error naming the file and the field. */
 #include <cjson/cJSON.h>
-#include <hdf5.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +12,7 @@
 #include "fewshot/kvcache.h"
 #include "fewshot/seqio.h"
 #include "base/fileio.h"
+#include "io/h5read.h"
 
 void fs_kv_context_free(fs_kv_context *ctx)
 {
@@ -127,7 +128,11 @@ int fs_kv_queries_from_json(const cJSON *json, const char *origin, int input_dim
         return fs_fail(err, "%s: examples: no queries (expected [Q][%d] with Q >= 1)", origin, input_dim);
     q->count = n;
     q->dim = input_dim;
-    q->examples = malloc(sizeof(float) * n * (size_t)input_dim);
+    size_t bytes;
+    if (fs_size_mul(&bytes, SIZE_MAX, FS_DIMS(n, (size_t)input_dim, sizeof(float))) || !(q->examples = malloc(bytes))) {
+        memset(q, 0, sizeof *q);
+        return fs_fail_alloc(err, origin, n * (size_t)input_dim * sizeof(float));
+    }
     size_t i = 0;
     for (const cJSON *row = ex->child; row; row = row->next, i++)
         if (query_row(row, origin, i, input_dim, q->examples + i * input_dim, err)) {
@@ -155,98 +160,24 @@ int fs_kv_queries_load_json(const char *path, int input_dim, fs_kv_queries *q, f
 
 /* ---- HDF5 ---- */
 
-typedef struct {
-    hid_t file, dset, space, type;
-} h5_open;
-
-static void h5_close(h5_open *h)
-{
-    if (h->type >= 0) H5Tclose(h->type);
-    if (h->space >= 0) H5Sclose(h->space);
-    if (h->dset >= 0) H5Dclose(h->dset);
-    if (h->file >= 0) H5Fclose(h->file);
-}
-
-/* Check type (float32/64), rank 2, [Q >= 1, input_dim]; read as float32; all finite. */
-static int h5_read_queries(h5_open *h, const char *file, const char *path, int input_dim, fs_kv_queries *q,
-                           fs_error *err)
-{
-    H5T_class_t cls = H5Tget_class(h->type);
-    size_t size = H5Tget_size(h->type);
-    if (cls != H5T_FLOAT || (size != 4 && size != 8))
-        return fs_fail(err, "%s: dataset '%s': expected float32 query exemplars, found a non-float type of %zu bytes",
-                       file, path, size);
-    int rank = H5Sget_simple_extent_ndims(h->space);
-    hsize_t dims[H5S_MAX_RANK];
-    if (rank < 0 || rank > H5S_MAX_RANK || H5Sget_simple_extent_dims(h->space, dims, NULL) < 0)
-        return fs_fail(err, "%s: dataset '%s': cannot read its shape", file, path);
-    if (rank != 2) {
-        char shape[256] = "";
-        for (int i = 0; i < rank && strlen(shape) < 200; i++)
-            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%llu", i ? ", " : "",
-                     (unsigned long long)dims[i]);
-        return fs_fail(err, "%s: dataset '%s': expected rank 2 [Q, %d] (query exemplars), found rank %d [%s]", file,
-                       path, input_dim, rank, shape);
-    }
-    if (dims[1] != (hsize_t)input_dim)
-        return fs_fail(err, "%s: dataset '%s': queries have %llu features, the model's input_dim is %d", file, path,
-                       (unsigned long long)dims[1], input_dim);
-    if (dims[0] < 1 || dims[0] > SIZE_MAX / sizeof(float) / (size_t)input_dim / 2)
-        return fs_fail(err, "%s: dataset '%s': expected 1 or more queries, found %llu", file, path,
-                       (unsigned long long)dims[0]);
-    q->count = (size_t)dims[0];
-    q->dim = input_dim;
-    q->examples = malloc(sizeof(float) * q->count * (size_t)input_dim);
-    if (!q->examples || H5Dread(h->dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, q->examples) < 0)
-        return fs_fail(err, "%s: dataset '%s': reading %zu x %d values failed", file, path, q->count, input_dim);
-    for (size_t i = 0; i < q->count * (size_t)input_dim; i++)
-        if (!isfinite(q->examples[i]))
-            return fs_fail(err, "%s: dataset '%s': non-finite value at [%zu][%zu]", file, path, i / input_dim,
-                           i % input_dim);
-    return 0;
-}
-
-/* Every prefix of `path` must be a link in the file (H5Lexists needs the parents). */
-static int h5_path_exists(hid_t f, const char *path)
-{
-    char prefix[1024];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof prefix)
-        return 0;
-    for (size_t i = 1; i <= n; i++) {
-        if (i < n && path[i] != '/')
-            continue;
-        memcpy(prefix, path, i);
-        prefix[i] = '\0';
-        if (H5Lexists(f, prefix, H5P_DEFAULT) <= 0)
-            return 0;
-    }
-    return 1;
-}
-
 int fs_kv_queries_load_h5(const char *path, const char *dataset, int input_dim, fs_kv_queries *q, fs_error *err)
 {
     memset(q, 0, sizeof *q);
     if (!dataset || !*dataset)
         return fs_fail(err, "%s: HDF5 queries need a dataset path (--queries-path): a 2-D [Q, %d] float32 array",
                        path, input_dim);
-    if (access(path, R_OK) != 0)
-        return fs_fail(err, "%s: cannot read the HDF5 queries file (missing or unreadable)", path);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* we report our own messages */
-    h5_open h = {-1, -1, -1, -1};
-    int rc = -1;
-    if ((h.file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
-        fs_fail(err, "%s: not a readable HDF5 file", path);
-    else if (!h5_path_exists(h.file, dataset))
-        fs_fail(err, "%s: no dataset '%s' in the file (--queries-path)", path, dataset);
-    else if ((h.dset = H5Dopen2(h.file, dataset, H5P_DEFAULT)) < 0)
-        fs_fail(err, "%s: '%s' is not a dataset", path, dataset);
-    else if ((h.space = H5Dget_space(h.dset)) < 0 || (h.type = H5Dget_type(h.dset)) < 0)
-        fs_fail(err, "%s: dataset '%s': cannot read its shape or type", path, dataset);
-    else
-        rc = h5_read_queries(&h, path, dataset, input_dim, q, err);
-    h5_close(&h);
-    if (rc)
-        fs_kv_queries_free(q);
-    return rc;
+    char hint[64];
+    snprintf(hint, sizeof hint, "[Q, %d] (query exemplars)", input_dim);
+    fs_h5_floats x;
+    if (fs_h5_read_floats(path, dataset, 2, hint, &x, err))
+        return -1;
+    if (x.dims[1] != input_dim) {
+        free(x.data);
+        return fs_fail(err, "%s: dataset '%s': queries have %d features, the model's input_dim is %d", path, dataset,
+                       x.dims[1], input_dim);
+    }
+    q->count = (size_t)x.dims[0];
+    q->dim = input_dim;
+    q->examples = x.data;
+    return 0;
 }

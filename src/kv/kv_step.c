@@ -17,17 +17,23 @@ struct fs_kv_weights *kv_weights_create(const fs_model *m)
 {
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, F = fs_mlp_hidden(c);
-    struct fs_kv_weights *w = fs_alloc(sizeof *w);
-    fs_lane_linear_pack(&w->embed, m->p.example_w, m->p.example_b, d, c->input_dim, FS_LANE_TILE);
-    fs_lane_linear_pack(&w->unembed, m->p.unembed_w, m->p.unembed_b, c->num_classes, d, FS_LANE_ROWS);
-    for (int l = 0; l < c->depth; l++) {
+    struct fs_kv_weights *w = fs_alloc(sizeof *w); /* zeroed: a partial one frees cleanly */
+    if (!w)
+        return NULL;
+    int rc = fs_lane_linear_pack(&w->embed, m->p.example_w, m->p.example_b, d, c->input_dim, FS_LANE_TILE) |
+             fs_lane_linear_pack(&w->unembed, m->p.unembed_w, m->p.unembed_b, c->num_classes, d, FS_LANE_ROWS);
+    for (int l = 0; l < c->depth && rc == 0; l++) {
         const fs_block_params *bp = &m->p.blocks[l];
-        fs_lane_linear_pack(&w->layer[l].qkv, bp->qkv_w, bp->qkv_b, 3 * d, d, FS_LANE_ROWS);
-        fs_lane_linear_pack(&w->layer[l].proj, bp->proj_w, NULL, d, d, FS_LANE_ROWS);
+        rc |= fs_lane_linear_pack(&w->layer[l].qkv, bp->qkv_w, bp->qkv_b, 3 * d, d, FS_LANE_ROWS);
+        rc |= fs_lane_linear_pack(&w->layer[l].proj, bp->proj_w, NULL, d, d, FS_LANE_ROWS);
         if (F > 0) {
-            fs_lane_linear_pack(&w->layer[l].fc1, bp->fc1_w, bp->fc1_b, F, d, FS_LANE_ROWS);
-            fs_lane_linear_pack(&w->layer[l].fc2, bp->fc2_w, bp->fc2_b, d, F, FS_LANE_ROWS);
+            rc |= fs_lane_linear_pack(&w->layer[l].fc1, bp->fc1_w, bp->fc1_b, F, d, FS_LANE_ROWS);
+            rc |= fs_lane_linear_pack(&w->layer[l].fc2, bp->fc2_w, bp->fc2_b, d, F, FS_LANE_ROWS);
         }
+    }
+    if (rc) {
+        kv_weights_free(w, c->depth);
+        return NULL;
     }
     return w;
 }
@@ -47,7 +53,7 @@ void kv_weights_free(struct fs_kv_weights *w, int depth)
     free(w);
 }
 
-void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
+int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 {
     int d = cfg->d_model;
     s->staged = fs_alloc(sizeof(float) * fs_lanes_staged_floats(cfg->input_dim));
@@ -58,6 +64,10 @@ void kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
     s->hidden = lanes(fs_mlp_hidden(cfg));
     s->scores = lanes(max_keys);
     s->logits = lanes(cfg->num_classes);
+    if (s->staged && s->x && s->norm && s->qkv && s->vals && s->hidden && s->scores && s->logits)
+        return 0;
+    kv_scratch_free(s);
+    return -1;
 }
 
 void kv_scratch_free(kv_scratch *s)
@@ -69,7 +79,7 @@ void kv_scratch_free(kv_scratch *s)
 }
 
 /* Position terms of the full forward (fs_rope_angle, fs_position_embedding). */
-void kv_position_init(kv_position *p, const fs_model *m, int pos)
+int kv_position_init(kv_position *p, const fs_model *m, int pos)
 {
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, hd = d / c->num_heads;
@@ -78,12 +88,19 @@ void kv_position_init(kv_position *p, const fs_model *m, int pos)
     if (c->pos_embedding == FS_POS_ROPE) {
         p->rope_cos = fs_alloc(sizeof(float) * (size_t)(hd / 2 + 1));
         p->rope_sin = fs_alloc(sizeof(float) * (size_t)(hd / 2 + 1));
+        if (!p->rope_cos || !p->rope_sin) {
+            kv_position_free(p);
+            return -1;
+        }
         for (int i = 0; i < hd / 2; i++)
             fs_rope_angle(pos, i, hd, c->rope_base, &p->rope_sin[i], &p->rope_cos[i]);
-        return;
+        return 0;
     }
     p->add = fs_alloc(sizeof(float) * (size_t)d);
+    if (!p->add)
+        return -1;
     fs_position_embedding(m, pos, 1, p->add);
+    return 0;
 }
 
 void kv_position_free(kv_position *p)

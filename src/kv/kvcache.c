@@ -29,7 +29,11 @@ int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err)
     c->head_dim = cfg->d_model / cfg->num_heads;
     c->depth = cfg->depth;
     c->layer = calloc((size_t)c->depth, sizeof *c->layer);
-    c->weights = kv_weights_create(m);
+    c->weights = c->layer ? kv_weights_create(m) : NULL;
+    if (!c->weights) {
+        fs_kv_free(c);
+        return fs_fail(err, "kv cache: out of memory packing the model's weights");
+    }
     return 0;
 }
 
@@ -48,43 +52,63 @@ void fs_kv_free(fs_kv_cache *c)
     memset(c, 0, sizeof *c);
 }
 
-/* [H][capacity][hd] with rows [0, seq) of each head kept. */
-static float *relayout(float *old, int heads, int seq, int old_cap, int new_cap, int hd)
+/* [H][new_cap][hd] holding rows [0, seq) of each head of `old` ([H][old_cap][hd]); NULL when
+ * out of memory (old untouched). */
+static float *relayout(const float *old, int heads, int seq, int old_cap, int new_cap, int hd)
 {
-    float *fresh = new_cap > 0 ? fs_alloc(sizeof(float) * (size_t)heads * new_cap * hd) : NULL;
-    for (int h = 0; h < heads && seq > 0; h++)
+    float *fresh = fs_alloc(sizeof(float) * (size_t)heads * (new_cap > 0 ? new_cap : 1) * hd);
+    for (int h = 0; fresh && h < heads && seq > 0; h++)
         memcpy(fresh + (size_t)h * new_cap * hd, old + (size_t)h * old_cap * hd, sizeof(float) * (size_t)seq * hd);
-    free(old);
     return fresh;
 }
 
-static void set_capacity(fs_kv_cache *c, int cap)
+/* All layers move to the new capacity, or (out of memory) none does. */
+static int set_capacity(fs_kv_cache *c, int cap, fs_error *err)
 {
+    float *fresh[3 * FS_MAX_DEPTH] = {0};
+    bool ok = true;
+    for (int l = 0; l < c->depth && ok; l++) {
+        fresh[3 * l] = relayout(c->layer[l].keys, c->heads, c->seq, c->capacity, cap, c->head_dim);
+        fresh[3 * l + 1] = relayout(c->layer[l].values, c->heads, c->seq, c->capacity, cap, c->head_dim);
+        fresh[3 * l + 2] = relayout((const float *)c->layer[l].positions, 1, c->seq, c->capacity, cap, 1);
+        ok = fresh[3 * l] && fresh[3 * l + 1] && fresh[3 * l + 2];
+    }
+    if (!ok) {
+        for (int i = 0; i < 3 * c->depth; i++)
+            free(fresh[i]);
+        return fs_fail(err, "kv cache: out of memory for %d cached tokens", cap);
+    }
     for (int l = 0; l < c->depth; l++) {
-        c->layer[l].keys = relayout(c->layer[l].keys, c->heads, c->seq, c->capacity, cap, c->head_dim);
-        c->layer[l].values = relayout(c->layer[l].values, c->heads, c->seq, c->capacity, cap, c->head_dim);
-        c->layer[l].positions = (int *)relayout((float *)c->layer[l].positions, 1, c->seq, c->capacity, cap, 1);
+        free(c->layer[l].keys), free(c->layer[l].values), free(c->layer[l].positions);
+        c->layer[l].keys = fresh[3 * l];
+        c->layer[l].values = fresh[3 * l + 1];
+        c->layer[l].positions = (int *)fresh[3 * l + 2];
     }
     c->capacity = cap;
+    return 0;
 }
 
-static void reserve(fs_kv_cache *c, int tokens)
+static int reserve(fs_kv_cache *c, int tokens, fs_error *err)
 {
     if (tokens <= c->capacity)
-        return;
+        return 0;
     int cap = c->capacity * 2 > tokens ? c->capacity * 2 : tokens;
-    set_capacity(c, cap < 8 ? 8 : cap);
+    return set_capacity(c, cap < 8 ? 8 : cap, err);
 }
 
 /* Keep a copy of the context's pairs [pos/2, pos/2 + n) while the cache is uncompressed
  * (the attention policy re-runs their forward). */
-static void keep_inputs(fs_kv_cache *c, const float *examples, const int *labels, int n)
+static int keep_inputs(fs_kv_cache *c, const float *examples, const int *labels, int n, fs_error *err)
 {
     if (c->pos != 0 && !c->ctx_examples)
-        return; /* compressed: the context is no longer needed */
+        return 0; /* compressed: the context is no longer needed */
     int D = c->model->cfg.input_dim, have = c->pos / 2;
     float *ex = fs_alloc(sizeof(float) * (size_t)(have + n) * D);
     int *lab = fs_alloc(sizeof(int) * (size_t)(have + n));
+    if (!ex || !lab) {
+        free(ex), free(lab);
+        return fs_fail(err, "kv cache: out of memory keeping a context of %d pairs", have + n);
+    }
     if (have) {
         memcpy(ex, c->ctx_examples, sizeof(float) * (size_t)have * D);
         memcpy(lab, c->ctx_labels, sizeof(int) * (size_t)have);
@@ -95,6 +119,7 @@ static void keep_inputs(fs_kv_cache *c, const float *examples, const int *labels
     memcpy(lab + have, labels, sizeof(int) * (size_t)n);
     c->ctx_examples = ex;
     c->ctx_labels = lab;
+    return 0;
 }
 
 /* A context of `pairs` pairs puts the query at token 2*pairs: APE has 32 positions. */
@@ -136,12 +161,17 @@ static int build_by_forward(fs_kv_cache *c, const float *examples, const int *la
         return -1;
     float *ex = calloc((size_t)(pairs + 1) * D, sizeof(float));
     int *lab = calloc((size_t)(pairs + 1), sizeof(int));
+    if (!ex || !lab || reserve(c, tokens, err) || keep_inputs(c, examples, labels, pairs, err)) {
+        if (!ex || !lab)
+            fs_fail(err, "kv cache: out of memory for a context of %d pairs", pairs);
+        free(ex), free(lab);
+        fs_acts_free(&a);
+        return -1;
+    }
     memcpy(ex, examples, sizeof(float) * (size_t)pairs * D);
     memcpy(lab, labels, sizeof(int) * (size_t)pairs);
     fs_acts_set_inputs(&a, ex, lab, 0, 1);
     fs_forward_range(m, &a, NULL, 0, 1);
-    reserve(c, tokens);
-    keep_inputs(c, examples, labels, pairs);
     for (int l = 0; l < c->depth; l++) {
         for (int t = 0; t < tokens; t++)
             c->layer[l].positions[t] = t;
@@ -198,10 +228,11 @@ static void store_token(fs_kv_cache *c, const float *new_k, const float *new_v)
 }
 
 /* Run one token (exemplar or label) at position seq and append its keys/values. */
-static void append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
+static int append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int label, float *new_k, float *new_v)
 {
     kv_position p;
-    kv_position_init(&p, c->model, c->pos);
+    if (kv_position_init(&p, c->model, c->pos))
+        return -1;
     if (example)
         kv_embed_examples(c, &p, s, example, 1);
     else
@@ -209,6 +240,7 @@ static void append_token(fs_kv_cache *c, kv_scratch *s, const float *example, in
     kv_step(c, &p, s, new_k, new_v, 0, 0);
     store_token(c, new_k, new_v);
     kv_position_free(&p);
+    return 0;
 }
 
 int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
@@ -216,24 +248,32 @@ int fs_kv_append(fs_kv_cache *c, const float *example, int label, fs_error *err)
     if (check_mutable(c, "append", err) || check_context_length(c, fs_kv_pairs(c) + 1L, err) ||
         check_label(c, label, fs_kv_pairs(c), err))
         return -1;
-    reserve(c, c->seq + 2);
-    keep_inputs(c, example, &label, 1);
+    if (reserve(c, c->seq + 2, err) || keep_inputs(c, example, &label, 1, err))
+        return -1;
     size_t per_token = (size_t)c->depth * c->heads * c->head_dim;
     float *new_k = malloc(sizeof(float) * per_token), *new_v = malloc(sizeof(float) * per_token);
     kv_scratch s;
-    kv_scratch_init(&s, &c->model->cfg, c->seq + 2);
-    append_token(c, &s, example, 0, new_k, new_v);
-    append_token(c, &s, NULL, label, new_k, new_v);
-    kv_scratch_free(&s);
+    int rc = -1;
+    if (new_k && new_v && kv_scratch_init(&s, &c->model->cfg, c->seq + 2) == 0) {
+        rc = append_token(c, &s, example, 0, new_k, new_v);
+        if (rc == 0 && append_token(c, &s, NULL, label, new_k, new_v)) { /* the pair goes in whole or not at all */
+            c->seq--, c->pos--;
+            rc = -1;
+        }
+        kv_scratch_free(&s);
+    }
     free(new_k);
     free(new_v);
+    if (rc)
+        return fs_fail(err, "kv cache: out of memory appending pair %d", fs_kv_pairs(c));
     return 0;
 }
 
 void fs_kv_freeze(fs_kv_cache *c)
 {
+    fs_error ignored; /* out of memory: the cache keeps its spare capacity, which is harmless */
     if (c->capacity != c->seq)
-        set_capacity(c, c->seq);
+        (void)set_capacity(c, c->seq, &ignored);
     c->frozen = true;
 }
 
@@ -264,13 +304,17 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
     if ((size_t)nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
     kv_position p;
-    kv_position_init(&p, c->model, c->pos);
-#pragma omp parallel num_threads(nt)
+    if (kv_position_init(&p, c->model, c->pos))
+        return fs_fail(err, "kv cache: out of memory");
+    int failed = 0;
+#pragma omp parallel num_threads(nt) reduction(| : failed)
     {
         kv_scratch s;
-        kv_scratch_init(&s, cfg, c->seq + 1);
+        failed = kv_scratch_init(&s, cfg, c->seq + 1) != 0;
 #pragma omp for schedule(static)
         for (size_t ch = 0; ch < chunks; ch++) {
+            if (failed)
+                continue;
             size_t q0 = ch * FS_LANES;
             int rows = nq - q0 < FS_LANES ? (int)(nq - q0) : FS_LANES;
             classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
@@ -278,6 +322,8 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
         kv_scratch_free(&s);
     }
     kv_position_free(&p);
+    if (failed)
+        return fs_fail(err, "kv cache: out of memory for the query step's scratch buffers");
     return 0;
 }
 

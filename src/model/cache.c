@@ -68,12 +68,14 @@ static const leaf_name top_after[L_TOP_AFTER_BLOCKS_COUNT] = {
 static void set_shape(fs_leaf *l, int ndim, int d0, int d1, int d2, int d3)
 {
     int dims[4] = {d0, d1, d2, d3};
+    size_t f[4];
     l->ndim = ndim;
-    l->numel = 1;
     for (int i = 0; i < ndim; i++) {
         l->shape[i] = dims[i];
-        l->numel *= (size_t)dims[i];
+        f[i] = (size_t)dims[i];
     }
+    if (fs_size_mul(&l->numel, SIZE_MAX / sizeof(float), ndim, f))
+        l->numel = SIZE_MAX; /* too large: fs_acts_create reports it */
 }
 
 /* Per-sequence shape of each leaf, docs/model.md, docs/cache.md. */
@@ -158,6 +160,8 @@ int fs_acts_create(fs_acts *a, const fs_model_config *cfg, int P, int B, fs_erro
         return fs_fail(err, "a sequence needs at least 1 pair (got %d)", P);
     if (B < 1)
         return fs_fail(err, "a batch needs at least 1 sequence (got %d)", B);
+    if (P > (1 << 24))
+        return fs_fail(err, "a sequence of %d pairs is too long (at most %d)", P, 1 << 24);
     int N = 2 * P - 1;
     if (cfg->pos_embedding == FS_POS_APE && N > FS_APE_MAX_TOKENS)
         return fs_fail(err, "learned absolute position embeddings (ape) allow at most %d tokens (%d pairs); "
@@ -169,6 +173,8 @@ int fs_acts_create(fs_acts *a, const fs_model_config *cfg, int P, int B, fs_erro
     a->B = B;
     a->count = L_TOP_BEFORE_BLOCKS_COUNT + cfg->depth * B_COUNT + L_TOP_AFTER_BLOCKS_COUNT;
     a->leaves = calloc((size_t)a->count, sizeof *a->leaves);
+    if (!a->leaves)
+        return fs_fail(err, "activation cache: out of memory");
     int i = 0;
     for (int w = 0; w < L_TOP_BEFORE_BLOCKS_COUNT; w++, i++) {
         set_path(&a->leaves[i], &top_before[w], -1);
@@ -183,14 +189,24 @@ int fs_acts_create(fs_acts *a, const fs_model_config *cfg, int P, int B, fs_erro
         set_path(&a->leaves[i], &top_after[w], -1);
         top_after_shape(&a->leaves[i], w, cfg, P, N);
     }
-    size_t offset = 0;
+    size_t offset = 0, limit = SIZE_MAX / sizeof(float) / 2, block;
     for (i = 0; i < a->count; i++) {
         a->leaves[i].offset = offset;
         /* keep every leaf 64-byte aligned: pad each [B][numel] block to 16 floats */
-        offset += ((size_t)B * a->leaves[i].numel + 15) & ~(size_t)15;
+        if (offset > limit - 16 || fs_size_mul(&block, limit - offset - 16, FS_DIMS((size_t)B, a->leaves[i].numel))) {
+            fs_acts_free(a);
+            return fs_fail(err, "activation cache: %d sequences of %d pairs overflow the address space", B, P);
+        }
+        offset += (block + 15) & ~(size_t)15;
     }
     a->arena_floats = offset;
     a->arena = fs_alloc(offset * sizeof(float) + 64);
+    if (!a->arena) {
+        char what[120];
+        snprintf(what, sizeof what, "activation cache (%d sequences of %d pairs)", B, P);
+        fs_acts_free(a);
+        return fs_fail_alloc(err, what, offset * sizeof(float) + 64);
+    }
     return 0;
 }
 

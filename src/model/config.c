@@ -3,6 +3,7 @@
 #include "base/fileio.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -491,6 +492,12 @@ int fs_run_config_apply(const cJSON *root, const char *origin, fs_run_config *c,
                 return fs_fail(err, "%s: clamps.cache: expected a file name", origin);
             if (mask && !cJSON_IsString(mask))
                 return fs_fail(err, "%s: clamps.mask: expected a file name", origin);
+            const cJSON *too_long = cache && strlen(cache->valuestring) >= sizeof c->clamps.cache_file ? cache
+                                    : mask && strlen(mask->valuestring) >= sizeof c->clamps.mask_file   ? mask
+                                                                                                        : NULL;
+            if (too_long) /* never cut a file name short */
+                return fs_fail(err, "%s: clamps.%s: file name is %zu bytes, longer than the %zu allowed", origin,
+                               too_long->string, strlen(too_long->valuestring), sizeof c->clamps.cache_file - 1);
             if (cache)
                 snprintf(c->clamps.cache_file, sizeof c->clamps.cache_file, "%s", cache->valuestring);
             if (mask)
@@ -526,6 +533,8 @@ int fs_run_config_set(fs_run_config *c, const char *assignment, fs_error *err)
     if (!eq || !dot || dot > eq)
         return fs_fail(err, "--set %s: expected section.key=value", assignment);
     char section[64], key[128];
+    if ((size_t)(dot - assignment) >= sizeof section || (size_t)(eq - dot - 1) >= sizeof key)
+        return fs_fail(err, "--set %.80s...: section or key name too long", assignment);
     snprintf(section, sizeof section, "%.*s", (int)(dot - assignment), assignment);
     snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
     cJSON *value = cJSON_Parse(eq + 1);
@@ -569,6 +578,24 @@ int fs_run_config_validate(const fs_run_config *c, const char *origin, fs_error 
         mix += t->samplers[i].mixing_coeff;
     if (!(mix > 0))
         return fs_fail(err, "%s: train.samplers: mixing coefficients must sum to a positive number", origin);
+    /* cross-field constraints: settings that are each valid but make no sense together */
+    if (t->optimizer == FS_OPT_COSINE && t->decay_steps <= t->warmup_steps)
+        return fs_fail(err, "%s: train.decay_steps (%lld) must be greater than train.warmup_steps (%lld) with "
+                       "optimizer \"cosine\" (the schedule decays over the steps between them; otherwise lr is 0 "
+                       "after warmup)", origin, (long long)t->decay_steps, (long long)t->warmup_steps);
+    if (t->optimizer == FS_OPT_WARMUP_DECAY && t->decay_steps < 1)
+        return fs_fail(err, "%s: train.decay_steps must be >= 1 with optimizer \"warmup_decay\"", origin);
+    size_t n;
+    int P = t->train_context_len + 1;
+    if (fs_size_mul(&n, INT_MAX, FS_DIMS((size_t)t->train_bs, (size_t)P, (size_t)c->model.input_dim)))
+        return fs_fail(err, "%s: train.train_bs %d x (train_context_len + 1) %d x input_dim %d is too large a batch",
+                       origin, t->train_bs, P, c->model.input_dim);
+    for (int i = 0; i < c->eval.num_evaluators; i++) {
+        int ctx = c->eval.evaluators[i].context_len ? c->eval.evaluators[i].context_len : t->train_context_len;
+        if (fs_size_mul(&n, INT_MAX, FS_DIMS((size_t)c->eval.eval_iters, (size_t)ctx + 1)))
+            return fs_fail(err, "%s: eval.eval_iters %d x (context_len + 1) %d of evaluator '%s' is too many tokens",
+                           origin, c->eval.eval_iters, ctx + 1, c->eval.evaluators[i].name);
+    }
     return 0;
 }
 
@@ -647,9 +674,9 @@ cJSON *fs_run_config_to_json(const fs_run_config *c)
         cJSON *sec = c->clamps.named ? cJSON_Duplicate(c->clamps.named, 1) : cJSON_CreateObject();
         const char *names[2] = {"cache", "mask"}, *files[2] = {c->clamps.cache_file, c->clamps.mask_file};
         for (int i = 0; i < 2; i++) {
-            if (!files[i][0])
-                cJSON_DeleteItemFromObject(sec, names[i]);
-            else if (cJSON_HasObjectItem(sec, names[i]))
+            if (!files[i][0]) /* keys are case-sensitive ("caChe" is another, unknown key) */
+                cJSON_DeleteItemFromObjectCaseSensitive(sec, names[i]);
+            else if (cJSON_GetObjectItemCaseSensitive(sec, names[i]))
                 cJSON_ReplaceItemInObjectCaseSensitive(sec, names[i], cJSON_CreateString(files[i]));
             else
                 cJSON_AddStringToObject(sec, names[i], files[i]);

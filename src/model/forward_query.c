@@ -41,10 +41,16 @@ struct fs_query_ws {
     qbuf *buf;
 };
 
-static float *carve(float **p, size_t n)
+/* Carving cursor: with base NULL, layout only counts floats (no arithmetic on NULL). */
+typedef struct {
+    float *base;
+    size_t at;
+} cursor;
+
+static float *carve(cursor *p, size_t n)
 {
-    float *r = *p;
-    *p += (n + 15) / 16 * 16;
+    float *r = p->base ? p->base + p->at : NULL;
+    p->at += (n + 15) / 16 * 16;
     return r;
 }
 
@@ -52,7 +58,7 @@ static size_t layout(qbuf *b, float *base, const fs_model_config *c, int P, int 
 {
     size_t d = (size_t)c->d_model, F = (size_t)fs_mlp_hidden(c), R = (size_t)CHUNK * N, E = (size_t)CHUNK * P;
     size_t C1 = (size_t)c->num_classes + 1;
-    float *p = base;
+    cursor p = {base, 0};
     b->ee = carve(&p, E * d);
     b->x = carve(&p, R * d);
     b->xn = carve(&p, R * d);
@@ -70,7 +76,7 @@ static size_t layout(qbuf *b, float *base, const fs_model_config *c, int P, int 
     b->lab_qkv = carve(&p, (C1 <= MAX_TABLE_LABELS + 1 ? C1 : 1) * 3 * d);
     b->rope = carve(&p, (size_t)N * 2 * d);
     b->pos = carve(&p, (size_t)N * d);
-    return (size_t)(p - base);
+    return p.at;
 }
 
 fs_query_ws *fs_query_ws_create(const fs_model_config *cfg, int P, int threads)

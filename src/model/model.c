@@ -12,9 +12,17 @@
 
 static void add_tensor(fs_param_layout *l, int *cap, const char *name, int rows, int cols, fs_init_kind init)
 {
+    if (*cap < 0)
+        return; /* an earlier allocation failed */
     if (l->count == *cap) {
-        *cap = *cap ? *cap * 2 : 32;
-        l->tensors = realloc(l->tensors, sizeof *l->tensors * (size_t)*cap);
+        int grown = *cap ? *cap * 2 : 32;
+        fs_param_desc *t = realloc(l->tensors, sizeof *l->tensors * (size_t)grown);
+        if (!t) {
+            *cap = -1;
+            return;
+        }
+        l->tensors = t;
+        *cap = grown;
     }
     fs_param_desc *t = &l->tensors[l->count++];
     memset(t, 0, sizeof *t);
@@ -73,6 +81,10 @@ int fs_param_layout_build(const fs_model_config *c, fs_param_layout *l, fs_error
     }
     add_tensor(l, &cap, "unembed.weight", c->num_classes, d, FS_INIT_LECUN);
     add_tensor(l, &cap, "unembed.bias", c->num_classes, 0, FS_INIT_ZERO);
+    if (cap < 0) {
+        fs_param_layout_free(l);
+        return fs_fail(err, "model config: out of memory for the parameter table");
+    }
     return 0;
 }
 
@@ -137,6 +149,14 @@ int fs_model_create(fs_model *m, const fs_model_config *cfg, fs_error *err)
         return -1;
     m->cfg = *cfg;
     m->params = fs_alloc(m->layout.total * sizeof(float));
+    if (!m->params) {
+        char what[160];
+        snprintf(what, sizeof what, "model parameters (%zu floats for d_model %d, depth %d, input_dim %d)",
+                 m->layout.total, cfg->d_model, cfg->depth, cfg->input_dim);
+        size_t bytes = m->layout.total * sizeof(float);
+        fs_param_layout_free(&m->layout);
+        return fs_fail_alloc(err, what, bytes);
+    }
     m->p = fs_param_bind(cfg, &m->layout, m->params);
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fewshot/config.h"
 #include "fewshot/model.h"
 #include "train/optim.h"
 
@@ -17,8 +18,10 @@ typedef struct {
 
 int fs_checkpoint_write(const char *path, const fs_model *m, const fs_optim_state *s, const fs_run_position *pos,
                         fs_error *err);
-/* m and s must be created with the checkpoint's config; fills params, moments, step. */
-int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, fs_run_position *pos, fs_error *err);
+/* m and s must be created with the checkpoint's config; fills params, moments, step and
+ * the run position, after checking the metadata against each other and the run config t. */
+int fs_checkpoint_read(const char *path, fs_model *m, fs_optim_state *s, fs_run_position *pos,
+                       const fs_train_config *t, fs_error *err);
 /* Latest "step_N.safetensors" in dir: 1 and its path, or 0 if none. */
 int fs_checkpoint_latest(const char *dir, char *path, size_t len);
 

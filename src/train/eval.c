@@ -11,6 +11,7 @@
 #include "fewshot/seqio.h"
 #include "model/leaves.h"
 #include "base/fileio.h"
+#include "base/json.h"
 
 const char *const fs_metric_names[FS_NUM_METRICS] = {"loss", "acc", "in_context_acc", "out_context_acc",
                                                      "prob", "in_context_prob", "out_context_prob",
@@ -28,7 +29,7 @@ cJSON *fs_metrics_object(const fs_metrics *m)
     cJSON *o = cJSON_CreateObject();
     fs_metrics copy = *m;
     for (int k = 0; k < FS_NUM_METRICS; k++)
-        cJSON_AddNumberToObject(o, fs_metric_names[k], *fs_metric_field(&copy, k));
+        cJSON_AddItemToObject(o, fs_metric_names[k], fs_json_float(*fs_metric_field(&copy, k)));
     return o;
 }
 
@@ -170,8 +171,8 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
             if (!ws->qws)
                 return fs_fail(err, "evaluation: out of memory");
         }
-        if (!ws->logits)
-            ws->logits = fs_alloc(sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C);
+        if (!ws->logits && !(ws->logits = fs_alloc(sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C)))
+            return fs_fail_alloc(err, "evaluation logits", sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C);
         for (int first = 0; first < n; first += EVAL_QUERY_CHUNK) {
             int count = n - first < EVAL_QUERY_CHUNK ? n - first : EVAL_QUERY_CHUNK;
             fs_forward_query_logits(m, ws->qws, examples + (size_t)first * P * D, labels + (size_t)first * P, count,

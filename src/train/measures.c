@@ -11,6 +11,7 @@
 #include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
 #include "model/leaves.h"
+#include "base/json.h"
 
 /* The probe's RNG stream (evaluators use FS_STREAM_EVAL + index, at most 16 of them). */
 #define PROBE_STREAM UINT64_C(0x70726f6265)
@@ -261,8 +262,12 @@ void *fs_measures_json(const fs_measures *ms)
         if (!ms->v[k])
             continue;
         cJSON *layers = cJSON_AddArrayToObject(root, fs_measure_names[k]);
-        for (int l = 0; l < ms->depth; l++)
-            cJSON_AddItemToArray(layers, cJSON_CreateDoubleArray(ms->v[k] + (size_t)l * ms->heads, ms->heads));
+        for (int l = 0; l < ms->depth; l++) {
+            cJSON *row = cJSON_CreateArray(); /* non-finite values as README "Robustness" says */
+            for (int h = 0; h < ms->heads; h++)
+                cJSON_AddItemToArray(row, fs_json_float(ms->v[k][(size_t)l * ms->heads + h]));
+            cJSON_AddItemToArray(layers, row);
+        }
     }
     return root;
 }

@@ -14,11 +14,16 @@ fs_optim_config fs_optim_config_from_train(const fs_train_config *t)
                              .decay_steps = t->decay_steps};
 }
 
-void fs_optim_state_init(fs_optim_state *s, const fs_model *m)
+int fs_optim_state_init(fs_optim_state *s, const fs_model *m, fs_error *err)
 {
     s->m = fs_alloc(m->layout.total * sizeof(float));
     s->v = fs_alloc(m->layout.total * sizeof(float));
     s->step = 0;
+    if (!s->m || !s->v) {
+        fs_optim_state_free(s);
+        return fs_fail_alloc(err, "optimizer moments", 2 * m->layout.total * sizeof(float));
+    }
+    return 0;
 }
 
 void fs_optim_state_free(fs_optim_state *s)

@@ -23,7 +23,7 @@ typedef struct {
 } fs_optim_state;
 
 fs_optim_config fs_optim_config_from_train(const fs_train_config *t);
-void fs_optim_state_init(fs_optim_state *s, const fs_model *m);
+int fs_optim_state_init(fs_optim_state *s, const fs_model *m, fs_error *err);
 void fs_optim_state_free(fs_optim_state *s);
 
 /* Learning rate used for update number `step` (0-based). */

@@ -48,8 +48,12 @@ int fs_run_data_open(fs_run_data *rd, fs_run_config *cfg, const char *origin, bo
         max_P = s->P > max_P ? s->P : max_P;
         rd->num_sets = i + 1;
     }
-    rd->chunk_examples = fs_alloc(sizeof(float) * EVAL_CHUNK * (size_t)max_P * rd->data.dim);
-    rd->chunk_labels = fs_alloc(sizeof(int) * EVAL_CHUNK * (size_t)max_P);
+    size_t bytes;
+    if (fs_size_mul(&bytes, SIZE_MAX, FS_DIMS(sizeof(float), EVAL_CHUNK, (size_t)max_P, (size_t)rd->data.dim)) ||
+        !(rd->chunk_examples = fs_alloc(bytes)) || !(rd->chunk_labels = fs_alloc(sizeof(int) * EVAL_CHUNK * (size_t)max_P))) {
+        fs_run_data_close(rd);
+        return fs_fail_alloc(err, "evaluation batches", bytes);
+    }
     return 0;
 }
 

@@ -1,8 +1,10 @@
 /* Evaluator sets (docs/sampling.md): eval_iters fixed sequences per evaluator, drawn once
  * from eval_seed (as the reference's main.py draws eval_data once). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "base/fileio.h"
 #include "train/sampler.h"
 
 void fs_eval_set_free(fs_eval_set *set)
@@ -32,8 +34,12 @@ int fs_eval_set_build(fs_eval_set *set, const fs_task *t, const fs_eval_config *
     set->n = eval->eval_iters;
     set->P = set->spec.context_len + 1;
     set->D = t->data->dim;
-    size_t items = (size_t)set->n * set->P;
-    set->examples = malloc(items * set->D * sizeof(float));
+    size_t items, bytes;
+    if (fs_size_mul(&items, INT_MAX, FS_DIMS((size_t)set->n, (size_t)set->P)) ||
+        fs_size_mul(&bytes, fs_memory_limit(), FS_DIMS(items, (size_t)set->D, sizeof(float))))
+        return fs_fail(err, "evaluator \"%s\": %d sequences of %d pairs of %d features are too many", ev->name,
+                       set->n, set->P, set->D);
+    set->examples = malloc(bytes);
     set->labels = malloc(items * sizeof(int));
     set->item_types = malloc(items * sizeof(int));
     if (!set->examples || !set->labels || !set->item_types) {

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ typedef struct {
     fs_batch_sampler batch;
     FILE *metrics;
     char dir[1024], ckpt_dir[1100], metrics_path[1100];
+    int lock_fd;            /* the run directory's lock, held for the run's life */
     fs_run_position pos;    /* sequences seen, current train-log window */
     double last_eval_acc;
     char last_eval_name[64];
@@ -122,6 +124,10 @@ static int truncate_metrics(const char *path, int64_t iter, fs_error *err)
         return -1;
     size_t cap = len + 1, used = 0;
     char *keep = malloc(cap);
+    if (!keep) {
+        free(text);
+        return fs_fail(err, "%s: out of memory", path);
+    }
     keep[0] = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *j = cJSON_Parse(line);
@@ -166,9 +172,10 @@ static int save_config(run *r, bool resume, fs_error *err)
             const cJSON *it = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(oj, "train"),
                                                                "train_iters");
             fs_run_config same = *r->cfg;
-            if (cJSON_IsNumber(it))
+            bool known = cJSON_IsNumber(it) && it->valuedouble >= 0 && it->valuedouble <= 9.0e18; /* cast is defined */
+            if (known)
                 same.train.train_iters = (int64_t)it->valuedouble;
-            char *as_old = cJSON_IsNumber(it) ? config_text(&same) : NULL;
+            char *as_old = known ? config_text(&same) : NULL;
             if (as_old && strcmp(old, as_old) == 0)
                 rc = fs_write_file_atomic(path, text, err); /* only train_iters changed: extend */
             else
@@ -222,6 +229,7 @@ static void teardown(run *r)
 {
     if (r->metrics)
         fclose(r->metrics);
+    fs_dir_unlock(r->lock_fd);
     fs_batch_sampler_free(&r->batch);
     for (int i = 0; i < FS_MAX_EVALUATORS; i++)
         fs_eval_ws_free(&r->ws[i]);
@@ -238,6 +246,19 @@ static void teardown(run *r)
 
 /* Crossing a multiple of `every` between sequences a (exclusive) and b (inclusive). */
 static bool due(int64_t every, int64_t a, int64_t b) { return every > 0 && b / every > a / every; }
+
+/* A non-finite loss or gradient: stop before anything of this step is logged or saved,
+ * so metrics.jsonl and the checkpoints keep only the steps before it. */
+static int diverged(run *r, int64_t step, double loss, double gnorm, fs_error *err)
+{
+    char latest[1300];
+    bool have = fs_checkpoint_latest(r->ckpt_dir, latest, sizeof latest);
+    return fs_fail(err, "training diverged at step %lld (sequences %lld..%lld): the %s is %s (lr %g too high?); "
+                   "nothing of this step was saved; %s%s", (long long)step, (long long)r->pos.iter + 1,
+                   (long long)r->pos.iter + r->cfg->train.train_bs, isfinite(loss) ? "gradient norm" : "loss",
+                   isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite", r->cfg->train.lr,
+                   have ? "the last good checkpoint is " : "no checkpoint was written before it", have ? latest : "");
+}
 
 static int loop(run *r, fs_error *err)
 {
@@ -258,6 +279,8 @@ static int loop(run *r, fs_error *err)
             r->trainer.clamps = fs_held_update(&r->hc, &r->model, &r->trainer.acts, B);
             loss = fs_batch_train_step(&r->batch, &r->trainer, step, &gnorm);
         }
+        if (!isfinite(loss) || !isfinite(gnorm))
+            return diverged(r, step + 1, loss, gnorm, err);
         int64_t before = r->pos.iter;
         r->pos.iter += B;
         step++;
@@ -307,11 +330,21 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
     r.cfg = cfg;
     r.origin = origin;
     r.opt = opt;
+    r.lock_fd = -1;
+    if (strlen(opt->out_dir) >= sizeof r.dir)
+        return fs_fail(err, "--out: the run directory name is %zu bytes (at most %zu)", strlen(opt->out_dir),
+                       sizeof r.dir - 1);
     snprintf(r.dir, sizeof r.dir, "%s", opt->out_dir);
     snprintf(r.ckpt_dir, sizeof r.ckpt_dir, "%s/checkpoints", r.dir);
     snprintf(r.metrics_path, sizeof r.metrics_path, "%s/metrics.jsonl", r.dir);
     int rc = -1;
-    if (setup(&r, err) || fs_mkdir_p(r.ckpt_dir, err))
+    /* one run per directory: the lock is held until teardown; then no other writer can
+     * own the temp files that interrupted writes left behind */
+    if (fs_mkdir_p(r.ckpt_dir, err) || fs_dir_lock(r.dir, &r.lock_fd, err))
+        goto done;
+    fs_remove_stale_tmp(r.dir);
+    fs_remove_stale_tmp(r.ckpt_dir);
+    if (setup(&r, err))
         goto done;
     char latest[1300];
     bool have = fs_checkpoint_latest(r.ckpt_dir, latest, sizeof latest);
@@ -320,7 +353,7 @@ int fs_train_run(fs_run_config *cfg, const char *origin, const fs_train_options 
             fs_fail(err, "%s: no checkpoint to resume from", r.ckpt_dir);
             goto done;
         }
-        if (fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, err))
+        if (fs_checkpoint_read(latest, &r.model, &r.trainer.state, &r.pos, &cfg->train, err))
             goto done;
         if (r.pos.iter > cfg->train.train_iters) {
             fs_fail(err, "%s: train.train_iters = %lld is below the %lld sequences this run has already trained on "

@@ -35,17 +35,29 @@ int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const
     t->thread_grads = calloc((size_t)t->threads, sizeof *t->thread_grads);
     t->thread_ptrs = calloc((size_t)t->threads, sizeof *t->thread_ptrs);
     t->thread_sums = fs_alloc((size_t)t->threads * sizeof *t->thread_sums);
-    if (!t->thread_grads || !t->thread_ptrs || fs_packed_init(&t->packed, m)) {
+    if (!t->grad_acts || !t->thread_sums || !t->thread_grads || !t->thread_ptrs || fs_packed_init(&t->packed, m)) {
+        size_t bytes = fs_backward_scratch_floats(&t->acts) * sizeof(float);
         fs_trainer_free(t);
-        return fs_fail(err, "trainer: out of memory");
+        return fs_fail_alloc(err, "trainer scratch", bytes);
     }
     for (int i = 0; i < t->threads; i++) {
         t->thread_grads[i] = fs_alloc(m->layout.total * sizeof(float));
+        if (!t->thread_grads[i]) {
+            fs_trainer_free(t);
+            return fs_fail_alloc(err, "per-thread gradients", m->layout.total * sizeof(float));
+        }
         t->thread_ptrs[i] = fs_param_bind(&m->cfg, &m->layout, t->thread_grads[i]);
     }
     t->grads = fs_alloc(m->layout.total * sizeof(float));
     t->optim = *oc;
-    fs_optim_state_init(&t->state, m);
+    if (!t->grads) {
+        fs_trainer_free(t);
+        return fs_fail_alloc(err, "gradients", m->layout.total * sizeof(float));
+    }
+    if (fs_optim_state_init(&t->state, m, err)) {
+        fs_trainer_free(t);
+        return -1;
+    }
     return 0;
 }
 
