@@ -82,6 +82,27 @@ Test(harden, output_symlink_is_followed_and_kept, .init = setup, .fini = teardow
     fs_st_free(&f);
 }
 
+/* The streamed writers (cache dumps in every format, eval --per-sequence, classify -o) go
+ * through the same output file as the others: a symlink is followed and kept. */
+Test(harden, streamed_outputs_follow_and_keep_symlinks, .init = setup, .fini = teardown)
+{
+    const char *formats[] = {"json", "h5", "safetensors"};
+    for (int i = 0; i < 3; i++) {
+        char real[64], link[256];
+        snprintf(real, sizeof real, "real.%s", formats[i]);
+        snprintf(link, sizeof link, "%s/link.%s", dir, formats[i]);
+        th_write_text(th_path(dir, real), "old");
+        cr_assert_eq(symlink(real, link), 0);
+        run_ok("cache --config " TH_GOLDEN "/doc/config.json --model " TH_GOLDEN "/doc/params.safetensors"
+               " --input " TH_GOLDEN "/doc/forward_0.json --names out -o %s", link);
+        struct stat st;
+        cr_assert_eq(lstat(link, &st), 0);
+        cr_expect(S_ISLNK(st.st_mode), "%s: the symlink itself must survive", formats[i]);
+        cr_assert_eq(stat(th_path(dir, real), &st), 0);
+        cr_expect_gt(st.st_size, 3, "%s: the link's target holds the dump", formats[i]);
+    }
+}
+
 Test(harden, output_dangling_symlink_directory_are_refused, .init = setup, .fini = teardown)
 {
     const char *link = th_path(dir, "dangling");

@@ -219,6 +219,14 @@ int fs_outfile_begin(fs_outfile *o, const char *path, fs_error *err)
     return 0;
 }
 
+int fs_outfile_end(fs_outfile *o, bool ok, fs_error *err)
+{
+    if (ok)
+        return fs_outfile_commit(o, err);
+    fs_outfile_abort(o);
+    return -1;
+}
+
 void fs_outfile_abort(fs_outfile *o)
 {
     if (o->tmp)

@@ -54,6 +54,8 @@ int fs_outfile_begin(fs_outfile *o, const char *path, fs_error *err);
 int fs_outfile_commit(fs_outfile *o, fs_error *err);
 /* Give up: remove the temp file, free o. */
 void fs_outfile_abort(fs_outfile *o);
+/* Commit when ok, else abort; 0 when the target now holds the new data. */
+int fs_outfile_end(fs_outfile *o, bool ok, fs_error *err);
 /* Write bytes / text as one output file through fs_outfile. */
 int fs_write_bytes_atomic(const char *path, const void *data, size_t n, fs_error *err);
 int fs_write_file_atomic(const char *path, const char *text, fs_error *err);

@@ -11,24 +11,6 @@
 
 enum { BUF_BYTES = 1 << 20 };
 
-char *fs_atomic_tmp_name(const char *path)
-{
-    size_t n = strlen(path) + 32;
-    char *tmp = malloc(n);
-    if (tmp)
-        snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    return tmp;
-}
-
-int fs_atomic_commit(const char *tmp, const char *path, bool ok, fs_error *err)
-{
-    if (ok && rename(tmp, path) == 0)
-        return 0;
-    int e = errno;
-    unlink(tmp);
-    return ok ? fs_fail(err, "%s: cannot move the finished file into place (%s)", path, strerror(e)) : -1;
-}
-
 int fs_ostream_open(fs_ostream *o, const char *path, fs_error *err)
 {
     memset(o, 0, sizeof *o);
@@ -41,18 +23,14 @@ int fs_ostream_open(fs_ostream *o, const char *path, fs_error *err)
         o->fd = STDOUT_FILENO;
         return 0;
     }
-    o->path = strdup(path);
-    o->tmp = fs_atomic_tmp_name(path);
-    if (!o->path || !o->tmp) {
+    if (fs_outfile_begin(&o->out, path, err)) {
         fs_ostream_abort(o);
-        return fs_fail(err, "%s: out of memory", path);
+        return -1;
     }
-    o->fd = open(o->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    o->to_file = true;
+    o->fd = open(o->out.tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (o->fd < 0) {
-        int e = errno;
-        fs_fail(err, "%s: cannot create the output file (%s)", path, strerror(e));
-        free(o->tmp);
-        o->tmp = NULL; /* nothing to remove */
+        fs_fail(err, "%s: cannot create the output file (%s)", path, strerror(errno));
         fs_ostream_abort(o);
         return -1;
     }
@@ -134,8 +112,6 @@ void fs_ostream_printf(fs_ostream *o, const char *fmt, ...)
 static void release(fs_ostream *o)
 {
     free(o->buf);
-    free(o->path);
-    free(o->tmp);
     memset(o, 0, sizeof *o);
     o->fd = -1;
 }
@@ -144,8 +120,8 @@ int fs_ostream_close(fs_ostream *o, fs_error *err)
 {
     flush(o);
     int rc = 0;
-    const char *name = o->path ? o->path : "stdout";
-    if (!o->path) {
+    const char *name = o->to_file ? o->out.target : "stdout";
+    if (!o->to_file) {
         if (o->write_errno)
             rc = fs_fail(err, "%s: write failed (%s)", name, strerror(o->write_errno));
         release(o);
@@ -159,7 +135,7 @@ int fs_ostream_close(fs_ostream *o, fs_error *err)
     if (o->write_errno)
         rc = fs_fail(err, "%s: write failed after %llu bytes (%s); no file written", name,
                      (unsigned long long)o->bytes, strerror(o->write_errno));
-    if (fs_atomic_commit(o->tmp, o->path, rc == 0, err))
+    if (fs_outfile_end(&o->out, rc == 0, err))
         rc = -1;
     release(o);
     return rc;
@@ -167,9 +143,8 @@ int fs_ostream_close(fs_ostream *o, fs_error *err)
 
 void fs_ostream_abort(fs_ostream *o)
 {
-    if (o->path && o->fd >= 0)
+    if (o->to_file && o->fd >= 0)
         close(o->fd);
-    if (o->tmp)
-        unlink(o->tmp);
+    fs_outfile_abort(&o->out);
     release(o);
 }

@@ -9,12 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/fileio.h"
 #include "fewshot/error.h"
 
 typedef struct {
     int fd;
-    char *path;      /* final name; NULL for stdout */
-    char *tmp;       /* temporary name being written */
+    bool to_file;    /* false: stdout */
+    fs_outfile out;  /* the output file (base/fileio.h: atomic, symlinks, devices) */
     char *buf;
     size_t len, cap;
     int write_errno; /* first write error, 0 if none */
@@ -36,11 +37,5 @@ void fs_ostream_advance(fs_ostream *o, size_t n);
 int fs_ostream_close(fs_ostream *o, fs_error *err);
 /* Drop the output: remove the temporary file. Frees o. */
 void fs_ostream_abort(fs_ostream *o);
-
-/* The temporary name used beside `path` (PATH.tmp.PID); malloc'ed, NULL on OOM. */
-char *fs_atomic_tmp_name(const char *path);
-/* Finish an atomic write made to `tmp`: on ok rename it to `path`, else remove it. Returns
- * 0 when `path` now holds the new file. */
-int fs_atomic_commit(const char *tmp, const char *path, bool ok, fs_error *err);
 
 #endif

@@ -15,7 +15,7 @@
 #include "io/st_header.h"
 
 struct fs_cache_bin {
-    char *tmp;
+    fs_outfile out; /* written at out.tmp, committed by the close functions */
     /* h5 */
     hid_t file;
     hid_t *dset;
@@ -28,10 +28,12 @@ struct fs_cache_bin {
 static int bin_alloc(fs_cache_writer *w, fs_error *err)
 {
     w->bin = calloc(1, sizeof *w->bin);
-    if (!w->bin || !(w->bin->tmp = fs_atomic_tmp_name(w->path))) {
+    if (!w->bin)
+        return fs_fail(err, "out of memory");
+    if (fs_outfile_begin(&w->bin->out, w->path, err)) {
         free(w->bin);
         w->bin = NULL;
-        return fs_fail(err, "out of memory");
+        return -1;
     }
     w->bin->file = -1;
     w->bin->fd = -1;
@@ -41,7 +43,7 @@ static int bin_alloc(fs_cache_writer *w, fs_error *err)
 static void bin_free(fs_cache_writer *w)
 {
     if (w->bin) {
-        free(w->bin->tmp);
+        fs_outfile_abort(&w->bin->out); /* no-op once committed */
         free(w->bin->dset);
         free(w->bin->off);
         free(w->bin);
@@ -139,7 +141,7 @@ int fs_cache_h5_open(fs_cache_writer *w, fs_error *err)
         rc = fs_fail(err, "out of memory");
     else if ((fapl = H5Pcreate(H5P_FILE_ACCESS)) < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0)
         rc = fs_fail(err, "%s: HDF5 setup failed", w->path);
-    else if ((b->file = H5Fcreate(b->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
+    else if ((b->file = H5Fcreate(b->out.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
         rc = fs_fail(err, "%s: cannot create the output file (missing directory or no permission?)", w->path);
     else if ((lcpl = H5Pcreate(H5P_LINK_CREATE)) < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
         rc = fs_fail(err, "%s: HDF5 setup failed", w->path);
@@ -199,7 +201,7 @@ int fs_cache_h5_close(fs_cache_writer *w, bool commit, fs_error *err)
     if (commit && !ok)
         rc = fs_fail(err, "%s: finishing the HDF5 file failed (disk full?); no file written", w->path);
     if (b->file >= 0 || commit) {
-        if (fs_atomic_commit(b->tmp, w->path, ok, commit && rc == 0 ? err : NULL))
+        if (fs_outfile_end(&b->out, ok, commit && rc == 0 ? err : NULL))
             rc = -1;
     }
     bin_free(w);
@@ -249,7 +251,7 @@ int fs_cache_st_open(fs_cache_writer *w, fs_error *err)
     size_t hlen = 0;
     if (rc == 0)
         rc = fs_st_header(w->path, order, w->nsel, keys, values, nmeta, &header, &hlen, err);
-    if (rc == 0 && (b->fd = open(b->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
+    if (rc == 0 && (b->fd = open(b->out.tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) < 0)
         rc = fs_fail(err, "%s: cannot create the output file (%s)", w->path, strerror(errno));
     if (rc == 0) {
         unsigned char len8[8];
@@ -293,7 +295,7 @@ int fs_cache_st_close(fs_cache_writer *w, bool commit, fs_error *err)
     }
     if (commit && e)
         rc = fs_fail(err, "%s: write failed (%s); no file written", w->path, strerror(e));
-    if (had_fd && fs_atomic_commit(b->tmp, w->path, commit && rc == 0, commit && rc == 0 ? err : NULL))
+    if (had_fd && fs_outfile_end(&b->out, commit && rc == 0, commit && rc == 0 ? err : NULL))
         rc = -1;
     bin_free(w);
     return rc;
