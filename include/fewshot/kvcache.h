@@ -106,6 +106,8 @@ typedef struct {
 } fs_kv_layer_stats;
 
 void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s);
+/* Keys + values of every layer in bytes: what a frozen cache allocates for them. */
+size_t fs_kv_bytes(const fs_kv_cache *c);
 /* The per-layer table with totals, as printed by `fewshot classify --kv-stats` (NULL when
  * out of memory). */
 char *fs_kv_stats_table(const fs_kv_cache *c);
@@ -134,5 +136,48 @@ int fs_kv_queries_load_json(const char *path, int input_dim, fs_kv_queries *q, f
 int fs_kv_queries_from_json(const cJSON *json, const char *origin, int input_dim, fs_kv_queries *q, fs_error *err);
 int fs_kv_queries_load_h5(const char *path, const char *dataset, int input_dim, fs_kv_queries *q, fs_error *err);
 void fs_kv_queries_free(fs_kv_queries *q);
+
+/* ---- Batches of contexts (issue 19) ----
+ * B contexts of different lengths in one cache, as TransformerLens' cache holds a batch
+ * of prefixes with an attention mask (previous_attention_mask). Here the mask is each
+ * row's length: row b stores exactly the 2*k_b tokens of its k_b context pairs, so
+ * padded slots are never allocated and never attended, and the memory is that of the
+ * real tokens. Row b's queries run at its own position 2*k_b, attending only to its own
+ * tokens. Appending a pair to a row (append_attention_mask) extends that row alone.
+ * Every row is a one-context cache (the rows share row 0's packed weights): build,
+ * append, freeze, compression and stats are the one-context ones, and a row's logits
+ * equal those of a one-context cache of its context, bit for bit. */
+typedef struct {
+    int rows;
+    fs_kv_cache *row;  /* [rows]; row[0] owns the packed weights the others borrow */
+} fs_kv_batch;
+
+/* Build B = `rows` >= 1 rows from contexts[b] (each >= 1 pair of width input_dim, labels
+ * in [0, C)); errors name the row. The batch is left unfrozen. */
+int fs_kv_build_batch(fs_kv_batch *b, const fs_model *m, const fs_kv_context *contexts, int rows, fs_error *err);
+/* Append one pair to row `row` only (as fs_kv_append); fails when frozen. */
+int fs_kv_append_row(fs_kv_batch *b, int row, const float *example, int label, fs_error *err);
+void fs_kv_batch_freeze(fs_kv_batch *b);
+void fs_kv_batch_unfreeze(fs_kv_batch *b);
+void fs_kv_batch_free(fs_kv_batch *b);
+/* Logits of every row's queries, row after row: queries[b].count rows [C] for row b, so
+ * `logits` holds sum_b queries[b].count rows. Needs a frozen batch. Chunks of 32 queries
+ * of one row run on `threads` threads (0 = all cores); the result does not depend on it. */
+int fs_kv_classify_batch(const fs_kv_batch *b, const fs_kv_queries *queries, float *logits, int threads,
+                         fs_error *err);
+
+/* `fewshot classify --contexts FILE.h5` (docs/formats.md): datasets examples [B, P, D]
+ * and labels [B, P] (the sequence layout), optional lengths [B] (row b's real pairs,
+ * 1..P; the rest is padding, never read into the cache), optional queries [B, Q, D] with
+ * optional query_labels [B, Q]. Without queries, each row's last real pair is its query
+ * (its label the query's true label) and the pairs before it its context. */
+typedef struct {
+    int rows;
+    fs_kv_context *contexts;  /* [rows] */
+    fs_kv_queries *queries;   /* [rows] */
+} fs_kv_batch_inputs;
+
+int fs_kv_batch_inputs_load_h5(const char *path, const fs_model_config *cfg, fs_kv_batch_inputs *in, fs_error *err);
+void fs_kv_batch_inputs_free(fs_kv_batch_inputs *in);
 
 #endif

@@ -32,6 +32,11 @@ int fs_seq_h5_open(fs_seq_h5 **r, const char *path, int input_dim, int num_class
                    fs_error *err);
 /* Sequences [b0, b0 + n) into examples [n][P][D] and labels [n][P]. */
 int fs_seq_h5_read(fs_seq_h5 *r, int b0, int n, float *examples, int *labels, fs_error *err);
+/* An optional dataset `name` of the same file (rank 1..3, integers or floats; `want`,
+ * such as "[B] integers", goes into errors), read whole as float64: 1 when the file has
+ * no such dataset, else 0 with its dims and finite values (free() them), -1 on error. */
+int fs_seq_h5_read_extra(fs_seq_h5 *r, const char *name, int rank, const char *want, int *dims, double **values,
+                         fs_error *err);
 void fs_seq_h5_close(fs_seq_h5 *r);
 
 /* Copy sequences [0, nseq) of examples/labels into the arena's input leaves at b0. */

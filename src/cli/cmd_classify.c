@@ -313,18 +313,6 @@ static char *sweep_json(const sweep_row *rows, int n, const fs_kv_cache *full, s
     return text;
 }
 
-/* Bytes of keys and values over every layer. */
-static size_t cache_bytes(const fs_kv_cache *c)
-{
-    size_t bytes = 0;
-    for (int l = 0; l < c->depth; l++) {
-        fs_kv_layer_stats s;
-        fs_kv_stats(c, l, &s);
-        bytes += s.key_bytes + s.value_bytes;
-    }
-    return bytes;
-}
-
 /* keep in {1, 0.75, 0.5, 0.25} x every policy against one context. */
 static int sweep(const fs_args *a, const fs_model *m, const fs_kv_context *ctx, int threads)
 {
@@ -353,7 +341,7 @@ static int sweep(const fs_args *a, const fs_model *m, const fs_kv_context *ctx, 
             logits = run_queries(&c, &q, threads, &seconds);
             int *pred = logits ? predictions(logits, q.count, C) : NULL;
             if (pred) {
-                rows[n] = (sweep_row){fs_kv_policies[p], keeps[k], c.seq, cache_bytes(&c),
+                rows[n] = (sweep_row){fs_kv_policies[p], keeps[k], c.seq, fs_kv_bytes(&c),
                                       q.labels ? matching(pred, q.labels, q.count) : 0, matching(pred, full, q.count),
                                       q.count / (seconds > 0 ? seconds : 1e-9)};
                 n++;

@@ -39,11 +39,11 @@ void fs_seq_h5_close(fs_seq_h5 *r)
     free(r);
 }
 
-/* Open dataset `name` of rank `rank` and class `cls` (or integer-or-float for labels). */
-static int open_dset(fs_seq_h5 *r, const char *name, int rank, bool labels, hsize_t *dims, hid_t *out,
-                     fs_error *err)
+/* Open dataset `name` of rank `rank`: floats, or integers too when `ints` (`want` names
+ * the expected shape and type in errors). */
+static int open_dset(fs_seq_h5 *r, const char *name, int rank, bool ints, const char *want, hsize_t *dims,
+                     hid_t *out, fs_error *err)
 {
-    const char *want = labels ? "[B][P] integers" : "[B][P][D] floats";
     if (H5Lexists(r->file, name, H5P_DEFAULT) <= 0)
         return fs_fail(err, "%s: no dataset \"%s\" (expected %s)", r->path, name, want);
     hid_t d = H5Dopen2(r->file, name, H5P_DEFAULT);
@@ -57,14 +57,14 @@ static int open_dset(fs_seq_h5 *r, const char *name, int rank, bool labels, hsiz
         H5Sget_simple_extent_dims(space, dims, NULL);
     if (type >= 0) H5Tclose(type);
     if (space >= 0) H5Sclose(space);
-    if (!(cls == H5T_FLOAT || (labels && cls == H5T_INTEGER)))
+    if (!(cls == H5T_FLOAT || (ints && cls == H5T_INTEGER)))
         return fs_fail(err, "%s: dataset \"%s\": expected %s, found another type", r->path, name, want);
     if (nd != rank)
         return fs_fail(err, "%s: dataset \"%s\": expected rank %d (%s), found rank %d", r->path, name, rank, want, nd);
     for (int i = 0; i < rank; i++)
         if (dims[i] < 1 || dims[i] > INT_MAX / 4)
-            return fs_fail(err, "%s: dataset \"%s\": dimension %d has size %llu", r->path, name, i,
-                           (unsigned long long)dims[i]);
+            return fs_fail(err, "%s: dataset \"%s\": dimension %d has size %llu (expected %s, every size >= 1)",
+                           r->path, name, i, (unsigned long long)dims[i], want);
     return 0;
 }
 
@@ -84,7 +84,8 @@ int fs_seq_h5_open(fs_seq_h5 **out, const char *path, int input_dim, int num_cla
     int rc = 0;
     if ((r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
         rc = fs_fail(err, "%s: not a readable HDF5 file", path);
-    else if (open_dset(r, "examples", 3, false, ed, &r->ex, err) || open_dset(r, "labels", 2, true, ld, &r->lab, err))
+    else if (open_dset(r, "examples", 3, false, "[B][P][D] floats", ed, &r->ex, err) ||
+             open_dset(r, "labels", 2, true, "[B][P] integers", ld, &r->lab, err))
         rc = -1;
     else if (ed[2] != (hsize_t)input_dim)
         rc = fs_fail(err, "%s: examples: each example must have input_dim = %d numbers, got %llu", path, input_dim,
@@ -112,6 +113,42 @@ static int read_slab(hid_t d, int rank, const hsize_t *start, const hsize_t *cou
     if (ms >= 0) H5Sclose(ms);
     if (fs >= 0) H5Sclose(fs);
     return ok ? 0 : -1;
+}
+
+int fs_seq_h5_read_extra(fs_seq_h5 *r, const char *name, int rank, const char *want, int *dims, double **values,
+                         fs_error *err)
+{
+    *values = NULL;
+    if (rank < 1 || rank > 3 || H5Lexists(r->file, name, H5P_DEFAULT) <= 0)
+        return 1;
+    hsize_t hd[3], start[3] = {0}, count = 1;
+    hid_t d = -1;
+    if (open_dset(r, name, rank, true, want, hd, &d, err)) {
+        if (d >= 0)
+            H5Dclose(d);
+        return -1;
+    }
+    for (int i = 0; i < rank; i++) {
+        dims[i] = (int)hd[i];
+        count *= hd[i];
+    }
+    double *x = count <= SIZE_MAX / sizeof *x ? malloc(sizeof *x * count) : NULL;
+    int rc = 0;
+    if (!x)
+        rc = fs_fail(err, "%s: dataset \"%s\": out of memory for %llu values", r->path, name,
+                     (unsigned long long)count);
+    else if (read_slab(d, rank, start, hd, H5T_NATIVE_DOUBLE, x))
+        rc = fs_fail(err, "%s: dataset \"%s\": reading it failed (damaged file?)", r->path, name);
+    for (hsize_t i = 0; rc == 0 && i < count; i++)
+        if (!isfinite(x[i]))
+            rc = fs_fail(err, "%s: dataset \"%s\": element %llu is not a finite number", r->path, name,
+                         (unsigned long long)i);
+    H5Dclose(d);
+    if (rc)
+        free(x);
+    else
+        *values = x;
+    return rc;
 }
 
 int fs_seq_h5_read(fs_seq_h5 *r, int b0, int n, float *examples, int *labels, fs_error *err)

@@ -39,6 +39,21 @@ typedef struct {
     float *add;                  /* [d] (APE, sinusoidal) */
 } kv_position;
 
+/* kvcache.c */
+/* fs_kv_init, packing the weights unless `shared` is given (then borrowed: the batch's
+ * rows share row 0's). */
+int kv_cache_init(fs_kv_cache *c, const fs_model *m, struct fs_kv_weights *shared, fs_error *err);
+/* Queries [count][D] against one frozen, non-empty cache -> logits [count][C]. */
+typedef struct {
+    const fs_kv_cache *cache;
+    const float *queries;
+    size_t count;
+    float *logits;
+} kv_job;
+/* Every job's queries in chunks of FS_LANES (a chunk never mixes jobs: its tokens share
+ * one position and one set of keys) on `threads` threads (0 = all cores). */
+int kv_classify_jobs(const kv_job *jobs, int njobs, int threads, fs_error *err);
+
 /* kv_step.c */
 struct fs_kv_weights *kv_weights_create(const fs_model *m); /* packs every Linear once */
 void kv_weights_free(struct fs_kv_weights *w, int depth);

@@ -27,6 +27,11 @@ static void range(const float *x, const fs_kv_cache *c, float *mn, float *mx, fl
     *mean = count ? (float)(sum / count) : 0.f;
 }
 
+/* Bytes of one layer's keys (= its values): [1, H, seq, hd] float32. */
+static size_t layer_bytes(const fs_kv_cache *c) { return sizeof(float) * (size_t)c->heads * c->seq * c->head_dim; }
+
+size_t fs_kv_bytes(const fs_kv_cache *c) { return 2 * (size_t)c->depth * layer_bytes(c); }
+
 void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s)
 {
     memset(s, 0, sizeof *s);
@@ -34,7 +39,7 @@ void fs_kv_stats(const fs_kv_cache *c, int layer, fs_kv_layer_stats *s)
     s->shape[1] = c->heads;
     s->shape[2] = c->seq;
     s->shape[3] = c->head_dim;
-    s->key_bytes = s->value_bytes = sizeof(float) * (size_t)c->heads * c->seq * c->head_dim;
+    s->key_bytes = s->value_bytes = layer_bytes(c);
     range(c->layer[layer].keys, c, &s->key_min, &s->key_max, &s->key_mean);
     range(c->layer[layer].values, c, &s->value_min, &s->value_max, &s->value_mean);
 }

@@ -17,7 +17,7 @@
  * grow as tokens^2); longer ones append the remaining pairs. */
 enum { KV_BUILD_FORWARD_PAIRS = 256 };
 
-int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err)
+int kv_cache_init(fs_kv_cache *c, const fs_model *m, struct fs_kv_weights *shared, fs_error *err)
 {
     memset(c, 0, sizeof *c);
     const fs_model_config *cfg = &m->cfg;
@@ -29,13 +29,15 @@ int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err)
     c->head_dim = cfg->d_model / cfg->num_heads;
     c->depth = cfg->depth;
     c->layer = calloc((size_t)c->depth, sizeof *c->layer);
-    c->weights = c->layer ? kv_weights_create(m) : NULL;
+    c->weights = !c->layer ? NULL : shared ? shared : kv_weights_create(m);
     if (!c->weights) {
         fs_kv_free(c);
         return fs_fail(err, "kv cache: out of memory packing the model's weights");
     }
     return 0;
 }
+
+int fs_kv_init(fs_kv_cache *c, const fs_model *m, fs_error *err) { return kv_cache_init(c, m, NULL, err); }
 
 void fs_kv_free(fs_kv_cache *c)
 {
@@ -291,6 +293,56 @@ static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratc
             logits[(size_t)r * C + k] = s->logits[(size_t)k * FS_LANES + r];
 }
 
+int kv_classify_jobs(const kv_job *jobs, int njobs, int threads, fs_error *err)
+{
+    const fs_model *m = jobs[0].cache->model;
+    const fs_model_config *cfg = &m->cfg;
+    size_t chunks = 0;
+    int max_keys = 1;
+    for (int j = 0; j < njobs; j++) {
+        chunks += (jobs[j].count + FS_LANES - 1) / FS_LANES;
+        max_keys = jobs[j].cache->seq + 1 > max_keys ? jobs[j].cache->seq + 1 : max_keys;
+    }
+    /* chunk i of the whole run is chunk i - first[j] of job j = owner[i] */
+    int *owner = fs_alloc(sizeof(int) * (chunks ? chunks : 1));
+    size_t *first = fs_alloc(sizeof(size_t) * (size_t)njobs);
+    kv_position *pos = fs_alloc(sizeof(kv_position) * (size_t)njobs);
+    int failed = !owner || !first || !pos;
+    for (int j = 0, i = 0; !failed && j < njobs; j++) {
+        first[j] = (size_t)i;
+        for (size_t n = (jobs[j].count + FS_LANES - 1) / FS_LANES; n > 0; n--)
+            owner[i++] = j;
+        failed = kv_position_init(&pos[j], m, jobs[j].cache->pos) != 0;
+    }
+    int nt = threads > 0 ? threads : omp_get_max_threads();
+    if ((size_t)nt > chunks)
+        nt = chunks > 0 ? (int)chunks : 1;
+    if (!failed) {
+#pragma omp parallel num_threads(nt) reduction(| : failed)
+        {
+            kv_scratch s;
+            failed = kv_scratch_init(&s, cfg, max_keys) != 0;
+#pragma omp for schedule(static)
+            for (size_t ch = 0; ch < chunks; ch++) {
+                if (failed)
+                    continue;
+                const kv_job *job = &jobs[owner[ch]];
+                size_t q0 = (ch - first[owner[ch]]) * FS_LANES;
+                int rows = job->count - q0 < FS_LANES ? (int)(job->count - q0) : FS_LANES;
+                classify_chunk(job->cache, &pos[owner[ch]], &s, job->queries + q0 * cfg->input_dim, rows,
+                               job->logits + q0 * cfg->num_classes);
+            }
+            kv_scratch_free(&s);
+        }
+    }
+    for (int j = 0; pos && j < njobs; j++)
+        kv_position_free(&pos[j]);
+    free(owner), free(first), free(pos);
+    if (failed)
+        return fs_fail(err, "kv cache: out of memory for the query step's scratch buffers");
+    return 0;
+}
+
 int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float *logits, int threads,
                    fs_error *err)
 {
@@ -298,33 +350,8 @@ int fs_kv_classify(const fs_kv_cache *c, const float *queries, size_t nq, float 
         return fs_fail(err, "kv cache: classify needs a frozen cache (fs_kv_freeze)");
     if (c->seq == 0)
         return fs_fail(err, "kv cache: empty context: need at least one exemplar-label pair");
-    const fs_model_config *cfg = &c->model->cfg;
-    size_t chunks = (nq + FS_LANES - 1) / FS_LANES;
-    int nt = threads > 0 ? threads : omp_get_max_threads();
-    if ((size_t)nt > chunks)
-        nt = chunks > 0 ? (int)chunks : 1;
-    kv_position p;
-    if (kv_position_init(&p, c->model, c->pos))
-        return fs_fail(err, "kv cache: out of memory");
-    int failed = 0;
-#pragma omp parallel num_threads(nt) reduction(| : failed)
-    {
-        kv_scratch s;
-        failed = kv_scratch_init(&s, cfg, c->seq + 1) != 0;
-#pragma omp for schedule(static)
-        for (size_t ch = 0; ch < chunks; ch++) {
-            if (failed)
-                continue;
-            size_t q0 = ch * FS_LANES;
-            int rows = nq - q0 < FS_LANES ? (int)(nq - q0) : FS_LANES;
-            classify_chunk(c, &p, &s, queries + q0 * cfg->input_dim, rows, logits + q0 * cfg->num_classes);
-        }
-        kv_scratch_free(&s);
-    }
-    kv_position_free(&p);
-    if (failed)
-        return fs_fail(err, "kv cache: out of memory for the query step's scratch buffers");
-    return 0;
+    kv_job job = {c, queries, nq, logits};
+    return kv_classify_jobs(&job, 1, threads, err);
 }
 
 int fs_kv_probs(const float *logits, int C, float *probs)
