@@ -20,6 +20,10 @@ static const fs_opt opts[] = {
     {"--context", "FILE", "context JSON: {\"examples\": [k][D], \"labels\": [k]}, k >= 1 pairs"},
     {"--queries", "FILE", "queries: JSON {\"examples\": [Q][D]} or an HDF5 file (with --queries-path)"},
     {"--queries-path", "PATH", "dataset in the HDF5 queries file: a 2-D [Q, D] float32 array"},
+    {"--contexts", "FILE", "instead of --context/--queries: B contexts, each with its own queries, in one HDF5 file "
+                           "(examples [B][P][D], labels [B][P], optional lengths [B], queries [B][Q][D], "
+                           "query_labels [B][Q]; without queries each row's last real pair is its query; "
+                           "docs/formats.md); prints a table per row and overall"},
     {"--threads", "T", "threads across queries (default: all cores)"},
     {"--kv-stats", NULL, "print the cache's tokens before -> after compression, per-layer shape, bytes and "
                          "key/value ranges (stderr with --queries); with labelled queries also accuracy and "
@@ -30,7 +34,8 @@ static const fs_opt opts[] = {
                          "exemplars-only, drop-pairs, drop-pairs:N"},
     {"--kv-sweep", NULL, "classify the queries at keep 1, 0.75, 0.5, 0.25 under every policy; print one table "
                          "(tokens, bytes, accuracy with labelled queries, agreement with keep 1, queries/s)"},
-    {"--json", NULL, "--kv-sweep: print the table as JSON"},
+    {"--json", NULL, "--kv-sweep, --contexts: print the table as JSON (with --contexts: every row's predictions, "
+                     "probabilities, accuracy, tokens and bytes, and the overall accuracy)"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
     {"-o", "FILE", "write the predictions here (atomically) instead of stdout"},
     {NULL, NULL, NULL},
@@ -41,7 +46,9 @@ static const char about[] =
     "and values are computed once per layer and frozen; each query then runs as the single\n"
     "token after the context. Prints one JSON line per query: {\"label\": L, \"probs\": [C floats]}.\n"
     "Queries may carry \"labels\": [Q] (JSON) for accuracy. --kv-keep/--kv-policy evict context tokens\n"
-    "(positions keep their RoPE phases; the query stays at position 2k); --kv-sweep compares policies.";
+    "(positions keep their RoPE phases; the query stays at position 2k); --kv-sweep compares policies.\n"
+    "--contexts FILE.h5 holds B contexts of different lengths in one batched cache: each row's queries\n"
+    "run at that row's own position and attend only to its own tokens; prints one table row per context.";
 
 static int load_queries(const fs_args *a, int input_dim, fs_kv_queries *q, fs_error *err)
 {
@@ -151,6 +158,19 @@ static double matching(const int *x, const int *y, size_t n)
     return n ? (double)same / n : 0;
 }
 
+/* Probabilities from non-finite logits are meaningless: an error, never "-nan" on stdout. */
+static int check_finite(const float *logits, size_t nq, int C)
+{
+    for (size_t i = 0; i < nq * (size_t)C; i++)
+        if (!isfinite(logits[i])) {
+            fs_error err;
+            fs_fail(&err, "query %zu: the model's logits are %s (inputs too large for float32?); no predictions "
+                    "written", i / (size_t)C, fs_nonfinite_name(logits[i]));
+            return fs_cli_error(err.msg);
+        }
+    return 0;
+}
+
 /* Logits [nq][C] of the queries against a frozen cache, with the time taken. */
 static float *run_queries(const fs_kv_cache *c, const fs_kv_queries *q, int threads, double *seconds)
 {
@@ -167,15 +187,10 @@ static float *run_queries(const fs_kv_cache *c, const fs_kv_queries *q, int thre
         return NULL;
     }
     *seconds = omp_get_wtime() - t0;
-    /* probabilities from non-finite logits are meaningless: an error, never "-nan" on stdout */
-    for (size_t i = 0; i < q->count * (size_t)c->model->cfg.num_classes; i++)
-        if (!isfinite(logits[i])) {
-            fs_fail(&err, "query %zu: the model's logits are %s (inputs too large for float32?); no predictions "
-                    "written", i / (size_t)c->model->cfg.num_classes, fs_nonfinite_name(logits[i]));
-            fs_cli_error(err.msg);
-            free(logits);
-            return NULL;
-        }
+    if (check_finite(logits, q->count, c->model->cfg.num_classes)) {
+        free(logits);
+        return NULL;
+    }
     return logits;
 }
 
@@ -365,6 +380,181 @@ done:
     return rc;
 }
 
+/* ---- --contexts: B contexts in one batched cache ---- */
+
+/* One row's results, and the sums over rows. */
+typedef struct {
+    size_t q0, count, correct;
+    bool labelled;
+} row_result;
+
+static void row_results(const fs_kv_batch_inputs *in, const int *pred, row_result *rows, row_result *all)
+{
+    *all = (row_result){0, 0, 0, in->queries[0].labels != NULL};
+    for (int r = 0; r < in->rows; r++) {
+        const fs_kv_queries *q = &in->queries[r];
+        rows[r] = (row_result){all->count, q->count, 0, q->labels != NULL};
+        for (size_t i = 0; q->labels && i < q->count; i++)
+            rows[r].correct += pred[rows[r].q0 + i] == q->labels[i];
+        all->count += q->count;
+        all->correct += rows[r].correct;
+    }
+}
+
+static double accuracy(const row_result *r) { return r->count ? (double)r->correct / r->count : 0; }
+
+/* The per-row table: pairs, [tokens before -> kept, bytes,] queries, accuracy, predictions. */
+static int contexts_text(const fs_args *a, const fs_kv_batch *b, const row_result *rows, const row_result *all,
+                         const int *pred, bool stats, fs_error *err)
+{
+    fs_ostream o;
+    if (fs_ostream_open(&o, fs_arg(a, "-o"), err))
+        return -1;
+    fs_ostream_printf(&o, "%s: %d contexts, %zu queries%s\n", fs_arg(a, "--contexts"), b->rows, all->count,
+                      stats ? "; tokens = context tokens -> cached (compression), bytes = keys + values of every "
+                              "layer"
+                            : "");
+    fs_ostream_printf(&o, "%-7s %6s%s %8s %9s  %s\n", "row", "pairs", stats ? "      tokens      bytes" : "",
+                      "queries", "accuracy", "predictions");
+    size_t tokens = 0, kept = 0, bytes = 0;
+    for (int r = 0; r < b->rows; r++) {
+        const fs_kv_cache *c = &b->row[r];
+        char acc[32] = "-", tok[32];
+        if (rows[r].labelled)
+            snprintf(acc, sizeof acc, "%.4f", accuracy(&rows[r]));
+        snprintf(tok, sizeof tok, "%d -> %d", c->pos, c->seq);
+        fs_ostream_printf(&o, "%-7d %6d", r, fs_kv_pairs(c));
+        if (stats)
+            fs_ostream_printf(&o, " %11s %10zu", tok, fs_kv_bytes(c));
+        fs_ostream_printf(&o, " %8zu %9s  ", rows[r].count, acc);
+        for (size_t i = 0; i < rows[r].count; i++)
+            fs_ostream_printf(&o, "%s%d", i ? "," : "", pred[rows[r].q0 + i]);
+        fs_ostream_puts(&o, "\n");
+        tokens += (size_t)c->pos, kept += (size_t)c->seq, bytes += fs_kv_bytes(c);
+    }
+    char acc[32] = "-", tok[48];
+    if (all->labelled)
+        snprintf(acc, sizeof acc, "%.4f", accuracy(all));
+    snprintf(tok, sizeof tok, "%zu -> %zu", tokens, kept);
+    fs_ostream_printf(&o, "%-7s %6s", "overall", "");
+    if (stats)
+        fs_ostream_printf(&o, " %11s %10zu", tok, bytes);
+    fs_ostream_printf(&o, " %8zu %9s\n", all->count, acc);
+    return fs_ostream_close(&o, err);
+}
+
+static char *contexts_json(const fs_args *a, const fs_kv_batch *b, const row_result *rows, const row_result *all,
+                           const int *pred, const float *logits, double seconds)
+{
+    int C = b->row[0].model->cfg.num_classes;
+    float *probs = malloc(sizeof(float) * (size_t)C);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "contexts", fs_arg(a, "--contexts"));
+    cJSON *list = cJSON_AddArrayToObject(root, "rows");
+    size_t tokens = 0, kept = 0, bytes = 0;
+    for (int r = 0; probs && r < b->rows; r++) {
+        const fs_kv_cache *c = &b->row[r];
+        cJSON *row = cJSON_CreateObject(), *labels = cJSON_CreateArray(), *p = cJSON_CreateArray();
+        cJSON_AddNumberToObject(row, "row", r);
+        cJSON_AddNumberToObject(row, "pairs", fs_kv_pairs(c));
+        cJSON_AddNumberToObject(row, "context_tokens", c->pos);
+        cJSON_AddNumberToObject(row, "tokens", c->seq);
+        cJSON_AddNumberToObject(row, "bytes", (double)fs_kv_bytes(c));
+        cJSON_AddNumberToObject(row, "queries", (double)rows[r].count);
+        if (rows[r].labelled)
+            cJSON_AddNumberToObject(row, "accuracy", accuracy(&rows[r]));
+        else
+            cJSON_AddNullToObject(row, "accuracy");
+        for (size_t i = rows[r].q0; i < rows[r].q0 + rows[r].count; i++) {
+            cJSON_AddItemToArray(labels, cJSON_CreateNumber(pred[i]));
+            fs_kv_probs(logits + i * C, C, probs);
+            cJSON_AddItemToArray(p, cJSON_CreateFloatArray(probs, C));
+        }
+        cJSON_AddItemToObject(row, "predictions", labels);
+        cJSON_AddItemToObject(row, "probs", p);
+        cJSON_AddItemToArray(list, row);
+        tokens += (size_t)c->pos, kept += (size_t)c->seq, bytes += fs_kv_bytes(c);
+    }
+    cJSON *o = cJSON_AddObjectToObject(root, "overall");
+    cJSON_AddNumberToObject(o, "rows", b->rows);
+    cJSON_AddNumberToObject(o, "queries", (double)all->count);
+    if (all->labelled)
+        cJSON_AddNumberToObject(o, "accuracy", accuracy(all));
+    else
+        cJSON_AddNullToObject(o, "accuracy");
+    cJSON_AddNumberToObject(o, "context_tokens", (double)tokens);
+    cJSON_AddNumberToObject(o, "tokens", (double)kept);
+    cJSON_AddNumberToObject(o, "bytes", (double)bytes);
+    cJSON_AddNumberToObject(o, "seconds", seconds);
+    cJSON_AddNumberToObject(o, "queries_per_s", all->count / (seconds > 0 ? seconds : 1e-9));
+    char *text = probs ? fs_json_text(root) : NULL;
+    cJSON_Delete(root);
+    free(probs);
+    return text;
+}
+
+/* Build, freeze and (keep < 1 or a policy) compress every row; errors name the file and row. */
+static int build_batch(const fs_args *a, const fs_model *m, const fs_kv_batch_inputs *in, double keep,
+                       const char *policy, fs_kv_batch *b)
+{
+    fs_error err = {{0}};
+    char msg[1200];
+    if (fs_kv_build_batch(b, m, in->contexts, in->rows, &err)) {
+        snprintf(msg, sizeof msg, "%s: %s", fs_arg(a, "--contexts"), err.msg);
+        return fs_cli_error(msg);
+    }
+    fs_kv_batch_freeze(b);
+    for (int r = 0; policy && r < b->rows; r++)
+        if (fs_kv_compress(&b->row[r], keep, policy, &err)) {
+            snprintf(msg, sizeof msg, "%s: row %d: %s", fs_arg(a, "--contexts"), r, err.msg);
+            fs_kv_batch_free(b);
+            return fs_cli_error(msg);
+        }
+    return 0;
+}
+
+static int classify_contexts(const fs_args *a, const fs_model *m, double keep, const char *policy, bool stats,
+                             int threads)
+{
+    fs_error err = {{0}};
+    fs_kv_batch_inputs in;
+    if (fs_kv_batch_inputs_load_h5(fs_arg(a, "--contexts"), &m->cfg, &in, &err))
+        return fs_cli_error(err.msg);
+    int C = m->cfg.num_classes, rc = 1, *pred = NULL;
+    size_t total = 0;
+    for (int r = 0; r < in.rows; r++)
+        total += in.queries[r].count;
+    float *logits = NULL;
+    row_result *rows = malloc(sizeof *rows * (size_t)in.rows), all;
+    fs_kv_batch b;
+    if (!rows || build_batch(a, m, &in, keep, policy, &b))
+        goto done;
+    logits = malloc(sizeof(float) * total * (size_t)C);
+    double t0 = omp_get_wtime(), seconds = 0;
+    if (!logits) {
+        fs_cli_error("out of memory for the logits");
+    } else if (fs_kv_classify_batch(&b, in.queries, logits, threads, &err)) {
+        fs_cli_error(err.msg);
+    } else if (!check_finite(logits, total, C) && (pred = predictions(logits, total, C))) {
+        seconds = omp_get_wtime() - t0;
+        fprintf(stderr, "classified %zu queries of %d contexts in %.3f s (%.0f queries/s)\n", total, in.rows, seconds,
+                total / (seconds > 0 ? seconds : 1e-9));
+        row_results(&in, pred, rows, &all);
+        if (fs_flag(a, "--json")) {
+            char *text = contexts_json(a, &b, rows, &all, pred, logits, seconds);
+            rc = text ? fs_cli_output(a, text) : fs_cli_error("out of memory for the JSON output");
+            free(text);
+        } else {
+            rc = contexts_text(a, &b, rows, &all, pred, stats, &err) ? fs_cli_error(err.msg) : 0;
+        }
+    }
+    fs_kv_batch_free(&b);
+done:
+    free(logits), free(pred), free(rows);
+    fs_kv_batch_inputs_free(&in);
+    return rc;
+}
+
 /* --kv-keep: a number in (0, 1] or a whole count (checked by fs_kv_compress). */
 static int parse_keep(const fs_args *a, double *keep)
 {
@@ -379,9 +569,41 @@ static int parse_keep(const fs_args *a, double *keep)
     return 0;
 }
 
+/* --threads, --kv-keep and --kv-policy (recent when only --kv-keep is given). */
+static int parse_common(const fs_args *a, int *threads, double *keep, const char **policy)
+{
+    long long t;
+    if (fs_arg_int(a, "--threads", 0, 0, 4096, &t) || parse_keep(a, keep))
+        return 1;
+    *threads = (int)t;
+    *policy = fs_arg(a, "--kv-policy");
+    if (!*policy && fs_arg(a, "--kv-keep"))
+        *policy = "recent";
+    return 0;
+}
+
+static int run_contexts(const fs_args *a, const fs_model *m, bool stats)
+{
+    static const char *const single[] = {"--context", "--queries", "--queries-path"};
+    for (size_t i = 0; i < sizeof single / sizeof *single; i++)
+        if (fs_arg(a, single[i])) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "--contexts holds every context and its queries: drop %s", single[i]);
+            return fs_cli_error(msg);
+        }
+    if (fs_flag(a, "--kv-sweep"))
+        return fs_cli_error("--kv-sweep runs on one --context; --contexts takes --kv-keep/--kv-policy per row");
+    int threads;
+    double keep;
+    const char *policy;
+    return parse_common(a, &threads, &keep, &policy) ? 1 : classify_contexts(a, m, keep, policy, stats, threads);
+}
+
 static int run(const fs_args *a, const fs_model *m)
 {
     bool stats = fs_flag(a, "--kv-stats"), queries = fs_arg(a, "--queries") != NULL, sweeping = fs_flag(a, "--kv-sweep");
+    if (fs_arg(a, "--contexts"))
+        return run_contexts(a, m, stats);
     if (!fs_arg(a, "--context"))
         return fs_cli_error("--context FILE is required: {\"examples\": [k][D], \"labels\": [k]}");
     if (!queries && (!stats || sweeping))
@@ -391,23 +613,21 @@ static int run(const fs_args *a, const fs_model *m)
     if (sweeping && (fs_arg(a, "--kv-keep") || fs_arg(a, "--kv-policy") || stats))
         return fs_cli_error("--kv-sweep runs every keep and policy: drop --kv-keep, --kv-policy and --kv-stats");
     if (fs_flag(a, "--json") && !sweeping)
-        return fs_cli_error("--json applies to --kv-sweep (predictions are JSON lines already)");
-    long long threads;
+        return fs_cli_error("--json applies to --kv-sweep and --contexts (predictions are JSON lines already)");
+    int threads;
     double keep;
-    if (fs_arg_int(a, "--threads", 0, 0, 4096, &threads) || parse_keep(a, &keep))
+    const char *policy;
+    if (parse_common(a, &threads, &keep, &policy))
         return 1;
-    const char *policy = fs_arg(a, "--kv-policy");
-    if (!policy && fs_arg(a, "--kv-keep"))
-        policy = "recent";
     fs_error err = {{0}};
     fs_kv_context ctx;
     if (fs_kv_context_load(fs_arg(a, "--context"), &m->cfg, &ctx, &err))
         return fs_cli_error(err.msg);
     int rc;
     if (sweeping) {
-        rc = sweep(a, m, &ctx, (int)threads);
+        rc = sweep(a, m, &ctx, threads);
     } else if (queries) {
-        rc = classify(a, m, &ctx, keep, policy, stats, (int)threads);
+        rc = classify(a, m, &ctx, keep, policy, stats, threads);
     } else {
         fs_kv_cache c;
         rc = build_cache(a, m, &ctx, keep, policy, &c);
@@ -429,7 +649,9 @@ int fs_cmd_classify(int argc, char **argv)
                           "[--config C.json] --model M.safetensors --context CTX.json\n"
                           "       (--queries Q.json | --queries Q.h5 --queries-path PATH | --kv-stats)\n"
                           "       [--threads T] [--kv-stats] [--kv-keep F] [--kv-policy P] [--kv-sweep [--json]]\n"
-                          "       [--set S.K=V ...] [-o OUT.jsonl]", about,
+                          "       [--set S.K=V ...] [-o OUT.jsonl]\n"
+                          "   or: fewshot classify [--config C.json] --model M.safetensors --contexts CONTEXTS.h5\n"
+                          "       [--threads T] [--kv-stats] [--kv-keep F] [--kv-policy P] [--json] [-o OUT]", about,
                           opts);
     if (rc)
         return rc > 0 ? 0 : 2;
