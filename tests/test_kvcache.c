@@ -887,3 +887,381 @@ Test(kvcompress, classify_command_compressed_and_sweep)
     cJSON_Delete(j);
     th_rmtree(dir);
 }
+
+/* ---- batches of contexts (issue 19) ---- */
+
+/* Lengths 1..64 pairs (APE: its 15), ragged; each row gets its own queries (0, 1 or a
+ * partial chunk). */
+typedef struct {
+    int rows;
+    fs_kv_context ctx[8];
+    fs_kv_queries q[8];
+} test_batch;
+
+static void make_batch(test_batch *t, const fs_model_config *cfg, int rows, uint64_t seed)
+{
+    static const int lengths[] = {64, 1, 7, 33, 2, 15, 50, 3};
+    static const size_t counts[] = {5, 1, 37, 0, 2, 33, 1, 64};
+    int max_pairs = cfg->pos_embedding == FS_POS_APE ? 15 : 64;
+    t->rows = rows;
+    for (int r = 0; r < rows; r++) {
+        int k = lengths[r] < max_pairs ? lengths[r] : max_pairs;
+        t->ctx[r] = (fs_kv_context){k, cfg->input_dim, random_rows((size_t)k, cfg->input_dim, seed + 3 * r),
+                                    random_labels(k, cfg->num_classes, seed + 3 * r)};
+        t->q[r] = (fs_kv_queries){counts[r], cfg->input_dim, random_rows(counts[r] + 1, cfg->input_dim, seed + 3 * r + 1),
+                                  NULL};
+    }
+}
+
+static void free_batch(test_batch *t)
+{
+    for (int r = 0; r < t->rows; r++) {
+        fs_kv_context_free(&t->ctx[r]);
+        fs_kv_queries_free(&t->q[r]);
+    }
+}
+
+static size_t batch_queries(const test_batch *t)
+{
+    size_t n = 0;
+    for (int r = 0; r < t->rows; r++)
+        n += t->q[r].count;
+    return n;
+}
+
+/* Row by row, the batched cache's logits are bit-identical to a one-context cache of the
+ * row's context (same kernels, same summation order, queries chunked from the row's
+ * first), and within KV_TOL of the full forward of the row's context + query. */
+Test(kvbatch, rows_equal_one_context_caches)
+{
+    for (int v = 0; v <= SMALL_VARIANTS; v++) {
+        fs_model_config cfg = small_config(v);
+        if (v == SMALL_VARIANTS)
+            fs_model_config_default(&cfg); /* the documented model */
+        fs_model m;
+        random_model(&m, &cfg, 800 + v);
+        test_batch t;
+        make_batch(&t, &cfg, 8, 900 + 10 * v);
+        int C = cfg.num_classes;
+        size_t total = batch_queries(&t);
+        float *got = malloc(sizeof(float) * (total + 1) * C), *want = malloc(sizeof(float) * 64 * C);
+        fs_error err = {{0}};
+        fs_kv_batch b;
+        cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+        cr_assert_eq(b.rows, t.rows);
+        fs_kv_batch_freeze(&b);
+        cr_assert_eq(fs_kv_classify_batch(&b, t.q, got, 2, &err), 0, "%s", err.msg);
+        size_t q0 = 0;
+        for (int r = 0; r < t.rows; r++) {
+            cr_expect_eq(b.row[r].pos, 2 * t.ctx[r].pairs, "row %d runs its queries at its own position", r);
+            cr_expect_eq(b.row[r].seq, 2 * t.ctx[r].pairs, "row %d holds exactly its own tokens", r);
+            cr_expect_eq(b.row[r].weights, b.row[0].weights, "rows share the packed weights");
+            if (t.q[r].count) {
+                frozen_logits(&m, t.ctx[r].examples, t.ctx[r].labels, t.ctx[r].pairs, t.q[r].examples,
+                              (int)t.q[r].count, 1, want);
+                cr_expect_eq(memcmp(got + q0 * C, want, sizeof(float) * t.q[r].count * C), 0,
+                             "variant %d row %d (%d pairs): batched vs one-context logits differ (max %g)", v, r,
+                             t.ctx[r].pairs, max_abs_diff(got + q0 * C, want, t.q[r].count * C));
+                full_forward_logits(&m, t.ctx[r].examples, t.ctx[r].labels, t.ctx[r].pairs, t.q[r].examples, 1,
+                                    want);
+                cr_expect_leq(max_abs_diff(got + q0 * C, want, (size_t)C), KV_TOL,
+                              "variant %d row %d: batched vs full forward", v, r);
+            }
+            q0 += t.q[r].count;
+        }
+        fs_kv_batch_free(&b);
+        free(got), free(want);
+        free_batch(&t);
+        fs_model_free(&m);
+    }
+}
+
+static float *copy_floats(const float *x, size_t n)
+{
+    float *y = malloc(sizeof(float) * (n ? n : 1));
+    memcpy(y, x, sizeof(float) * n);
+    return y;
+}
+
+/* Appending a pair to one row leaves every other row's keys/values bit-identical and
+ * gives that row the cache of its context plus the pair (as fs_kv_append does: KV_TOL
+ * against the forward-built cache, as in append_pair_by_pair_equals_build). */
+Test(kvbatch, append_to_one_row_leaves_others_unchanged)
+{
+    for (int v = 0; v < SMALL_VARIANTS; v++) {
+        fs_model_config cfg = small_config(v);
+        fs_model m;
+        random_model(&m, &cfg, 820 + v);
+        test_batch t;
+        make_batch(&t, &cfg, 4, 940 + 10 * v);
+        int D = cfg.input_dim, target = 2, hd = cfg.d_model / cfg.num_heads;
+        fs_error err = {{0}};
+        fs_kv_batch b;
+        cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+        float *before_k[4][FS_MAX_DEPTH], *before_v[4][FS_MAX_DEPTH];
+        for (int r = 0; r < b.rows; r++)
+            for (int l = 0; l < cfg.depth; l++) {
+                size_t n = (size_t)b.row[r].heads * b.row[r].capacity * hd;
+                before_k[r][l] = copy_floats(b.row[r].layer[l].keys, n);
+                before_v[r][l] = copy_floats(b.row[r].layer[l].values, n);
+            }
+        float *extra = random_rows(1, D, 990 + v);
+        int label = 1;
+        cr_assert_eq(fs_kv_append_row(&b, target, extra, label, &err), 0, "%s", err.msg);
+        for (int r = 0; r < b.rows; r++) {
+            if (r == target)
+                continue;
+            cr_expect_eq(b.row[r].seq, 2 * t.ctx[r].pairs, "row %d grew", r);
+            for (int l = 0; l < cfg.depth; l++)
+                for (int h = 0; h < b.row[r].heads; h++) {
+                    size_t off = (size_t)h * b.row[r].capacity * hd, n = (size_t)b.row[r].seq * hd;
+                    cr_expect_eq(memcmp(b.row[r].layer[l].keys + off, before_k[r][l] + off, sizeof(float) * n), 0,
+                                 "variant %d: row %d layer %d keys changed", v, r, l);
+                    cr_expect_eq(memcmp(b.row[r].layer[l].values + off, before_v[r][l] + off, sizeof(float) * n), 0,
+                                 "variant %d: row %d layer %d values changed", v, r, l);
+                }
+        }
+        /* the target row == a one-context cache built from its context + the pair */
+        int k = t.ctx[target].pairs;
+        if (cfg.pos_embedding != FS_POS_APE || k + 1 <= 15) {
+            float *ex = malloc(sizeof(float) * (size_t)(k + 1) * D);
+            int *lab = malloc(sizeof(int) * (size_t)(k + 1));
+            memcpy(ex, t.ctx[target].examples, sizeof(float) * (size_t)k * D);
+            memcpy(ex + (size_t)k * D, extra, sizeof(float) * D);
+            memcpy(lab, t.ctx[target].labels, sizeof(int) * k);
+            lab[k] = label;
+            fs_kv_cache one;
+            cr_assert_eq(fs_kv_init(&one, &m, &err), 0, "%s", err.msg);
+            cr_assert_eq(fs_kv_build(&one, ex, lab, k + 1, &err), 0, "%s", err.msg);
+            char what[96];
+            snprintf(what, sizeof what, "variant %d, row %d after append", v, target);
+            expect_same_entries(&b.row[target], &one, what);
+            fs_kv_free(&one);
+            free(ex), free(lab);
+        }
+        for (int r = 0; r < b.rows; r++)
+            for (int l = 0; l < cfg.depth; l++)
+                free(before_k[r][l]), free(before_v[r][l]);
+        free(extra);
+        fs_kv_batch_free(&b);
+        free_batch(&t);
+        fs_model_free(&m);
+    }
+}
+
+/* Freeze trims every row to exactly its tokens and is needed to classify; a frozen
+ * batch refuses appends until unfrozen; classify after unfreeze + append + freeze sees
+ * the appended pair in that row only. */
+Test(kvbatch, freeze_unfreeze)
+{
+    fs_model_config cfg = small_config(0);
+    fs_model m;
+    random_model(&m, &cfg, 840);
+    test_batch t;
+    make_batch(&t, &cfg, 3, 960);
+    int D = cfg.input_dim, C = cfg.num_classes;
+    size_t total = batch_queries(&t);
+    float *logits = malloc(sizeof(float) * total * C), *want = malloc(sizeof(float) * 64 * C);
+    fs_error err = {{0}};
+    fs_kv_batch b;
+    cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+    expect_error(fs_kv_classify_batch(&b, t.q, logits, 1, &err), &err, "frozen batch", "fs_kv_batch_freeze");
+    fs_kv_batch_freeze(&b);
+    for (int r = 0; r < b.rows; r++)
+        cr_expect(b.row[r].frozen && b.row[r].capacity == b.row[r].seq, "row %d: frozen, exactly [1, H, seq, hd]", r);
+    float *extra = random_rows(1, D, 961);
+    expect_error(fs_kv_append_row(&b, 1, extra, 0, &err), &err, "row 1", "frozen");
+    fs_kv_batch_unfreeze(&b);
+    for (int r = 0; r < b.rows; r++)
+        cr_expect(!b.row[r].frozen);
+    cr_assert_eq(fs_kv_append_row(&b, 1, extra, 3, &err), 0, "%s", err.msg);
+    fs_kv_batch_freeze(&b);
+    cr_assert_eq(fs_kv_classify_batch(&b, t.q, logits, 1, &err), 0, "%s", err.msg);
+    /* row 1 (1 pair + the appended one) against the full forward of its 2 pairs */
+    float ex[2 * 24];
+    int lab[2] = {t.ctx[1].labels[0], 3};
+    memcpy(ex, t.ctx[1].examples, sizeof(float) * D);
+    memcpy(ex + D, extra, sizeof(float) * D);
+    full_forward_logits(&m, ex, lab, 2, t.q[1].examples, (int)t.q[1].count, want);
+    cr_expect_leq(max_abs_diff(logits + t.q[0].count * C, want, t.q[1].count * C), KV_TOL);
+    /* row 0 is unchanged */
+    frozen_logits(&m, t.ctx[0].examples, t.ctx[0].labels, t.ctx[0].pairs, t.q[0].examples, (int)t.q[0].count, 1, want);
+    cr_expect_eq(memcmp(logits, want, sizeof(float) * t.q[0].count * C), 0);
+    free(extra), free(logits), free(want);
+    fs_kv_batch_free(&b);
+    free_batch(&t);
+    fs_model_free(&m);
+}
+
+/* Keys and values take exactly the bytes reported: per row [1, H, 2k, hd] per layer,
+ * no padding to the longest row. */
+Test(kvbatch, memory_is_allocated_bytes)
+{
+    fs_model_config cfg;
+    fs_model_config_default(&cfg);
+    fs_model m;
+    random_model(&m, &cfg, 850);
+    test_batch t;
+    make_batch(&t, &cfg, 8, 970);
+    fs_error err = {{0}};
+    fs_kv_batch b;
+    cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+    fs_kv_batch_freeze(&b);
+    for (int r = 0; r < b.rows; r++) {
+        size_t layer = sizeof(float) * (size_t)cfg.num_heads * 2 * t.ctx[r].pairs * (cfg.d_model / cfg.num_heads);
+        cr_expect_eq(fs_kv_bytes(&b.row[r]), 2 * (size_t)cfg.depth * layer, "row %d", r);
+        for (int l = 0; l < cfg.depth; l++) {
+            size_t k = malloc_usable_size(b.row[r].layer[l].keys), v = malloc_usable_size(b.row[r].layer[l].values);
+            cr_expect(k >= layer && k < layer + 128 && v >= layer && v < layer + 128,
+                      "row %d layer %d: %zu bytes reported, %zu / %zu allocated", r, l, layer, k, v);
+        }
+    }
+    fs_kv_batch_free(&b);
+    free_batch(&t);
+    fs_model_free(&m);
+}
+
+Test(kvbatch, bad_input)
+{
+    fs_model_config cfg = small_config(0);
+    fs_model m;
+    random_model(&m, &cfg, 860);
+    test_batch t;
+    make_batch(&t, &cfg, 3, 980);
+    fs_error err = {{0}};
+    fs_kv_batch b;
+    expect_error(fs_kv_build_batch(&b, &m, t.ctx, 0, &err), &err, "no contexts", "B = 0");
+    int pairs = t.ctx[1].pairs;
+    t.ctx[1].pairs = 0;
+    expect_error(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), &err, "row 1", "hides every token");
+    t.ctx[1].pairs = pairs;
+    t.ctx[2].dim = cfg.input_dim + 1;
+    expect_error(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), &err, "row 2", "input_dim 24");
+    t.ctx[2].dim = cfg.input_dim;
+    int label = t.ctx[2].labels[0];
+    t.ctx[2].labels[0] = cfg.num_classes;
+    expect_error(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), &err, "row 2", "label 4");
+    t.ctx[2].labels[0] = label;
+    cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+    expect_error(fs_kv_append_row(&b, 3, t.ctx[0].examples, 0, &err), &err, "row 3", "3 rows");
+    expect_error(fs_kv_append_row(&b, 0, t.ctx[0].examples, 9, &err), &err, "row 0", "label 9");
+    fs_kv_batch_freeze(&b);
+    float logits[256];
+    t.q[0].dim = 5;
+    expect_error(fs_kv_classify_batch(&b, t.q, logits, 1, &err), &err, "row 0", "queries have 5 features");
+    t.q[0].dim = cfg.input_dim;
+    fs_kv_batch_free(&b);
+    free_batch(&t);
+    fs_model_free(&m);
+}
+
+/* ---- --contexts HDF5 files ---- */
+
+typedef struct {
+    const char *name;
+    int rank;
+    hsize_t dims[3];
+    hid_t type;
+    const void *data;
+} h5_dset;
+
+static void write_h5_sets(const char *file, const h5_dset *sets, int n)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    hid_t f = H5Fcreate(file, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    cr_assert_geq(f, 0);
+    for (int i = 0; i < n; i++) {
+        hid_t space = H5Screate_simple(sets[i].rank, sets[i].dims, NULL);
+        hid_t d = H5Dcreate2(f, sets[i].name, sets[i].type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        cr_assert_geq(d, 0);
+        cr_assert_geq(H5Dwrite(d, sets[i].type, H5S_ALL, H5S_ALL, H5P_DEFAULT, sets[i].data), 0);
+        H5Dclose(d), H5Sclose(space);
+    }
+    H5Fclose(f);
+}
+
+/* 3 rows x 4 pairs x D; lengths {4, 2, 3}. */
+enum { HB = 3, HP = 4, HQ = 2 };
+
+Test(kvbatch, hdf5_contexts_layout)
+{
+    fs_model_config cfg = small_config(0);
+    int D = cfg.input_dim;
+    char dir[128];
+    th_tmpdir(dir, sizeof dir, "kvb");
+    const char *file = th_path(dir, "ctx.h5");
+    float *ex = random_rows(HB * HP, D, 990), *qx = random_rows(HB * HQ, D, 991);
+    int lab[HB * HP] = {0, 1, 2, 3, 1, 2, 0, 0, 3, 3, 2, 1}, len[HB] = {4, 2, 3}, qlab[HB * HQ] = {0, 1, 2, 3, 0, 1};
+    h5_dset sets[] = {
+        {"examples", 3, {HB, HP, D}, H5T_NATIVE_FLOAT, ex},
+        {"labels", 2, {HB, HP}, H5T_NATIVE_INT, lab},
+        {"lengths", 1, {HB}, H5T_NATIVE_INT, len},
+        {"queries", 3, {HB, HQ, D}, H5T_NATIVE_FLOAT, qx},
+        {"query_labels", 2, {HB, HQ}, H5T_NATIVE_INT, qlab},
+    };
+    fs_error err = {{0}};
+    fs_kv_batch_inputs in;
+    /* sequences split into context + query: the last real pair of each row is its query */
+    write_h5_sets(file, sets, 3);
+    cr_assert_eq(fs_kv_batch_inputs_load_h5(file, &cfg, &in, &err), 0, "%s", err.msg);
+    cr_assert_eq(in.rows, HB);
+    for (int b = 0; b < HB; b++) {
+        cr_expect_eq(in.contexts[b].pairs, len[b] - 1, "row %d", b);
+        cr_expect_eq(in.queries[b].count, 1);
+        cr_expect_eq(in.queries[b].labels[0], lab[b * HP + len[b] - 1]);
+        cr_expect_eq(memcmp(in.queries[b].examples, ex + ((size_t)b * HP + len[b] - 1) * D, sizeof(float) * D), 0);
+        cr_expect_eq(memcmp(in.contexts[b].examples, ex + (size_t)b * HP * D, sizeof(float) * (len[b] - 1) * D), 0);
+    }
+    fs_kv_batch_inputs_free(&in);
+    /* a separate queries dataset: every real pair is context */
+    write_h5_sets(file, sets, 5);
+    cr_assert_eq(fs_kv_batch_inputs_load_h5(file, &cfg, &in, &err), 0, "%s", err.msg);
+    for (int b = 0; b < HB; b++) {
+        cr_expect_eq(in.contexts[b].pairs, len[b]);
+        cr_expect_eq(in.queries[b].count, (size_t)HQ);
+        cr_expect(in.queries[b].labels[1] == qlab[b * HQ + 1]);
+        cr_expect_eq(memcmp(in.queries[b].examples, qx + (size_t)b * HQ * D, sizeof(float) * HQ * D), 0);
+    }
+    fs_kv_batch_inputs_free(&in);
+    /* no lengths: every row has all P pairs */
+    h5_dset no_len[] = {sets[0], sets[1], sets[3]};
+    write_h5_sets(file, no_len, 3);
+    cr_assert_eq(fs_kv_batch_inputs_load_h5(file, &cfg, &in, &err), 0, "%s", err.msg);
+    cr_expect(in.contexts[1].pairs == HP && in.queries[1].labels == NULL);
+    fs_kv_batch_inputs_free(&in);
+
+    /* bad files */
+    int zero[HB] = {4, 0, 3}, over[HB] = {4, 5, 3}, one[HB] = {4, 1, 3}, bad_lab[HB * HP] = {0, 1, 2, 7};
+    int bad_qlab[HB * HQ] = {0, 1, 2, 3, 0, 4};
+    struct {
+        h5_dset sets[5];
+        int n;
+        const char *want1, *want2;
+    } bad[] = {
+        {{sets[0], sets[1], {"lengths", 1, {HB}, H5T_NATIVE_INT, zero}}, 3, "lengths[1] = 0", "hides every token"},
+        {{sets[0], sets[1], {"lengths", 1, {HB}, H5T_NATIVE_INT, over}}, 3, "lengths[1] = 5", "1..4"},
+        {{sets[0], sets[1], {"lengths", 1, {HB}, H5T_NATIVE_INT, one}}, 3, "row 1", "no context pair"},
+        {{sets[0], sets[1], {"lengths", 1, {2}, H5T_NATIVE_INT, len}}, 3, "lengths", "B = 3"},
+        {{sets[0], {"labels", 2, {HB, HP}, H5T_NATIVE_INT, bad_lab}}, 2, "label 7", "[0, 4)"},
+        {{sets[0], sets[1], sets[3], {"query_labels", 2, {HB, HQ}, H5T_NATIVE_INT, bad_qlab}}, 4, "query_labels[2][1]",
+         "[0, 4)"},
+        {{sets[0], sets[1], sets[4]}, 3, "query_labels needs a queries dataset", NULL},
+        {{sets[0], sets[1], {"queries", 3, {HB, HQ, 4}, H5T_NATIVE_FLOAT, qx}}, 3, "queries", "input_dim 24"},
+        {{{"examples", 3, {HB, HP * D / 8, 8}, H5T_NATIVE_FLOAT, ex}, sets[1]}, 2, "input_dim = 24", NULL},
+        {{{"examples", 3, {0, HP, D}, H5T_NATIVE_FLOAT, ex}, {"labels", 2, {0, HP}, H5T_NATIVE_INT, lab}}, 2,
+         "dimension 0 has size 0", NULL},
+        {{sets[1]}, 1, "no dataset \"examples\"", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_h5_sets(file, bad[i].sets, bad[i].n);
+        expect_error(fs_kv_batch_inputs_load_h5(file, &cfg, &in, &err), &err, file, bad[i].want1);
+        if (bad[i].want2)
+            cr_expect(strstr(err.msg, bad[i].want2), "case %zu: '%s' should mention '%s'", i, err.msg, bad[i].want2);
+        cr_expect(in.rows == 0 && in.contexts == NULL, "nothing is kept on error");
+    }
+    const char *json = th_path(dir, "ctx.json");
+    th_write_text(json, "{}");
+    expect_error(fs_kv_batch_inputs_load_h5(json, &cfg, &in, &err), &err, "not an HDF5 file", "examples [B][P][24]");
+    free(ex), free(qx);
+    th_rmtree(dir);
+}
