@@ -646,15 +646,16 @@ static const op op_lanes_matmul = {
            {13, 7, 2}, {64, 512, 3}, {5, 7, 3}, {17, 33, 3}, {16, 16, 3}),
 };
 
-/* rope: a = heads, b = hd, c = position; input [heads*hd][L] */
+/* rope: a = heads, b = hd, c = position of lane 0 (lane l at c + l); input [heads*hd][L] */
 static size_t lrope_out(dims s) { return (size_t)s.a * s.b * FS_LANES; }
 static size_t lrope_in(dims s, int i) { return lrope_out(s); }
 
 static void lrope_fwd(dims s, float *const *in, float *out)
 {
-    float cs[64], sn[64];
+    float cs[32 * FS_LANES], sn[32 * FS_LANES]; /* lane l at position c + l */
     for (int i = 0; i < s.b / 2; i++)
-        fs_rope_angle(s.c, i, s.b, 10000.0, &sn[i], &cs[i]);
+        for (int l = 0; l < FS_LANES; l++)
+            fs_rope_angle(s.c + l, i, s.b, 10000.0, &sn[i * FS_LANES + l], &cs[i * FS_LANES + l]);
     memcpy(out, in[0], sizeof(float) * lrope_in(s, 0));
     fs_lanes_rope(out, cs, sn, s.a, s.b);
 }
@@ -663,8 +664,8 @@ static void lrope_ref(dims s, const double *const *in, double *out)
 {
     for (int h = 0; h < s.a; h++)
         for (int i = 0; i < s.b / 2; i++) {
-            double th = s.c / pow(10000.0, 2.0 * i / s.b);
             for (int l = 0; l < FS_LANES; l++) {
+                double th = (s.c + l) / pow(10000.0, 2.0 * i / s.b);
                 size_t r0 = (size_t)(h * s.b + 2 * i) * FS_LANES + l, r1 = r0 + FS_LANES;
                 out[r0] = in[0][r0] * cos(th) - in[0][r1] * sin(th);
                 out[r1] = in[0][r1] * cos(th) + in[0][r0] * sin(th);

@@ -1265,3 +1265,49 @@ Test(kvbatch, hdf5_contexts_layout)
     free(ex), free(qx);
     th_rmtree(dir);
 }
+
+/* An evaluator's sequences split into context + query: many rows of 1-3 queries. Their
+ * queries share step chunks (each lane at its own row's position, attending to its own
+ * row's cache); the logits stay bit-identical to one-context caches and do not depend
+ * on the thread count. */
+Test(kvbatch, few_query_rows_share_chunks)
+{
+    for (int v = 0; v < SMALL_VARIANTS; v += 3) {
+        fs_model_config cfg = small_config(v);
+        fs_model m;
+        random_model(&m, &cfg, 870 + v);
+        enum { ROWS = 45 };
+        int D = cfg.input_dim, C = cfg.num_classes, max_pairs = cfg.pos_embedding == FS_POS_APE ? 15 : 64;
+        fs_kv_context ctx[ROWS];
+        fs_kv_queries q[ROWS];
+        size_t total = 0;
+        for (int r = 0; r < ROWS; r++) {
+            int k = 1 + (r * 37) % max_pairs;
+            size_t n = 1 + (size_t)(r % 3);
+            ctx[r] = (fs_kv_context){k, D, random_rows((size_t)k, D, 3000 + r), random_labels(k, C, 3000 + r)};
+            q[r] = (fs_kv_queries){n, D, random_rows(n, D, 4000 + r), NULL};
+            total += n;
+        }
+        float *one = malloc(sizeof(float) * total * C), *two = malloc(sizeof(float) * total * C), want[3 * 9];
+        fs_error err = {{0}};
+        fs_kv_batch b;
+        cr_assert_eq(fs_kv_build_batch(&b, &m, ctx, ROWS, &err), 0, "%s", err.msg);
+        fs_kv_batch_freeze(&b);
+        cr_assert_eq(fs_kv_classify_batch(&b, q, one, 1, &err), 0, "%s", err.msg);
+        cr_assert_eq(fs_kv_classify_batch(&b, q, two, 2, &err), 0, "%s", err.msg);
+        cr_expect_eq(memcmp(one, two, sizeof(float) * total * C), 0, "1 and 2 threads differ");
+        size_t q0 = 0;
+        for (int r = 0; r < ROWS; r++) {
+            frozen_logits(&m, ctx[r].examples, ctx[r].labels, ctx[r].pairs, q[r].examples, (int)q[r].count, 1, want);
+            cr_expect_eq(memcmp(one + q0 * C, want, sizeof(float) * q[r].count * C), 0,
+                         "variant %d row %d (%d pairs): packed vs one-context logits differ (max %g)", v, r,
+                         ctx[r].pairs, max_abs_diff(one + q0 * C, want, q[r].count * C));
+            q0 += q[r].count;
+        }
+        fs_kv_batch_free(&b);
+        for (int r = 0; r < ROWS; r++)
+            fs_kv_context_free(&ctx[r]), fs_kv_queries_free(&q[r]);
+        free(one), free(two);
+        fs_model_free(&m);
+    }
+}

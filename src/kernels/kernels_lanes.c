@@ -171,14 +171,14 @@ void fs_lanes_layernorm(float *out, const float *in, const float *w, const float
     }
 }
 
-/* (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) (docs/model.md, interleaved pairs). */
+/* (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) (docs/model.md, interleaved pairs), per lane. */
 void fs_lanes_rope(float *rows, const float *cs, const float *sn, int heads, int hd)
 {
     for (int h = 0; h < heads; h++)
         for (int i = 0; i < hd / 2; i++) {
             float *r0 = rows + (size_t)(h * hd + 2 * i) * FS_LANES, *r1 = r0 + FS_LANES;
-            fs_vf c = vset1(cs[i]), s = vset1(sn[i]);
             FOR_VECS {
+                fs_vf c = vload(cs + (size_t)i * FS_LANES + FS_VL * v), s = vload(sn + (size_t)i * FS_LANES + FS_VL * v);
                 fs_vf x0 = vload(r0 + FS_VL * v), x1 = vload(r1 + FS_VL * v);
                 vstore(r0 + FS_VL * v, vsub(vmul(x0, c), vmul(x1, s)));
                 vstore(r1 + FS_VL * v, vadd(vmul(x1, c), vmul(x0, s)));

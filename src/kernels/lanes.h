@@ -43,8 +43,8 @@ void fs_lanes_stage_rows(float *staged, const float *src, int rows, int k);
 void fs_lanes_matmul_rows(float *out, const float *staged, const fs_lane_linear *l);
 /* LayerNorm over the feature axis (biased variance, eps 1e-5), as fs_layernorm_forward. */
 void fs_lanes_layernorm(float *out, const float *in, const float *w, const float *b, int dim);
-/* RoPE of one position on [heads*hd][L] in place: pair i of every head rotated by
- * (cos_i, sin_i) (cs, sn [hd/2], from fs_rope_angle). */
+/* RoPE on [heads*hd][L] in place, every lane at its own position: pair i of every head
+ * rotated in lane l by (cs[i][l], sn[i][l]) (cs, sn [hd/2][L], from fs_rope_angle). */
 void fs_lanes_rope(float *rows, const float *cs, const float *sn, int heads, int hd);
 /* One head: q, k, v = [hd][L] rows of the step's tokens; ctx_k, ctx_v = [seq][hd] cached
  * keys/values; each token attends to the seq cached tokens and to itself. scores has

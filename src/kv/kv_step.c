@@ -55,16 +55,22 @@ void kv_weights_free(struct fs_kv_weights *w, int depth)
 
 int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 {
-    int d = cfg->d_model;
+    int d = cfg->d_model, hd = d / cfg->num_heads;
     s->staged = fs_alloc(sizeof(float) * fs_lanes_staged_floats(cfg->input_dim));
+    s->gathered = lanes(cfg->input_dim);
     s->x = lanes(d);
     s->norm = lanes(d);
     s->qkv = lanes(3 * d);
     s->vals = lanes(d);
+    s->group_vals = lanes(d);
     s->hidden = lanes(fs_mlp_hidden(cfg));
     s->scores = lanes(max_keys);
     s->logits = lanes(cfg->num_classes);
-    if (s->staged && s->x && s->norm && s->qkv && s->vals && s->hidden && s->scores && s->logits)
+    s->rope_cos = lanes(hd / 2);
+    s->rope_sin = lanes(hd / 2);
+    s->pos_add = lanes(d);
+    if (s->staged && s->gathered && s->x && s->norm && s->qkv && s->vals && s->group_vals && s->hidden && s->scores &&
+        s->logits && s->rope_cos && s->rope_sin && s->pos_add)
         return 0;
     kv_scratch_free(s);
     return -1;
@@ -72,7 +78,8 @@ int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 
 void kv_scratch_free(kv_scratch *s)
 {
-    float *bufs[] = {s->staged, s->x, s->norm, s->qkv, s->vals, s->hidden, s->scores, s->logits};
+    float *bufs[] = {s->staged, s->gathered, s->x,      s->norm,     s->qkv,     s->vals,   s->group_vals,
+                     s->hidden, s->scores,   s->logits, s->rope_cos, s->rope_sin, s->pos_add};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -111,31 +118,43 @@ void kv_position_free(kv_position *p)
     memset(p, 0, sizeof *p);
 }
 
-/* embedding = tok_embedding + pos_embedding (APE, sinusoidal) */
-static void add_position(const kv_position *p, float *x, int d)
+void kv_lanes_at(kv_scratch *s, const fs_model_config *cfg, const kv_position *p, int lane0, int lanes)
 {
-    if (!p->add)
-        return;
-    for (int i = 0; i < d; i++)
-        for (int l = 0; l < FS_LANES; l++)
-            x[(size_t)i * FS_LANES + l] += p->add[i];
+    int d = cfg->d_model, hd = d / cfg->num_heads;
+    for (int l = lane0; l < lane0 + lanes; l++) {
+        for (int i = 0; p->rope_cos && i < hd / 2; i++) {
+            s->rope_cos[(size_t)i * FS_LANES + l] = p->rope_cos[i];
+            s->rope_sin[(size_t)i * FS_LANES + l] = p->rope_sin[i];
+        }
+        for (int i = 0; p->add && i < d; i++)
+            s->pos_add[(size_t)i * FS_LANES + l] = p->add[i];
+    }
 }
 
-void kv_embed_examples(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *examples, int rows)
+/* embedding = tok_embedding + pos_embedding (APE, sinusoidal) */
+static void add_position(const fs_model_config *cfg, const kv_scratch *s)
+{
+    if (cfg->pos_embedding == FS_POS_ROPE)
+        return;
+    for (size_t i = 0; i < (size_t)cfg->d_model * FS_LANES; i++)
+        s->x[i] += s->pos_add[i];
+}
+
+void kv_embed_examples(const fs_kv_cache *c, kv_scratch *s, const float *examples, int rows)
 {
     fs_lanes_stage_rows(s->staged, examples, rows, c->model->cfg.input_dim);
     fs_lanes_matmul_rows(s->x, s->staged, &c->weights->embed);
-    add_position(p, s->x, c->model->cfg.d_model);
+    add_position(&c->model->cfg, s);
 }
 
 /* label_embedding = one_hot(label) @ Wl^T = column `label` of label_w [d, C], in lane 0. */
-void kv_embed_label(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, int label)
+void kv_embed_label(const fs_kv_cache *c, kv_scratch *s, int label)
 {
     const fs_model_config *cfg = &c->model->cfg;
     memset(s->x, 0, sizeof(float) * (size_t)cfg->d_model * FS_LANES);
     for (int i = 0; i < cfg->d_model; i++)
         s->x[(size_t)i * FS_LANES] = c->model->p.label_w[(size_t)i * cfg->num_classes + label];
-    add_position(p, s->x, cfg->d_model);
+    add_position(cfg, s);
 }
 
 /* LayerNorm, or the identity under no_norm. */
@@ -155,39 +174,49 @@ static void take_lane(float *dst, const float *rows, int n, int lane)
         dst[i] = rows[(size_t)i * FS_LANES + lane];
 }
 
-static void attention(const fs_kv_cache *c, int layer, const kv_position *p, kv_scratch *s, float *new_k,
-                      float *new_v, int lane)
+static void attention(const kv_group *g, int ngroups, int layer, kv_scratch *s, float *new_k, float *new_v,
+                      int lane)
 {
+    const fs_kv_cache *c = g[0].cache;
     const fs_model_config *cfg = &c->model->cfg;
     int d = cfg->d_model, H = c->heads, hd = c->head_dim;
     float *q = s->qkv, *k = s->qkv + (size_t)d * FS_LANES, *v = s->qkv + (size_t)2 * d * FS_LANES;
     fs_lanes_matmul(s->qkv, s->norm, &c->weights->layer[layer].qkv);
     if (cfg->pos_embedding == FS_POS_ROPE) {
-        fs_lanes_rope(q, p->rope_cos, p->rope_sin, H, hd);
-        fs_lanes_rope(k, p->rope_cos, p->rope_sin, H, hd);
+        fs_lanes_rope(q, s->rope_cos, s->rope_sin, H, hd);
+        fs_lanes_rope(k, s->rope_cos, s->rope_sin, H, hd);
     }
     if (new_k) {
         take_lane(new_k + (size_t)layer * d, k, d, lane);
         take_lane(new_v + (size_t)layer * d, v, d, lane);
     }
-    const fs_kv_entry *e = &c->layer[layer];
-    for (int h = 0; h < H; h++) {
-        size_t row = (size_t)h * hd * FS_LANES, head = (size_t)h * c->capacity * hd;
-        fs_lanes_attend_head(s->vals + row, q + row, k + row, v + row, e->keys + head, e->values + head, c->seq, hd,
-                       s->scores);
+    /* one row: every lane attends to its cache; several: every lane attends to each
+     * row's cache in turn and the row's own lanes are kept */
+    float *out = ngroups == 1 ? s->vals : s->group_vals;
+    for (int gi = 0; gi < ngroups; gi++) {
+        const fs_kv_cache *gc = g[gi].cache;
+        const fs_kv_entry *e = &gc->layer[layer];
+        for (int h = 0; h < H; h++) {
+            size_t row = (size_t)h * hd * FS_LANES, head = (size_t)h * gc->capacity * hd;
+            fs_lanes_attend_head(out + row, q + row, k + row, v + row, e->keys + head, e->values + head, gc->seq, hd,
+                                 s->scores);
+        }
+        for (int i = 0; ngroups > 1 && i < d; i++)
+            memcpy(s->vals + (size_t)i * FS_LANES + g[gi].lane0, out + (size_t)i * FS_LANES + g[gi].lane0,
+                   sizeof(float) * (size_t)g[gi].lanes);
     }
     fs_lanes_matmul_add_to(s->x, s->vals, &c->weights->layer[layer].proj); /* residual_post_attn = x + attn out */
 }
 
-void kv_step(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, float *new_k, float *new_v, int lane,
-             int logits)
+void kv_step(const kv_group *g, int ngroups, kv_scratch *s, float *new_k, float *new_v, int lane, int logits)
 {
+    const fs_kv_cache *c = g[0].cache;
     const fs_model *m = c->model;
     int F = fs_mlp_hidden(&m->cfg);
     for (int l = 0; l < c->depth; l++) {
         const fs_block_params *bp = &m->p.blocks[l];
         norm(m, s->norm, s->x, bp->norm1_w, bp->norm1_b);
-        attention(c, l, p, s, new_k, new_v, lane);
+        attention(g, ngroups, l, s, new_k, new_v, lane);
         if (F > 0) {
             norm(m, s->norm, s->x, bp->norm2_w, bp->norm2_b);
             fs_lanes_matmul_gelu(s->hidden, s->norm, &c->weights->layer[l].fc1);

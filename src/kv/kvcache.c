@@ -235,11 +235,13 @@ static int append_token(fs_kv_cache *c, kv_scratch *s, const float *example, int
     kv_position p;
     if (kv_position_init(&p, c->model, c->pos))
         return -1;
+    kv_lanes_at(s, &c->model->cfg, &p, 0, FS_LANES);
     if (example)
-        kv_embed_examples(c, &p, s, example, 1);
+        kv_embed_examples(c, s, example, 1);
     else
-        kv_embed_label(c, &p, s, label);
-    kv_step(c, &p, s, new_k, new_v, 0, 0);
+        kv_embed_label(c, s, label);
+    kv_group g = {c, 0, FS_LANES};
+    kv_step(&g, 1, s, new_k, new_v, 0, 0);
     store_token(c, new_k, new_v);
     kv_position_free(&p);
     return 0;
@@ -281,63 +283,105 @@ void fs_kv_freeze(fs_kv_cache *c)
 
 void fs_kv_unfreeze(fs_kv_cache *c) { c->frozen = false; }
 
-/* One chunk of up to FS_LANES queries -> logits rows. */
-static void classify_chunk(const fs_kv_cache *c, const kv_position *p, kv_scratch *s, const float *queries,
-                           int rows, float *logits)
+/* Queries [q0, q0 + n) of job `job` in lanes [lane0, lane0 + n) of a step chunk. */
+typedef struct {
+    int job, lane0, n;
+    size_t q0;
+} kv_segment;
+
+/* One chunk: the segments' queries (one job's, or the last few of several) -> their
+ * logits rows. Every lane's arithmetic is independent of the other lanes, so a query's
+ * logits do not depend on which chunk or lanes it ran in. */
+static void classify_chunk(const kv_job *jobs, const kv_position *pos, const kv_segment *seg, int nseg,
+                           kv_scratch *s)
 {
-    int C = c->model->cfg.num_classes;
-    kv_embed_examples(c, p, s, queries, rows);
-    kv_step(c, p, s, NULL, NULL, 0, 1);
-    for (int r = 0; r < rows; r++)
-        for (int k = 0; k < C; k++)
-            logits[(size_t)r * C + k] = s->logits[(size_t)k * FS_LANES + r];
+    const fs_model_config *cfg = &jobs[seg[0].job].cache->model->cfg;
+    int D = cfg->input_dim, C = cfg->num_classes, rows = seg[nseg - 1].lane0 + seg[nseg - 1].n;
+    kv_group g[FS_LANES];
+    const float *src = jobs[seg[0].job].queries + seg[0].q0 * D;
+    for (int i = 0; i < nseg; i++) {
+        const kv_job *j = &jobs[seg[i].job];
+        g[i] = (kv_group){j->cache, seg[i].lane0, seg[i].n};
+        kv_lanes_at(s, cfg, &pos[seg[i].job], nseg == 1 ? 0 : seg[i].lane0, nseg == 1 ? FS_LANES : seg[i].n);
+        if (nseg > 1)
+            memcpy(s->gathered + (size_t)seg[i].lane0 * D, j->queries + seg[i].q0 * D,
+                   sizeof(float) * (size_t)seg[i].n * D);
+    }
+    kv_embed_examples(g[0].cache, s, nseg == 1 ? src : s->gathered, rows);
+    kv_step(g, nseg, s, NULL, NULL, 0, 1);
+    for (int i = 0; i < nseg; i++)
+        for (int r = 0; r < seg[i].n; r++)
+            for (int k = 0; k < C; k++)
+                jobs[seg[i].job].logits[(seg[i].q0 + r) * C + k] = s->logits[(size_t)k * FS_LANES + seg[i].lane0 + r];
+}
+
+/* The chunks: every job's full chunks of FS_LANES queries, then the jobs' remaining
+ * queries packed together (a batch of one-query rows fills whole chunks). Chunk i is
+ * segments [start[i], start[i + 1]). Returns the chunk count, -1 when out of memory. */
+static long plan_chunks(const kv_job *jobs, int njobs, kv_segment **segs, size_t **start)
+{
+    size_t full = 0, rest = 0;
+    for (int j = 0; j < njobs; j++) {
+        full += jobs[j].count / FS_LANES;
+        rest += jobs[j].count % FS_LANES;
+    }
+    size_t packed = (rest + FS_LANES - 1) / FS_LANES, chunks = full + packed;
+    *segs = fs_alloc(sizeof(kv_segment) * (full + (size_t)njobs + packed + 1));
+    *start = fs_alloc(sizeof(size_t) * (chunks + 1));
+    if (!*segs || !*start)
+        return -1;
+    size_t n = 0, c = 0;
+    for (int j = 0; j < njobs; j++)
+        for (size_t q0 = 0; q0 + FS_LANES <= jobs[j].count; q0 += FS_LANES) {
+            (*start)[c++] = n;
+            (*segs)[n++] = (kv_segment){j, 0, FS_LANES, q0};
+        }
+    int lane = 0;
+    for (int j = 0; j < njobs; j++)
+        for (size_t q0 = jobs[j].count / FS_LANES * FS_LANES; q0 < jobs[j].count;) {
+            if (lane == 0)
+                (*start)[c++] = n;
+            size_t left = jobs[j].count - q0, room = (size_t)(FS_LANES - lane);
+            int take = (int)(left < room ? left : room);
+            (*segs)[n++] = (kv_segment){j, lane, take, q0};
+            q0 += take;
+            lane = (lane + take) % FS_LANES;
+        }
+    (*start)[c] = n;
+    return (long)chunks;
 }
 
 int kv_classify_jobs(const kv_job *jobs, int njobs, int threads, fs_error *err)
 {
     const fs_model *m = jobs[0].cache->model;
-    const fs_model_config *cfg = &m->cfg;
-    size_t chunks = 0;
     int max_keys = 1;
-    for (int j = 0; j < njobs; j++) {
-        chunks += (jobs[j].count + FS_LANES - 1) / FS_LANES;
+    for (int j = 0; j < njobs; j++)
         max_keys = jobs[j].cache->seq + 1 > max_keys ? jobs[j].cache->seq + 1 : max_keys;
-    }
-    /* chunk i of the whole run is chunk i - first[j] of job j = owner[i] */
-    int *owner = fs_alloc(sizeof(int) * (chunks ? chunks : 1));
-    size_t *first = fs_alloc(sizeof(size_t) * (size_t)njobs);
+    kv_segment *segs = NULL;
+    size_t *start = NULL;
+    long chunks = plan_chunks(jobs, njobs, &segs, &start);
     kv_position *pos = fs_alloc(sizeof(kv_position) * (size_t)njobs);
-    int failed = !owner || !first || !pos;
-    for (int j = 0, i = 0; !failed && j < njobs; j++) {
-        first[j] = (size_t)i;
-        for (size_t n = (jobs[j].count + FS_LANES - 1) / FS_LANES; n > 0; n--)
-            owner[i++] = j;
+    int failed = chunks < 0 || !pos;
+    for (int j = 0; !failed && j < njobs; j++)
         failed = kv_position_init(&pos[j], m, jobs[j].cache->pos) != 0;
-    }
     int nt = threads > 0 ? threads : omp_get_max_threads();
-    if ((size_t)nt > chunks)
+    if (!failed && nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
     if (!failed) {
 #pragma omp parallel num_threads(nt) reduction(| : failed)
         {
             kv_scratch s;
-            failed = kv_scratch_init(&s, cfg, max_keys) != 0;
+            failed = kv_scratch_init(&s, &m->cfg, max_keys) != 0;
 #pragma omp for schedule(static)
-            for (size_t ch = 0; ch < chunks; ch++) {
-                if (failed)
-                    continue;
-                const kv_job *job = &jobs[owner[ch]];
-                size_t q0 = (ch - first[owner[ch]]) * FS_LANES;
-                int rows = job->count - q0 < FS_LANES ? (int)(job->count - q0) : FS_LANES;
-                classify_chunk(job->cache, &pos[owner[ch]], &s, job->queries + q0 * cfg->input_dim, rows,
-                               job->logits + q0 * cfg->num_classes);
-            }
+            for (long ch = 0; ch < chunks; ch++)
+                if (!failed)
+                    classify_chunk(jobs, pos, segs + start[ch], (int)(start[ch + 1] - start[ch]), &s);
             kv_scratch_free(&s);
         }
     }
     for (int j = 0; pos && j < njobs; j++)
         kv_position_free(&pos[j]);
-    free(owner), free(first), free(pos);
+    free(segs), free(start), free(pos);
     if (failed)
         return fs_fail(err, "kv cache: out of memory for the query step's scratch buffers");
     return 0;
