@@ -1311,3 +1311,106 @@ Test(kvbatch, few_query_rows_share_chunks)
         fs_model_free(&m);
     }
 }
+
+/* `fewshot classify --contexts`: an evaluator's sequences written by `fewshot cache
+ * --sample --names examples,labels` are a --contexts file (last pair = query); each row's
+ * correctness equals `fewshot eval --input --per-sequence` (the full forward) on the same
+ * sequences; --kv-stats adds tokens and bytes per row; bad files and flags are errors. */
+Test(kvbatch, classify_contexts_command)
+{
+    char dir[128];
+    th_tmpdir(dir, sizeof dir, "kvbc");
+    const char *cfg = th_path(dir, "run.json"), *model = th_path(dir, "m.safetensors"), *h5 = th_path(dir, "ctx.h5");
+    /* a tiny model on synth_small.h5's 64-dim features (the model file carries the config) */
+    th_write_text(cfg, "{\"model\": {\"input_dim\": 64, \"num_classes\": 5, \"d_model\": 16, \"num_heads\": 2, "
+                       "\"depth\": 2, \"mlp_ratio\": 2, \"init_seed\": 5},\n \"data\": {\"file\": "
+                       "\"datasets/synth_small.h5\", \"class_split\": [100, 50, 50], \"exemplar_split\": [3, 2, 0], "
+                       "\"fs_relabel\": 5, \"fs_relabel_split\": [8, 2, 0]},\n \"train\": {\"train_context_len\": 2},\n"
+                       " \"eval\": {\"eval_seed\": 1, \"evaluators\": [{\"name\": \"fsl_train\"}]}}\n");
+    th_run_result r;
+    th_run(&r, "init --config %s -o %s", cfg, model);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    th_run_free(&r);
+    th_run(&r, "cache --config %s --model %s --sample 40 --evaluator fsl_train --names examples,labels -o %s", cfg,
+           model, h5);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    th_run_free(&r);
+
+    th_run(&r, "classify --model %s --contexts %s --json --threads 2", model, h5);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cJSON *doc = cJSON_Parse(r.out);
+    cr_assert_not_null(doc, "%s", r.out);
+    th_run_free(&r);
+    th_run(&r, "eval --model %s --input %s --per-sequence", model, h5);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cJSON *ev = cJSON_Parse(r.out);
+    th_run_free(&r);
+    const cJSON *acc = cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "metrics"), "acc");
+    const cJSON *rows = cJSON_GetObjectItem(doc, "rows");
+    cr_assert_eq(cJSON_GetArraySize(rows), 40);
+    cr_assert_eq(cJSON_GetArraySize(acc), 40, "eval --per-sequence: one accuracy per sequence");
+    double correct = 0;
+    for (int b = 0; b < 40; b++) {
+        const cJSON *row = cJSON_GetArrayItem(rows, b);
+        cr_expect_eq(cJSON_GetObjectItem(row, "pairs")->valueint, 2, "row %d: P - 1 context pairs", b);
+        cr_expect_eq(cJSON_GetObjectItem(row, "tokens")->valueint, 4);
+        cr_expect_eq(cJSON_GetObjectItem(row, "bytes")->valuedouble, 2 * 2 * (2 * 4 * 8 * 4.0));
+        cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(row, "predictions")), 1);
+        double a = cJSON_GetObjectItem(row, "accuracy")->valuedouble;
+        cr_expect_eq(a, cJSON_GetArrayItem(acc, b)->valuedouble, "row %d: batched cache vs full forward", b);
+        correct += a;
+    }
+    const cJSON *overall = cJSON_GetObjectItem(doc, "overall");
+    cr_expect_eq(cJSON_GetObjectItem(overall, "queries")->valueint, 40);
+    cr_expect_float_eq(cJSON_GetObjectItem(overall, "accuracy")->valuedouble, correct / 40, 1e-12);
+    cJSON_Delete(doc), cJSON_Delete(ev);
+
+    th_run(&r, "classify --model %s --contexts %s --kv-stats --kv-keep 0.5", model, h5);
+    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
+    cr_expect(strstr(r.out, "tokens") && strstr(r.out, "4 -> 2") && strstr(r.out, "overall") &&
+                  strstr(r.out, "160 -> 80"),
+              "%s", r.out);
+    cr_expect(strstr(r.err, "queries/s"), "%s", r.err);
+    th_run_free(&r);
+
+    /* bad input: every error names the file and exits 1 without output */
+    const char *bad = th_path(dir, "bad.h5");
+    float ex[2 * 3 * 3] = {0};
+    int lab[2 * 3] = {0}, len[2] = {3, 0};
+    h5_dset narrow[] = {{"examples", 3, {2, 3, 3}, H5T_NATIVE_FLOAT, ex}, {"labels", 2, {2, 3}, H5T_NATIVE_INT, lab}};
+    write_h5_sets(bad, narrow, 2);
+    th_run(&r, "classify --model %s --contexts %s", model, bad);
+    cr_expect(r.exited && r.code == 1 && strstr(r.err, bad) && strstr(r.err, "input_dim = 64"), "%s", th_describe(&r));
+    cr_expect_eq(r.out[0], 0);
+    th_run_free(&r);
+    float *wide = calloc(2 * 3 * 64, sizeof(float));
+    h5_dset hidden[] = {{"examples", 3, {2, 3, 64}, H5T_NATIVE_FLOAT, wide},
+                        {"labels", 2, {2, 3}, H5T_NATIVE_INT, lab},
+                        {"lengths", 1, {2}, H5T_NATIVE_INT, len}};
+    write_h5_sets(bad, hidden, 3);
+    free(wide);
+    th_run(&r, "classify --model %s --contexts %s --json", model, bad);
+    cr_expect(r.exited && r.code == 1 && strstr(r.err, "lengths[1] = 0 hides every token"), "%s", th_describe(&r));
+    cr_expect_eq(r.out[0], 0);
+    th_run_free(&r);
+    struct {
+        const char *args, *want;
+    } flags[] = {
+        {"--context datasets/examples/classify_context.json", "drop --context"},
+        {"--kv-sweep", "--kv-sweep"},
+        {"--kv-keep 9", "row 0"},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) {
+        th_run(&r, "classify --model %s --contexts %s %s", model, h5, flags[i].args);
+        cr_expect(r.exited && r.code == 1 && strstr(r.err, flags[i].want), "%s: %s", flags[i].args, th_describe(&r));
+        cr_expect_eq(r.out[0], 0);
+        th_run_free(&r);
+    }
+    th_run(&r, "classify --model %s --contexts %s", model, cfg);
+    cr_expect(r.exited && r.code == 1 && strstr(r.err, "not an HDF5 file"), "%s", th_describe(&r));
+    th_run_free(&r);
+    th_run(&r, "classify --help");
+    cr_expect(strstr(r.out, "--contexts") && strstr(r.out, "lengths [B]"), "%s", r.out);
+    th_run_free(&r);
+    th_rmtree(dir);
+}
