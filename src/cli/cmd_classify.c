@@ -27,7 +27,7 @@ static const fs_opt opts[] = {
     {"--threads", "T", "threads across queries (default: all cores)"},
     {"--kv-stats", NULL, "print the cache's tokens before -> after compression, per-layer shape, bytes and "
                          "key/value ranges (stderr with --queries); with labelled queries also accuracy and "
-                         "agreement with the uncompressed cache"},
+                         "agreement with the uncompressed cache; with --contexts: tokens and bytes per row"},
     {"--kv-keep", "F", "compress the cache: keep a fraction F in (0, 1] of the context tokens, or a count > 1 "
                        "(default 1)"},
     {"--kv-policy", "P", "which tokens compression keeps: recent (default), sinks+recent, attention, labels-only, "
@@ -37,7 +37,7 @@ static const fs_opt opts[] = {
     {"--json", NULL, "--kv-sweep, --contexts: print the table as JSON (with --contexts: every row's predictions, "
                      "probabilities, accuracy, tokens and bytes, and the overall accuracy)"},
     {"--set", "S.K=V", "override a config value, e.g. --set model.depth=3"},
-    {"-o", "FILE", "write the predictions here (atomically) instead of stdout"},
+    {"-o", "FILE", "write the predictions (or the --contexts table) here (atomically) instead of stdout"},
     {NULL, NULL, NULL},
 };
 
@@ -537,7 +537,7 @@ static int classify_contexts(const fs_args *a, const fs_model *m, double keep, c
         fs_cli_error(err.msg);
     } else if (!check_finite(logits, total, C) && (pred = predictions(logits, total, C))) {
         seconds = omp_get_wtime() - t0;
-        fprintf(stderr, "classified %zu queries of %d contexts in %.3f s (%.0f queries/s)\n", total, in.rows, seconds,
+        fprintf(stderr, "classified %zu queries of %d contexts in %.6f s (%.0f queries/s)\n", total, in.rows, seconds,
                 total / (seconds > 0 ? seconds : 1e-9));
         row_results(&in, pred, rows, &all);
         if (fs_flag(a, "--json")) {
