@@ -901,7 +901,7 @@ typedef struct {
 static void make_batch(test_batch *t, const fs_model_config *cfg, int rows, uint64_t seed)
 {
     static const int lengths[] = {64, 1, 7, 33, 2, 15, 50, 3};
-    static const size_t counts[] = {5, 1, 37, 0, 2, 33, 1, 64};
+    static const size_t counts[] = {5, 1, 42, 0, 2, 33, 1, 64}; /* remainders 10, 5, 2, 1: both shared-chunk paths */
     int max_pairs = cfg->pos_embedding == FS_POS_APE ? 15 : 64;
     t->rows = rows;
     for (int r = 0; r < rows; r++) {

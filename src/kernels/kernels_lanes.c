@@ -273,3 +273,66 @@ void fs_lanes_attend_head(float *vals, const float *q, const float *k, const flo
     for (; t < hd; t++)
         head_values(vals, scores, ctx_v, v_rows, seq, t, 1, hd);
 }
+
+/* ---- attention of one lane: its own cached keys, the keys along the vector ---- */
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+size_t fs_lanes_head_stage_floats(int seq, int hd)
+{
+    return (size_t)hd * round_up(seq + 1, FS_VL) + (size_t)(seq + 1) * round_up(hd, FS_VL);
+}
+
+void fs_lanes_stage_head(float *stage, const float *ctx_k, const float *ctx_v, int seq, int hd)
+{
+    int ld = round_up(seq + 1, FS_VL), hdp = round_up(hd, FS_VL);
+    float *kt = stage, *vp = stage + (size_t)hd * ld;
+    for (int t = 0; t < hd; t++)
+        for (int j = 0; j < seq; j++)
+            kt[(size_t)t * ld + j] = ctx_k[(size_t)j * hd + t];
+    for (int j = 0; j < seq; j++)
+        memcpy(vp + (size_t)j * hdp, ctx_v + (size_t)j * hd, sizeof(float) * hd);
+}
+
+/* Each step below is, element for element, the operation fs_lanes_attend_head applies to
+ * this lane (same operands, same order): fma chains over t for the scores, a running max,
+ * exp, a sum over the keys in order, one division, fma chains over the keys for the values. */
+void fs_lanes_attend_lane(float *vals, const float *q, const float *k, const float *v, float *stage, int seq, int hd,
+                          int lane, float *scores)
+{
+    int ld = round_up(seq + 1, FS_VL), hdp = round_up(hd, FS_VL), n = seq + 1;
+    float *kt = stage, *vp = stage + (size_t)hd * ld;
+    for (int t = 0; t < hd; t++) {
+        kt[(size_t)t * ld + seq] = k[(size_t)t * FS_LANES + lane];
+        vp[(size_t)seq * hdp + t] = v[(size_t)t * FS_LANES + lane];
+    }
+    fs_vf scale = vset1(1.0f / sqrtf((float)hd));
+    for (int j0 = 0; j0 < n; j0 += FS_VL) {
+        fs_vf acc = vzero();
+        for (int t = 0; t < hd; t++)
+            acc = vfma(vset1(q[(size_t)t * FS_LANES + lane]), vload(kt + (size_t)t * ld + j0), acc);
+        vstore(scores + j0, vmul(acc, scale));
+    }
+    for (int j = n; j < ld; j++)
+        scores[j] = 0.f;
+    float mx = scores[0];
+    for (int j = 1; j < n; j++)
+        mx = mx > scores[j] ? mx : scores[j];
+    float sum = 0.f;
+    for (int j0 = 0; j0 < n; j0 += FS_VL)
+        vstore(scores + j0, vexp(vsub(vload(scores + j0), vset1(mx))));
+    for (int j = 0; j < n; j++)
+        sum += scores[j];
+    fs_vf inv = vset1(1.f / sum);
+    for (int j0 = 0; j0 < n; j0 += FS_VL)
+        vstore(scores + j0, vmul(vload(scores + j0), inv));
+    for (int t0 = 0; t0 < hd; t0 += FS_VL) {
+        fs_vf acc = vzero();
+        for (int j = 0; j < n; j++)
+            acc = vfma(vset1(scores[j]), vload(vp + (size_t)j * hdp + t0), acc);
+        float out[FS_VL];
+        vstore(out, acc);
+        for (int t = t0; t < hd && t < t0 + FS_VL; t++)
+            vals[(size_t)t * FS_LANES + lane] = out[t - t0];
+    }
+}

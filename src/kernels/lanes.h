@@ -52,4 +52,17 @@ void fs_lanes_rope(float *rows, const float *cs, const float *sn, int heads, int
 void fs_lanes_attend_head(float *vals, const float *q, const float *k, const float *v, const float *ctx_k,
                           const float *ctx_v, int seq, int hd, float *scores);
 
+/* One lane attending to its own cache, for a step chunk whose lanes belong to several
+ * caches (a batch's rows): cost O(seq * hd) for that lane instead of for all FS_LANES.
+ * fs_lanes_stage_head lays one head's ctx_k, ctx_v ([seq][hd]) out in `stage`
+ * (fs_lanes_head_stage_floats(seq, hd) floats, zeroed before first use): keys transposed
+ * [hd][ld], ld = seq + 1 rounded up to FS_VL, then values [seq + 1][hd rounded up]. Then
+ * fs_lanes_attend_lane writes vals[t][lane] for lane `lane` of q, k, v ([hd][L] rows);
+ * the values equal fs_lanes_attend_head's for that lane bit for bit (same operations in
+ * the same order). scores: room for ld floats. */
+size_t fs_lanes_head_stage_floats(int seq, int hd);
+void fs_lanes_stage_head(float *stage, const float *ctx_k, const float *ctx_v, int seq, int hd);
+void fs_lanes_attend_lane(float *vals, const float *q, const float *k, const float *v, float *stage, int seq, int hd,
+                          int lane, float *scores);
+
 #endif

@@ -20,8 +20,8 @@ struct fs_kv_weights {
     } layer[FS_MAX_DEPTH];
 };
 
-/* Per-thread scratch of one step chunk; every buffer but `staged` and `gathered` is
- * [rows][FS_LANES]. */
+/* Per-thread scratch of one step chunk; every buffer but `staged`, `gathered` and
+ * `stage` is [rows][FS_LANES]. */
 typedef struct {
     float *staged;     /* exemplars staged by fs_lanes_stage_rows */
     float *gathered;   /* [FS_LANES][D]: query exemplars of several rows, gathered */
@@ -35,6 +35,7 @@ typedef struct {
     float *logits;     /* [C] */
     float *rope_cos, *rope_sin; /* [hd/2]: each lane's RoPE rotation (kv_lanes_at) */
     float *pos_add;    /* [d]: each lane's APE/sinusoidal embedding (kv_lanes_at) */
+    float *stage;      /* one head of one cache staged for fs_lanes_attend_lane (not lane-major) */
 } kv_scratch;
 
 /* Position terms of one position: RoPE rotations or an additive embedding. */

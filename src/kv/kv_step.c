@@ -8,10 +8,15 @@
 #include "model/position.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 static float *lanes(int rows) { return fs_alloc(sizeof(float) * (size_t)(rows > 0 ? rows : 1) * FS_LANES); }
+
+/* Rows with at most this many lanes in a shared chunk attend lane by lane
+ * (fs_lanes_attend_lane); above it all lanes against the row's cache cost less. */
+enum { KV_LANE_BY_LANE = FS_LANES / 4 };
 
 struct fs_kv_weights *kv_weights_create(const fs_model *m)
 {
@@ -69,7 +74,8 @@ int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
     s->rope_cos = lanes(hd / 2);
     s->rope_sin = lanes(hd / 2);
     s->pos_add = lanes(d);
-    if (s->staged && s->gathered && s->x && s->norm && s->qkv && s->vals && s->group_vals && s->hidden && s->scores &&
+    s->stage = fs_alloc(sizeof(float) * fs_lanes_head_stage_floats(max_keys, hd));
+    if (s->stage && s->staged && s->gathered && s->x && s->norm && s->qkv && s->vals && s->group_vals && s->hidden && s->scores &&
         s->logits && s->rope_cos && s->rope_sin && s->pos_add)
         return 0;
     kv_scratch_free(s);
@@ -79,7 +85,7 @@ int kv_scratch_init(kv_scratch *s, const fs_model_config *cfg, int max_keys)
 void kv_scratch_free(kv_scratch *s)
 {
     float *bufs[] = {s->staged, s->gathered, s->x,      s->norm,     s->qkv,     s->vals,   s->group_vals,
-                     s->hidden, s->scores,   s->logits, s->rope_cos, s->rope_sin, s->pos_add};
+                     s->hidden, s->scores,   s->logits, s->rope_cos, s->rope_sin, s->pos_add, s->stage};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
         free(bufs[i]);
     memset(s, 0, sizeof *s);
@@ -190,18 +196,25 @@ static void attention(const kv_group *g, int ngroups, int layer, kv_scratch *s, 
         take_lane(new_k + (size_t)layer * d, k, d, lane);
         take_lane(new_v + (size_t)layer * d, v, d, lane);
     }
-    /* one row: every lane attends to its cache; several: every lane attends to each
-     * row's cache in turn and the row's own lanes are kept */
-    float *out = ngroups == 1 ? s->vals : s->group_vals;
+    /* one row: every lane attends to its cache. Several: a row with many lanes runs all
+     * lanes against its cache and keeps its own; a row with few runs lane by lane. */
     for (int gi = 0; gi < ngroups; gi++) {
         const fs_kv_cache *gc = g[gi].cache;
         const fs_kv_entry *e = &gc->layer[layer];
+        bool by_lane = ngroups > 1 && g[gi].lanes <= KV_LANE_BY_LANE;
+        float *out = ngroups == 1 ? s->vals : s->group_vals;
         for (int h = 0; h < H; h++) {
             size_t row = (size_t)h * hd * FS_LANES, head = (size_t)h * gc->capacity * hd;
-            fs_lanes_attend_head(out + row, q + row, k + row, v + row, e->keys + head, e->values + head, gc->seq, hd,
-                                 s->scores);
+            if (!by_lane) {
+                fs_lanes_attend_head(out + row, q + row, k + row, v + row, e->keys + head, e->values + head, gc->seq,
+                                     hd, s->scores);
+                continue;
+            }
+            fs_lanes_stage_head(s->stage, e->keys + head, e->values + head, gc->seq, hd);
+            for (int l = g[gi].lane0; l < g[gi].lane0 + g[gi].lanes; l++)
+                fs_lanes_attend_lane(s->vals + row, q + row, k + row, v + row, s->stage, gc->seq, hd, l, s->scores);
         }
-        for (int i = 0; ngroups > 1 && i < d; i++)
+        for (int i = 0; ngroups > 1 && !by_lane && i < d; i++)
             memcpy(s->vals + (size_t)i * FS_LANES + g[gi].lane0, out + (size_t)i * FS_LANES + g[gi].lane0,
                    sizeof(float) * (size_t)g[gi].lanes);
     }
