@@ -292,7 +292,7 @@ typedef struct {
 /* One chunk: the segments' queries (one job's, or the last few of several) -> their
  * logits rows. Every lane's arithmetic is independent of the other lanes, so a query's
  * logits do not depend on which chunk or lanes it ran in. */
-static void classify_chunk(const kv_job *jobs, const kv_position *pos, const kv_segment *seg, int nseg,
+static void classify_chunk(const kv_job *jobs, const kv_position *const *pos, const kv_segment *seg, int nseg,
                            kv_scratch *s)
 {
     const fs_model_config *cfg = &jobs[seg[0].job].cache->model->cfg;
@@ -302,7 +302,7 @@ static void classify_chunk(const kv_job *jobs, const kv_position *pos, const kv_
     for (int i = 0; i < nseg; i++) {
         const kv_job *j = &jobs[seg[i].job];
         g[i] = (kv_group){j->cache, seg[i].lane0, seg[i].n};
-        kv_lanes_at(s, cfg, &pos[seg[i].job], nseg == 1 ? 0 : seg[i].lane0, nseg == 1 ? FS_LANES : seg[i].n);
+        kv_lanes_at(s, cfg, pos[seg[i].job], nseg == 1 ? 0 : seg[i].lane0, nseg == 1 ? FS_LANES : seg[i].n);
         if (nseg > 1)
             memcpy(s->gathered + (size_t)seg[i].lane0 * D, j->queries + seg[i].q0 * D,
                    sizeof(float) * (size_t)seg[i].n * D);
@@ -351,6 +351,38 @@ static long plan_chunks(const kv_job *jobs, int njobs, kv_segment **segs, size_t
     return (long)chunks;
 }
 
+typedef struct {
+    int pos, job;
+} pos_job;
+
+static int by_pos(const void *x, const void *y)
+{
+    const pos_job *a = x, *b = y;
+    return a->pos != b->pos ? (a->pos > b->pos) - (a->pos < b->pos) : a->job - b->job;
+}
+
+/* Position terms once per distinct position (a batch's rows often share their length):
+ * at[j] points to job j's in table[0, *n). -1 when out of memory. */
+static int job_positions(const fs_model *m, const kv_job *jobs, int njobs, kv_position *table, int *n,
+                         const kv_position **at)
+{
+    pos_job *order = fs_alloc(sizeof *order * (size_t)njobs);
+    if (!order)
+        return -1;
+    for (int j = 0; j < njobs; j++)
+        order[j] = (pos_job){jobs[j].cache->pos, j};
+    qsort(order, (size_t)njobs, sizeof *order, by_pos);
+    int rc = 0;
+    *n = 0;
+    for (int i = 0; i < njobs && rc == 0; i++) {
+        if (i == 0 || order[i].pos != order[i - 1].pos)
+            rc = kv_position_init(&table[(*n)++], m, order[i].pos);
+        at[order[i].job] = &table[*n - 1];
+    }
+    free(order);
+    return rc;
+}
+
 int kv_classify_jobs(const kv_job *jobs, int njobs, int threads, fs_error *err)
 {
     const fs_model *m = jobs[0].cache->model;
@@ -360,10 +392,9 @@ int kv_classify_jobs(const kv_job *jobs, int njobs, int threads, fs_error *err)
     kv_segment *segs = NULL;
     size_t *start = NULL;
     long chunks = plan_chunks(jobs, njobs, &segs, &start);
-    kv_position *pos = fs_alloc(sizeof(kv_position) * (size_t)njobs);
-    int failed = chunks < 0 || !pos;
-    for (int j = 0; !failed && j < njobs; j++)
-        failed = kv_position_init(&pos[j], m, jobs[j].cache->pos) != 0;
+    kv_position *table = fs_alloc(sizeof(kv_position) * (size_t)njobs);
+    const kv_position **pos = fs_alloc(sizeof(kv_position *) * (size_t)njobs);
+    int npos = 0, failed = chunks < 0 || !table || !pos || job_positions(m, jobs, njobs, table, &npos, pos);
     int nt = threads > 0 ? threads : omp_get_max_threads();
     if (!failed && nt > chunks)
         nt = chunks > 0 ? (int)chunks : 1;
@@ -379,9 +410,9 @@ int kv_classify_jobs(const kv_job *jobs, int njobs, int threads, fs_error *err)
             kv_scratch_free(&s);
         }
     }
-    for (int j = 0; pos && j < njobs; j++)
-        kv_position_free(&pos[j]);
-    free(segs), free(start), free(pos);
+    for (int i = 0; i < npos; i++)
+        kv_position_free(&table[i]);
+    free(segs), free(start), free(table), free(pos);
     if (failed)
         return fs_fail(err, "kv cache: out of memory for the query step's scratch buffers");
     return 0;
