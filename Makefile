@@ -147,7 +147,7 @@ test: check-layers $(BUILD)/test_fewshot fewshot fuzz-replay
 # The other vector widths: SIMDe's portable code (what ARM builds run; no -march) and
 # AVX2/FMA (8-float vectors on any x86-64 since 2013), each in its own build folder,
 # running the golden, finite-difference, kernel and key-value cache tests.
-WIDTH_TESTS = @(golden|fdcheck|kernels|kernel_table|kvcache)/*
+WIDTH_TESTS = @(golden|fdcheck|kernels|kernel_table|kvcache|kvcompress|kvbatch)/*
 test-portable:
 	$(MAKE) BUILD=build-portable OPT="-O2 -DSIMDE_NO_NATIVE" build-portable/test_fewshot build-portable/fewshot
 	FEWSHOT_BIN=build-portable/fewshot build-portable/test_fewshot -j2 --filter '$(WIDTH_TESTS)'
