@@ -893,6 +893,7 @@ Test(kvcompress, classify_command_compressed_and_sweep)
 /* Lengths 1..64 pairs (APE: its 15), ragged; each row gets its own queries (0, 1 or a
  * partial chunk). */
 typedef struct {
+    fs_model m; /* a random model of the config */
     int rows;
     fs_kv_context ctx[8];
     fs_kv_queries q[8];
@@ -900,6 +901,7 @@ typedef struct {
 
 static void make_batch(test_batch *t, const fs_model_config *cfg, int rows, uint64_t seed)
 {
+    random_model(&t->m, cfg, seed);
     static const int lengths[] = {64, 1, 7, 33, 2, 15, 50, 3};
     static const size_t counts[] = {5, 1, 42, 0, 2, 33, 1, 64}; /* remainders 10, 5, 2, 1: both shared-chunk paths */
     int max_pairs = cfg->pos_embedding == FS_POS_APE ? 15 : 64;
@@ -915,6 +917,7 @@ static void make_batch(test_batch *t, const fs_model_config *cfg, int rows, uint
 
 static void free_batch(test_batch *t)
 {
+    fs_model_free(&t->m);
     for (int r = 0; r < t->rows; r++) {
         fs_kv_context_free(&t->ctx[r]);
         fs_kv_queries_free(&t->q[r]);
@@ -938,8 +941,6 @@ Test(kvbatch, rows_equal_one_context_caches)
         fs_model_config cfg = small_config(v);
         if (v == SMALL_VARIANTS)
             fs_model_config_default(&cfg); /* the documented model */
-        fs_model m;
-        random_model(&m, &cfg, 800 + v);
         test_batch t;
         make_batch(&t, &cfg, 8, 900 + 10 * v);
         int C = cfg.num_classes;
@@ -947,7 +948,7 @@ Test(kvbatch, rows_equal_one_context_caches)
         float *got = malloc(sizeof(float) * (total + 1) * C), *want = malloc(sizeof(float) * 64 * C);
         fs_error err = {{0}};
         fs_kv_batch b;
-        cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+        cr_assert_eq(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), 0, "%s", err.msg);
         cr_assert_eq(b.rows, t.rows);
         fs_kv_batch_freeze(&b);
         cr_assert_eq(fs_kv_classify_batch(&b, t.q, got, 2, &err), 0, "%s", err.msg);
@@ -957,12 +958,12 @@ Test(kvbatch, rows_equal_one_context_caches)
             cr_expect_eq(b.row[r].seq, 2 * t.ctx[r].pairs, "row %d holds exactly its own tokens", r);
             cr_expect_eq(b.row[r].weights, b.row[0].weights, "rows share the packed weights");
             if (t.q[r].count) {
-                frozen_logits(&m, t.ctx[r].examples, t.ctx[r].labels, t.ctx[r].pairs, t.q[r].examples,
+                frozen_logits(&t.m, t.ctx[r].examples, t.ctx[r].labels, t.ctx[r].pairs, t.q[r].examples,
                               (int)t.q[r].count, 1, want);
                 cr_expect_eq(memcmp(got + q0 * C, want, sizeof(float) * t.q[r].count * C), 0,
                              "variant %d row %d (%d pairs): batched vs one-context logits differ (max %g)", v, r,
                              t.ctx[r].pairs, max_abs_diff(got + q0 * C, want, t.q[r].count * C));
-                full_forward_logits(&m, t.ctx[r].examples, t.ctx[r].labels, t.ctx[r].pairs, t.q[r].examples, 1,
+                full_forward_logits(&t.m, t.ctx[r].examples, t.ctx[r].labels, t.ctx[r].pairs, t.q[r].examples, 1,
                                     want);
                 cr_expect_leq(max_abs_diff(got + q0 * C, want, (size_t)C), KV_TOL,
                               "variant %d row %d: batched vs full forward", v, r);
@@ -972,7 +973,6 @@ Test(kvbatch, rows_equal_one_context_caches)
         fs_kv_batch_free(&b);
         free(got), free(want);
         free_batch(&t);
-        fs_model_free(&m);
     }
 }
 
@@ -990,14 +990,12 @@ Test(kvbatch, append_to_one_row_leaves_others_unchanged)
 {
     for (int v = 0; v < SMALL_VARIANTS; v++) {
         fs_model_config cfg = small_config(v);
-        fs_model m;
-        random_model(&m, &cfg, 820 + v);
         test_batch t;
         make_batch(&t, &cfg, 4, 940 + 10 * v);
         int D = cfg.input_dim, target = 2, hd = cfg.d_model / cfg.num_heads;
         fs_error err = {{0}};
         fs_kv_batch b;
-        cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+        cr_assert_eq(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), 0, "%s", err.msg);
         float *before_k[4][FS_MAX_DEPTH], *before_v[4][FS_MAX_DEPTH];
         for (int r = 0; r < b.rows; r++)
             for (int l = 0; l < cfg.depth; l++) {
@@ -1031,7 +1029,7 @@ Test(kvbatch, append_to_one_row_leaves_others_unchanged)
             memcpy(lab, t.ctx[target].labels, sizeof(int) * k);
             lab[k] = label;
             fs_kv_cache one;
-            cr_assert_eq(fs_kv_init(&one, &m, &err), 0, "%s", err.msg);
+            cr_assert_eq(fs_kv_init(&one, &t.m, &err), 0, "%s", err.msg);
             cr_assert_eq(fs_kv_build(&one, ex, lab, k + 1, &err), 0, "%s", err.msg);
             char what[96];
             snprintf(what, sizeof what, "variant %d, row %d after append", v, target);
@@ -1045,7 +1043,6 @@ Test(kvbatch, append_to_one_row_leaves_others_unchanged)
         free(extra);
         fs_kv_batch_free(&b);
         free_batch(&t);
-        fs_model_free(&m);
     }
 }
 
@@ -1055,8 +1052,6 @@ Test(kvbatch, append_to_one_row_leaves_others_unchanged)
 Test(kvbatch, freeze_unfreeze)
 {
     fs_model_config cfg = small_config(0);
-    fs_model m;
-    random_model(&m, &cfg, 840);
     test_batch t;
     make_batch(&t, &cfg, 3, 960);
     int D = cfg.input_dim, C = cfg.num_classes;
@@ -1064,7 +1059,7 @@ Test(kvbatch, freeze_unfreeze)
     float *logits = malloc(sizeof(float) * total * C), *want = malloc(sizeof(float) * 64 * C);
     fs_error err = {{0}};
     fs_kv_batch b;
-    cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), 0, "%s", err.msg);
     expect_error(fs_kv_classify_batch(&b, t.q, logits, 1, &err), &err, "frozen batch", "fs_kv_batch_freeze");
     fs_kv_batch_freeze(&b);
     for (int r = 0; r < b.rows; r++)
@@ -1082,15 +1077,14 @@ Test(kvbatch, freeze_unfreeze)
     int lab[2] = {t.ctx[1].labels[0], 3};
     memcpy(ex, t.ctx[1].examples, sizeof(float) * D);
     memcpy(ex + D, extra, sizeof(float) * D);
-    full_forward_logits(&m, ex, lab, 2, t.q[1].examples, (int)t.q[1].count, want);
+    full_forward_logits(&t.m, ex, lab, 2, t.q[1].examples, (int)t.q[1].count, want);
     cr_expect_leq(max_abs_diff(logits + t.q[0].count * C, want, t.q[1].count * C), KV_TOL);
     /* row 0 is unchanged */
-    frozen_logits(&m, t.ctx[0].examples, t.ctx[0].labels, t.ctx[0].pairs, t.q[0].examples, (int)t.q[0].count, 1, want);
+    frozen_logits(&t.m, t.ctx[0].examples, t.ctx[0].labels, t.ctx[0].pairs, t.q[0].examples, (int)t.q[0].count, 1, want);
     cr_expect_eq(memcmp(logits, want, sizeof(float) * t.q[0].count * C), 0);
     free(extra), free(logits), free(want);
     fs_kv_batch_free(&b);
     free_batch(&t);
-    fs_model_free(&m);
 }
 
 /* Keys and values take exactly the bytes reported: per row [1, H, 2k, hd] per layer,
@@ -1099,13 +1093,11 @@ Test(kvbatch, memory_is_allocated_bytes)
 {
     fs_model_config cfg;
     fs_model_config_default(&cfg);
-    fs_model m;
-    random_model(&m, &cfg, 850);
     test_batch t;
     make_batch(&t, &cfg, 8, 970);
     fs_error err = {{0}};
     fs_kv_batch b;
-    cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), 0, "%s", err.msg);
     fs_kv_batch_freeze(&b);
     for (int r = 0; r < b.rows; r++) {
         size_t layer = sizeof(float) * (size_t)cfg.num_heads * 2 * t.ctx[r].pairs * (cfg.d_model / cfg.num_heads);
@@ -1118,31 +1110,28 @@ Test(kvbatch, memory_is_allocated_bytes)
     }
     fs_kv_batch_free(&b);
     free_batch(&t);
-    fs_model_free(&m);
 }
 
 Test(kvbatch, bad_input)
 {
     fs_model_config cfg = small_config(0);
-    fs_model m;
-    random_model(&m, &cfg, 860);
     test_batch t;
     make_batch(&t, &cfg, 3, 980);
     fs_error err = {{0}};
     fs_kv_batch b;
-    expect_error(fs_kv_build_batch(&b, &m, t.ctx, 0, &err), &err, "no contexts", "B = 0");
+    expect_error(fs_kv_build_batch(&b, &t.m, t.ctx, 0, &err), &err, "no contexts", "B = 0");
     int pairs = t.ctx[1].pairs;
     t.ctx[1].pairs = 0;
-    expect_error(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), &err, "row 1", "hides every token");
+    expect_error(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), &err, "row 1", "hides every token");
     t.ctx[1].pairs = pairs;
     t.ctx[2].dim = cfg.input_dim + 1;
-    expect_error(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), &err, "row 2", "input_dim 24");
+    expect_error(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), &err, "row 2", "input_dim 24");
     t.ctx[2].dim = cfg.input_dim;
     int label = t.ctx[2].labels[0];
     t.ctx[2].labels[0] = cfg.num_classes;
-    expect_error(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), &err, "row 2", "label 4");
+    expect_error(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), &err, "row 2", "label 4");
     t.ctx[2].labels[0] = label;
-    cr_assert_eq(fs_kv_build_batch(&b, &m, t.ctx, t.rows, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_kv_build_batch(&b, &t.m, t.ctx, t.rows, &err), 0, "%s", err.msg);
     expect_error(fs_kv_append_row(&b, 3, t.ctx[0].examples, 0, &err), &err, "row 3", "3 rows");
     expect_error(fs_kv_append_row(&b, 0, t.ctx[0].examples, 9, &err), &err, "row 0", "label 9");
     fs_kv_batch_freeze(&b);
@@ -1152,7 +1141,6 @@ Test(kvbatch, bad_input)
     t.q[0].dim = cfg.input_dim;
     fs_kv_batch_free(&b);
     free_batch(&t);
-    fs_model_free(&m);
 }
 
 /* ---- --contexts HDF5 files ---- */
