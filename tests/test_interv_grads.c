@@ -583,3 +583,105 @@ Test(interv_grads, graft_errors, .init = graft_dir, .fini = graft_dir_rm)
     fs_acts_free(&a);
     fs_held_free(&h);
 }
+
+/* ---- grafting through the binary ---- */
+
+#define DOC GOLDEN_DIR "/doc"
+#define DOC_MODEL "--config " DOC "/config.json --model " DOC "/params.safetensors"
+
+/* Run the binary; stdout (caller frees) when it succeeds, else the test fails. */
+static char *run_ok(const char *cmd)
+{
+    th_run_result r;
+    th_run(&r, "%s", cmd);
+    cr_assert(r.exited && r.code == 0, "fewshot %s: %s", cmd, th_describe(&r));
+    char *out = strdup(r.out);
+    th_run_free(&r);
+    return out;
+}
+
+Test(interv_grads, graft_grad_and_eval_cli, .init = graft_dir, .fini = graft_dir_rm, .timeout = 60)
+{
+    char cmd[1024], *plain[2], *self[2];
+    const char *iv = th_path(gdir, "iv.json"), *g = th_path(gdir, "g.safetensors");
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s " DOC_MODEL " --input " DOC "/grad.json -o %s%s", k ? "eval" : "grad",
+                 k ? "-" : g, k ? " --per-sequence" : "");
+        plain[k] = run_ok(cmd);
+    }
+    /* the documented model grafted onto itself: the same loss, the same metrics */
+    static const char *const self_ivs[2] = {
+        "{\"graft_out\": {\"model\": \"" DOC "/params.safetensors\", \"config\": \"" DOC "/config.json\", "
+        "\"from_layer\": 0}}",
+        "{\"graft_in\": {\"model\": \"" DOC "/params.safetensors\", \"config\": \"" DOC "/config.json\", "
+        "\"till_layer\": 1}, \"clamp_gradients\": \"stop\"}"};
+    for (int j = 0; j < 2; j++) {
+        th_write_text(iv, self_ivs[j]);
+        for (int k = 0; k < 2; k++) {
+            snprintf(cmd, sizeof cmd, "%s " DOC_MODEL " --input " DOC "/grad.json --intervene %s -o %s%s",
+                     k ? "eval" : "grad", iv, k ? "-" : g, k ? " --per-sequence" : "");
+            self[k] = run_ok(cmd);
+            cr_assert_str_eq(self[k], plain[k], "%s", self_ivs[j]);
+            free(self[k]);
+        }
+    }
+    /* another model (the attention-only golden one: same width, heads, inputs and
+     * classes) grafted on changes the result */
+    th_write_text(iv, "{\"graft_in\": {\"model\": \"" GOLDEN_DIR "/attn_only/params.safetensors\", \"config\": \""
+                      GOLDEN_DIR "/attn_only/config.json\", \"till_layer\": 0}}");
+    snprintf(cmd, sizeof cmd, "grad " DOC_MODEL " --input " DOC "/grad.json --intervene %s -o %s", iv, g);
+    char *other = run_ok(cmd);
+    cr_assert_str_neq(other, plain[0]);
+    free(other);
+    /* a graft model that does not fit: exit 1, the file and field named */
+    const char *narrow = th_path(gdir, "narrow.json"), *nm = th_path(gdir, "narrow.safetensors");
+    th_write_text(narrow, "{\"model\": {\"input_dim\": 512, \"num_classes\": 5, \"d_model\": 32, \"num_heads\": 8}}");
+    snprintf(cmd, sizeof cmd, "init --config %s -o %s", narrow, nm);
+    free(run_ok(cmd));
+    th_write_textf(iv, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}}", nm);
+    th_run_result r;
+    th_run(&r, "grad " DOC_MODEL " --input " DOC "/grad.json --intervene %s -o %s", iv, g);
+    cr_assert(r.exited && r.code == 1 && strstr(r.err, "graft_out") && strstr(r.err, nm) && strstr(r.err, "d_model"),
+              "%s", th_describe(&r));
+    th_run_free(&r);
+    for (int k = 0; k < 2; k++)
+        free(plain[k]);
+}
+
+/* A run config's clamps section: a graft model trained first, then runs with it grafted
+ * in and out; a run stopped half-way and resumed equals the straight one. */
+Test(interv_grads, graft_train_config_resumes, .init = graft_dir, .fini = graft_dir_rm, .timeout = 120)
+{
+    char cmd[1024];
+    const char *base = th_path(gdir, "tiny.json");
+    th_write_textf(base, "%s", th_tiny_run_config);
+    snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress --set train.train_iters=1600", base,
+             th_path(gdir, "g"));
+    free(run_ok(cmd));
+    const char *g = th_path(gdir, "g/checkpoints/step_00000100.safetensors");
+    static const char *const specs[2] = {"\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}",
+                                         "\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}"};
+    for (int k = 0; k < 2; k++) {
+        char spec[512], text[4096];
+        snprintf(spec, sizeof spec, specs[k], g);
+        size_t n = strlen(th_tiny_run_config) - 2; /* the closing "}\n" */
+        snprintf(text, sizeof text, "%.*s, \"clamps\": {%s}}\n", (int)n, th_tiny_run_config, spec);
+        const char *cfg = th_path(gdir, "run.json"), *a = th_path(gdir, k ? "out_a" : "in_a"),
+                   *b = th_path(gdir, k ? "out_b" : "in_b");
+        th_write_text(cfg, text);
+        snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress", cfg, a);
+        free(run_ok(cmd));
+        snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress --set train.train_iters=1600", cfg, b);
+        free(run_ok(cmd));
+        snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress --resume", cfg, b);
+        free(run_ok(cmd));
+        char *m1 = th_read_file(th_path(a, "metrics.jsonl"), NULL), *m2 = th_read_file(th_path(b, "metrics.jsonl"), NULL);
+        cr_assert(m1 && m2 && !strcmp(m1, m2), "%s: the resumed run's metrics differ", spec);
+        cr_assert_not_null(strstr(m1, "\"type\":\"eval\""));
+        free(m1);
+        free(m2);
+        char *rec = th_read_file(th_path(a, "config.json"), NULL);
+        cr_assert(rec && strstr(rec, k ? "graft_out" : "graft_in"), "the run's config records the graft");
+        free(rec);
+    }
+}
