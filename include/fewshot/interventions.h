@@ -183,6 +183,7 @@ typedef struct {
     const fs_graft *graft[2];      /* the fs_held's graft models it was bound to */
 } fs_held_clamps;
 
+/* graft_in / graft_out need their models in h (fs_held_open), else an error. */
 int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err);
 /* Whether hc was bound to what h holds now (same interventions, same clamp files). */
 bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h);

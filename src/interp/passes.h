@@ -11,8 +11,9 @@
  * fs_held_update so that it marks the computed elements.
  * Nothing to do with clamp_gradients "stop" or without computed clamps. */
 int fs_held_grads(fs_held_clamps *hc, int threads, fs_error *err);
-/* Links for the final (clamped, loss) pass's backward; NULL when no clamp is computed,
- * clamp_gradients is "stop" or fs_held_grads was not called. */
+/* Links for the final (clamped, loss) pass's backward; NULL when no clamp is computed
+ * and nothing runs after it (graft_out), clamp_gradients is "stop" or fs_held_grads was
+ * not called. */
 const fs_grad_links *fs_held_links(const fs_held_clamps *hc);
 /* After the final pass's forward of sequences [b0, b1): the passes that run on it
  * (graft_out's model, whose out becomes a's `out`). */
