@@ -114,7 +114,11 @@ static int fd_compare(fx *f, const double *g)
     return checked;
 }
 
-static void fd_check(const char *json, int P, const int *labels, double mlp_ratio, int at_least)
+/* The gradient against finite differences; with `zero` (a "|"-separated list of name
+ * substrings), also: the parameter tensors named there have exactly zero gradient, every
+ * other tensor a non-zero one. */
+static void fd_check_zeros(const char *json, int P, const int *labels, double mlp_ratio, const char *zero,
+                           int at_least)
 {
     fx f;
     fx_open(&f, json, P, labels, mlp_ratio);
@@ -124,10 +128,27 @@ static void fd_check(const char *json, int P, const int *labels, double mlp_rati
     cr_assert_not_null(g);
     for (size_t i = 0; i < n; i++)
         g[i] = f.t.grads[i];
+    for (int k = 0; zero && k < f.m.layout.count; k++) {
+        const fs_param_desc *d = &f.m.layout.tensors[k];
+        double s = 0;
+        for (size_t i = 0; i < d->numel; i++)
+            s += fabs(g[d->offset + i]);
+        bool want_zero = false;
+        char list[256];
+        snprintf(list, sizeof list, "%s", zero);
+        for (char *save, *t = strtok_r(list, "|", &save); t; t = strtok_r(NULL, "|", &save))
+            want_zero |= strstr(d->name, t) != NULL;
+        cr_assert(want_zero ? s == 0 : s > 0, "%s: %s: |grad| %g", json, d->name, s);
+    }
     int checked = fd_compare(&f, g);
     cr_assert_geq(checked, at_least, "%s: only %d entries compared", json, checked);
     free(g);
     fx_close(&f);
+}
+
+static void fd_check(const char *json, int P, const int *labels, double mlp_ratio, int at_least)
+{
+    fd_check_zeros(json, P, labels, mlp_ratio, NULL, at_least);
 }
 
 /* Sum of |grad| over rows [r0, r1) of a [rows][cols] tensor. */
@@ -394,36 +415,6 @@ static const char *graft_model(const char *name, int seed, double mlp_ratio)
     return path;
 }
 
-/* fd_check, then: parameter tensors whose name holds `zero` (a "|"-separated list of
- * substrings) have exactly zero gradient, every other tensor a non-zero one. */
-static void fd_check_zeros(const char *json, int P, const char *zero, int at_least)
-{
-    fx f;
-    fx_open(&f, json, P, NULL, 2.0);
-    fs_trainer_grad(&f.t, B);
-    size_t n = f.m.layout.total;
-    double *g = malloc(n * sizeof *g);
-    cr_assert_not_null(g);
-    for (size_t i = 0; i < n; i++)
-        g[i] = f.t.grads[i];
-    for (int k = 0; k < f.m.layout.count; k++) {
-        const fs_param_desc *d = &f.m.layout.tensors[k];
-        double s = 0;
-        for (size_t i = 0; i < d->numel; i++)
-            s += fabs(g[d->offset + i]);
-        bool want_zero = false;
-        char list[256];
-        snprintf(list, sizeof list, "%s", zero);
-        for (char *save, *t = strtok_r(list, "|", &save); t; t = strtok_r(NULL, "|", &save))
-            want_zero |= strstr(d->name, t) != NULL;
-        cr_assert(want_zero ? s == 0 : s > 0, "%s: %s: |grad| %g", json, d->name, s);
-    }
-    int checked = fd_compare(&f, g);
-    cr_assert_geq(checked, at_least, "%s: only %d entries compared", json, checked);
-    free(g);
-    fx_close(&f);
-}
-
 /* What graft_in till layer 0 leaves trainable: layer 1 and the head (layer 0 and the
  * embeddings are replaced); graft_out from layer 0: layer 0 and the embeddings. */
 #define EMBED "example_embed|label_embed"
@@ -434,11 +425,11 @@ Test(interv_grads, graft_in_matches_finite_differences, .init = graft_dir, .fini
     const char *g = graft_model("g.safetensors", 23, 1.0);
     char json[512];
     snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}, \"ablate_heads\": [\"1:3\"]}", g);
-    fd_check_zeros(json, 4, "blocks.0.|" EMBED, 8);
+    fd_check_zeros(json, 4, NULL, 2.0, "blocks.0.|" EMBED, 8);
     /* preserve's clean pass is this model's own: layer 0 learns through it */
     snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": -2}, \"preserve\": [\"patterns\"]}",
              g);
-    fd_check_zeros(json, 4, "", 8);
+    fd_check_zeros(json, 4, NULL, 2.0, "", 8);
 }
 
 Test(interv_grads, graft_out_matches_finite_differences, .init = graft_dir, .fini = graft_dir_rm)
@@ -449,18 +440,18 @@ Test(interv_grads, graft_out_matches_finite_differences, .init = graft_dir, .fin
     th_write_text(gcfg, "{\"clamps\": {\"ablate_heads\": [\"1:2\"], \"preserve\": [\"values\"]}}");
     char json[1024];
     snprintf(json, sizeof json, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}, \"ablate_heads\": [\"0:1\"]}", g);
-    fd_check_zeros(json, 4, UPPER, 8);
+    fd_check_zeros(json, 4, NULL, 2.0, UPPER, 8);
     snprintf(json, sizeof json,
              "{\"graft_out\": {\"model\": \"%s\", \"config\": \"%s\", \"from_layer\": 0}, \"preserve\": [\"patterns\"]}",
              g, gcfg);
-    fd_check_zeros(json, 4, UPPER, 8);
+    fd_check_zeros(json, 4, NULL, 2.0, UPPER, 8);
     /* both: this model supplies block 1 only */
     const char *g2 = graft_model("g2.safetensors", 29, 2.0);
     snprintf(json, sizeof json,
              "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}, \"graft_out\": {\"model\": \"%s\", \"config\": "
              "\"%s\", \"from_layer\": 1}, \"ablate_heads\": [\"1:0\"]}",
              g2, g, gcfg);
-    fd_check_zeros(json, 4, "blocks.0.|" EMBED "|transformer.norm|unembed", 6);
+    fd_check_zeros(json, 4, NULL, 2.0, "blocks.0.|" EMBED "|transformer.norm|unembed", 6);
 }
 
 /* Grafting a model onto itself changes nothing: graft_in till the last layer and
