@@ -676,3 +676,32 @@ Test(interv_grads, graft_train_config_resumes, .init = graft_dir, .fini = graft_
         free(rec);
     }
 }
+
+/* graft_out's backward per thread (its own scratch per thread): 2 threads give the
+ * 1-thread gradients, up to the order of the sums. */
+Test(interv_grads, graft_out_threads, .init = graft_dir, .fini = graft_dir_rm)
+{
+    const char *g = graft_model("g.safetensors", 23, 1.0);
+    char json[512];
+    snprintf(json, sizeof json, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}, \"preserve\": [\"keys\"]}", g);
+    fx f;
+    fx_open(&f, json, 4, NULL, 2.0);
+    double l1 = fs_trainer_grad(&f.t, B);
+    fs_trainer t2;
+    fs_error err = {{0}};
+    fs_optim_config oc = f.t.optim;
+    cr_assert_eq(fs_trainer_init(&t2, &f.m, 4, B, 2, &oc, &err), 0, "%s", err.msg);
+    cr_assert_eq(t2.threads, 2);
+    memcpy(t2.acts.arena, f.t.acts.arena, sizeof(float) * f.t.acts.arena_floats);
+    cr_assert_eq(fs_trainer_hold(&t2, &f.hc, &err), 0, "%s", err.msg);
+    t2.clamps = fs_held_update(&f.hc, &f.m, &t2.acts, B);
+    double l2 = fs_trainer_grad(&t2, B), mx = 0, diff = 0;
+    for (size_t i = 0; i < f.m.layout.total; i++) {
+        mx = fmax(mx, fabsf(f.t.grads[i]));
+        diff = fmax(diff, fabsf(f.t.grads[i] - t2.grads[i]));
+    }
+    cr_assert(fabs(l1 - l2) <= 1e-6 * fabs(l1), "loss %g vs %g", l1, l2);
+    cr_assert(mx > 0 && diff <= 1e-5 * mx, "gradients differ by %g (max %g)", diff, mx);
+    fs_trainer_free(&t2);
+    fx_close(&f);
+}

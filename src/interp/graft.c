@@ -196,34 +196,47 @@ void fs_grafts_after_forward(fs_held_clamps *hc, fs_acts *a, int nseq)
     take_out(hc, a, 0, nseq);
 }
 
+/* Per-thread parameter gradients of G (discarded) for up to `threads` threads. */
+static int grow_threads(graft_pass *p, int threads, fs_error *err)
+{
+    if (threads <= p->threads)
+        return 0;
+    const fs_model *gm = &p->g->model;
+    float **pg = realloc(p->pgrads, (size_t)threads * sizeof *pg);
+    if (pg)
+        p->pgrads = pg;
+    fs_param_ptrs *pp = pg ? realloc(p->pptrs, (size_t)threads * sizeof *pp) : NULL;
+    if (!pp)
+        return OOM;
+    p->pptrs = pp;
+    for (; p->threads < threads; p->threads++) {
+        if (!(p->pgrads[p->threads] = fs_alloc(gm->layout.total * sizeof(float))))
+            return OOM;
+        p->pptrs[p->threads] = fs_param_bind(&gm->cfg, &gm->layout, p->pgrads[p->threads]);
+    }
+    return 0;
+}
+
 int fs_grafts_grads(fs_held_clamps *hc, int threads, fs_error *err)
 {
     struct fs_held_grafts *gs = hc->grafts;
     graft_pass *p = gs ? &gs->p[1] : NULL;
-    if (!p || !p->g || hc->iv.clamp_gradients_stop || p->capture)
+    if (!p || !p->g || hc->iv.clamp_gradients_stop)
         return 0;
-    const fs_model *gm = &p->g->model;
+    if (p->capture) /* again, maybe for more threads */
+        return grow_threads(p, threads, err);
     size_t n = p->acts.leaves[p->id].numel * (size_t)p->acts.B;
-    p->threads = threads > 0 ? threads : 1;
     p->capture = calloc(n, sizeof(float));
     p->link = calloc((size_t)p->acts.count, sizeof *p->link);
     p->scratch = fs_alloc(fs_backward_scratch_floats(&p->acts) * sizeof(float));
-    p->pgrads = calloc((size_t)p->threads, sizeof *p->pgrads);
-    p->pptrs = calloc((size_t)p->threads, sizeof *p->pptrs);
-    if (!p->capture || !p->link || !p->scratch || !p->pgrads || !p->pptrs)
+    gs->own = calloc((size_t)hc->count, sizeof *gs->own);
+    if (!p->capture || !p->link || !p->scratch || !gs->own)
         return OOM;
-    for (int t = 0; t < p->threads; t++) {
-        if (!(p->pgrads[t] = fs_alloc(gm->layout.total * sizeof(float))))
-            return OOM;
-        p->pptrs[t] = fs_param_bind(&gm->cfg, &gm->layout, p->pgrads[t]);
-    }
     p->link[p->id] = (fs_leaf_link){p->ones, p->capture, NULL};
     p->gl = (fs_grad_links){p->link, false};
-    if (!(gs->own = calloc((size_t)hc->count, sizeof *gs->own)))
-        return OOM;
     gs->own[p->id].inject = p->capture;
     gs->own_gl = (fs_grad_links){gs->own, false};
-    return 0;
+    return grow_threads(p, threads > 0 ? threads : 1, err);
 }
 
 const float *fs_grafts_inject(const fs_held_clamps *hc, int *leaf)
