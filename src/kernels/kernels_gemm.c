@@ -88,6 +88,7 @@ static const tile_fn tiles[FS_MR][FS_NV] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(
  * sums are the same floats as without blocking. The panel is per thread and static: on
  * the stack it measured ~15% slower with AVX2 (its address aliasing C's rows). */
 #define FS_KC 128
+_Static_assert(FS_KC % FS_CHUNK == 0, "blocks must split r where the accumulation chunks do");
 
 void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb, int M, int N,
              int R, int accumulate, const float *bias)
