@@ -227,6 +227,11 @@ int fs_leaf_find(const fs_acts *a, const char *path)
 
 /* ---- a pass's views of the table (model/leaves.h) ---- */
 
+/* One field per leaf, in the table's order (tests/test_shapes.c walks them so). */
+_Static_assert(sizeof(fs_embed_acts) == L_TOP_BEFORE_BLOCKS_COUNT * sizeof(fs_leaf_at), "a view per leaf");
+_Static_assert(sizeof(fs_block_acts) == B_COUNT * sizeof(fs_leaf_at), "a view per block leaf");
+_Static_assert(sizeof(fs_head_acts) == L_TOP_AFTER_BLOCKS_COUNT * sizeof(fs_leaf_at), "a view per leaf");
+
 void fs_embed_acts_at(fs_embed_acts *e, const fs_acts *a, int b0)
 {
     *e = (fs_embed_acts){
