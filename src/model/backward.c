@@ -149,7 +149,7 @@ static void head_backward(const bwd *w, const fs_leaf_at *in, double denom)
     float *gout = w->gsmall, *gunemb = w->gsmall + (size_t)nb * P * C;
     memset(gout, 0, sizeof(float) * (size_t)nb * P * C);
     for (int b = 0; b < nb; b++) {
-        const float *z = h->out.p + ((size_t)b * P + P - 1) * C;
+        const float *z = fs_leaf_seq(&h->out, b) + (size_t)(P - 1) * C;
         float *g = gout + ((size_t)b * P + P - 1) * C;
         int y = (int)fs_leaf_seq(&w->emb.labels, b)[P - 1];
         if (y < 0 || y >= C || (w->links && w->links->no_loss))
