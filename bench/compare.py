@@ -50,9 +50,28 @@ def parse_json_object(text, who):
     die(f"{who}: stdout is not a JSON object:\n{text.strip()[:2000]}")
 
 
-def run(cmd, who):
+# PyTorch picks its kernels' vector width from the CPU, not from how fewshot was built.
+# To compare like with like, it gets the width fewshot's build uses: ATEN_CPU_CAPABILITY
+# for ATen's own kernels, OPENBLAS_CORETYPE for OpenBLAS's matrix products.
+TORCH_WIDTH_ENV = {
+    "AVX-512": {},
+    "AVX2+FMA": {"ATEN_CPU_CAPABILITY": "avx2", "OPENBLAS_CORETYPE": "Haswell"},
+    "portable (SIMDe)": {"ATEN_CPU_CAPABILITY": "default", "OPENBLAS_CORETYPE": "Prescott"},
+}
+
+
+def torch_env(simd):
+    """Environment for torch_bench.py matching fewshot's vector width, and its description."""
+    extra = TORCH_WIDTH_ENV.get(simd, {})
+    env = dict(os.environ)
+    env.update(extra)
+    desc = ", ".join(f"{k}={v}" for k, v in extra.items()) or "its own CPU detection"
+    return env, desc
+
+
+def run(cmd, who, env=None):
     try:
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     except OSError as e:
         die(f"{who}: cannot run {' '.join(cmd)}: {e}")
     if p.returncode != 0:
@@ -90,9 +109,10 @@ def compare_sizes(args):
     if not isinstance(c.get("sizes"), list) or not c["sizes"]:
         die(f"fewshot bench --sizes: JSON lacks a `sizes` list: {json.dumps(c)}")
     threads = args.threads or int(c["threads"])
+    env, width = torch_env(c["simd"])
     print(f"\nmachine: {os.cpu_count()} CPUs, {cpu_model()}; fewshot {c['simd']} "
           f"({c['simd_width']} floats), FMA peak {c['fma_peak_madds_per_s'] / 1e9:.1f} G multiply-adds/s, "
-          f"{threads} threads; 8 heads, batch {c['sizes'][0].get('batch')}\n")
+          f"{threads} threads; 8 heads, batch {c['sizes'][0].get('batch')}; PyTorch with {width}\n")
     print(f"{'d_model/depth/pairs':<22}{'fewshot steps/s':>16}{'% of peak':>11}{'pytorch steps/s':>17}{'ratio':>8}")
     rows = []
     for r in c["sizes"]:
@@ -100,7 +120,7 @@ def compare_sizes(args):
                 "--seconds", str(args.seconds), "--train-only", "--d-model", str(r["d_model"]),
                 "--depth", str(r["depth"]), "--pairs", str(r["pairs"]), "--train-bs", str(r.get("batch", 32))]
         print(f"running {' '.join(tcmd)} ...", file=sys.stderr)
-        t = run(tcmd, "torch_bench.py")
+        t = run(tcmd, "torch_bench.py", env)
         a, b = r["train_steps_per_s"], t["train_steps_per_s"]
         shape = f"{r['d_model']}/{r['depth']}/{r['pairs']}"
         print(f"{shape:<22}{fmt(a):>16}{100 * r['train_peak_fraction']:>10.1f}%{fmt(b):>17}"
@@ -139,10 +159,12 @@ def main():
     threads = args.threads or int(c["threads"])
     tcmd = [sys.executable, os.path.join(HERE, "torch_bench.py"),
             "--threads", str(threads), "--seconds", str(args.seconds)]
-    print(f"running {' '.join(tcmd)} ...", file=sys.stderr)
-    t = run(tcmd, "torch_bench.py")
+    env, width = torch_env(c.get("simd", ""))
+    print(f"running {' '.join(tcmd)} ({width}) ...", file=sys.stderr)
+    t = run(tcmd, "torch_bench.py", env)
 
-    print(f"\nmachine: {os.cpu_count()} CPUs, {cpu_model()} (fewshot reports: {c['cpu']})")
+    print(f"\nmachine: {os.cpu_count()} CPUs, {cpu_model()} (fewshot reports: {c['cpu']}); "
+          f"fewshot {c.get('simd', '?')}, PyTorch with {width}")
     print(f"model: input_dim 512, 5 classes, d 64, 8 heads, depth 2, mlp 4, RoPE; "
           f"train batch 32 x 3 pairs, eval batch {t.get('eval_bs', '?')}")
     print(f"pytorch {t.get('torch_version')} ({t.get('mode')}, BLAS {t.get('blas')})\n")

@@ -14,7 +14,9 @@
 #include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
 #include "golden_util.h"
+#include "helpers.h"
 #include "model/leaves.h"
+#include "train/held_open.h"
 #include "train/trainer.h"
 
 enum { D_IN = 6, C = 3, DM = 16, H = 4, HD = DM / H, B = 3 };
@@ -28,14 +30,19 @@ typedef struct {
     fs_trainer t;
 } fx;
 
+static void fx_config(fs_model_config *c, double mlp_ratio, int seed)
+{
+    fs_model_config_default(c);
+    c->input_dim = D_IN, c->num_classes = C, c->d_model = DM, c->num_heads = H, c->depth = 2;
+    c->mlp_ratio = mlp_ratio, c->init_seed = seed, c->init_rescale = 3.0;
+}
+
 static void fx_open(fx *f, const char *json, int P, const int *labels, double mlp_ratio)
 {
     fs_error err = {{0}};
     memset(f, 0, sizeof *f);
     fs_model_config c;
-    fs_model_config_default(&c);
-    c.input_dim = D_IN, c.num_classes = C, c.d_model = DM, c.num_heads = H, c.depth = 2;
-    c.mlp_ratio = mlp_ratio, c.init_seed = 11, c.init_rescale = 3.0;
+    fx_config(&c, mlp_ratio, 11);
     cr_assert_eq(fs_model_create(&f->m, &c, &err), 0, "%s", err.msg);
     fs_model_init_params(&f->m);
     f->P = P;
@@ -53,7 +60,7 @@ static void fx_open(fx *f, const char *json, int P, const int *labels, double ml
     cr_assert_eq(fs_trainer_init(&f->t, &f->m, P, B, 1, &oc, &err), 0, "%s", err.msg);
     fs_acts_set_inputs(&f->t.acts, x, y, 0, B);
     fs_held_source src = {.intervene = json};
-    cr_assert_eq(fs_held_load(&f->held, &src, &c, P, B, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_open(&f->held, &src, &c, P, B, &err), 0, "%s", err.msg);
     cr_assert_eq(fs_held_bind(&f->hc, &f->held, &f->t.acts, &err), 0, "%s", err.msg);
     cr_assert_eq(fs_trainer_hold(&f->t, &f->hc, &err), 0, "%s", err.msg);
     f->t.clamps = fs_held_update(&f->hc, &f->m, &f->t.acts, B);
@@ -70,8 +77,7 @@ static void fx_close(fx *f)
 /* The intervened loss at the current parameters: every pass recomputed. */
 static double loss_now(fx *f)
 {
-    const fs_clamp_set *cs = fs_held_update(&f->hc, &f->m, &f->t.acts, B);
-    fs_forward(&f->m, &f->t.acts, cs, B);
+    fs_held_forward(&f->hc, &f->m, &f->t.acts, B);
     return fs_query_loss_range(&f->t.acts, 0, B, B);
 }
 
@@ -108,7 +114,11 @@ static int fd_compare(fx *f, const double *g)
     return checked;
 }
 
-static void fd_check(const char *json, int P, const int *labels, double mlp_ratio, int at_least)
+/* The gradient against finite differences; with `zero` (a "|"-separated list of name
+ * substrings), also: the parameter tensors named there have exactly zero gradient, every
+ * other tensor a non-zero one. */
+static void fd_check_zeros(const char *json, int P, const int *labels, double mlp_ratio, const char *zero,
+                           int at_least)
 {
     fx f;
     fx_open(&f, json, P, labels, mlp_ratio);
@@ -118,10 +128,27 @@ static void fd_check(const char *json, int P, const int *labels, double mlp_rati
     cr_assert_not_null(g);
     for (size_t i = 0; i < n; i++)
         g[i] = f.t.grads[i];
+    for (int k = 0; zero && k < f.m.layout.count; k++) {
+        const fs_param_desc *d = &f.m.layout.tensors[k];
+        double s = 0;
+        for (size_t i = 0; i < d->numel; i++)
+            s += fabs(g[d->offset + i]);
+        bool want_zero = false;
+        char list[256];
+        snprintf(list, sizeof list, "%s", zero);
+        for (char *save, *t = strtok_r(list, "|", &save); t; t = strtok_r(NULL, "|", &save))
+            want_zero |= strstr(d->name, t) != NULL;
+        cr_assert(want_zero ? s == 0 : s > 0, "%s: %s: |grad| %g", json, d->name, s);
+    }
     int checked = fd_compare(&f, g);
     cr_assert_geq(checked, at_least, "%s: only %d entries compared", json, checked);
     free(g);
     fx_close(&f);
+}
+
+static void fd_check(const char *json, int P, const int *labels, double mlp_ratio, int at_least)
+{
+    fd_check_zeros(json, P, labels, mlp_ratio, NULL, at_least);
 }
 
 /* Sum of |grad| over rows [r0, r1) of a [rows][cols] tensor. */
@@ -365,4 +392,316 @@ Test(interv_grads, errors)
     cr_assert(strstr(err.msg, "exactly 2 pairs") && strstr(err.msg, "got 4"), "%s", err.msg);
     fs_held_free(&held);
     fs_acts_free(&a);
+}
+
+/* ---- grafting (graft_in, graft_out) ---- */
+
+static char gdir[64];
+static void graft_dir(void) { th_tmpdir(gdir, sizeof gdir, "graft"); }
+static void graft_dir_rm(void) { th_rmtree(gdir); }
+
+/* A graft model with the fixture's dims (init seed `seed`), saved with its config; its path. */
+static const char *graft_model(const char *name, int seed, double mlp_ratio)
+{
+    fs_error err = {{0}};
+    fs_model_config c;
+    fx_config(&c, mlp_ratio, seed);
+    fs_model g;
+    cr_assert_eq(fs_model_create(&g, &c, &err), 0, "%s", err.msg);
+    fs_model_init_params(&g);
+    const char *path = th_path(gdir, name);
+    cr_assert_eq(fs_model_save(&g, path, &err), 0, "%s", err.msg);
+    fs_model_free(&g);
+    return path;
+}
+
+/* What graft_in till layer 0 leaves trainable: layer 1 and the head (layer 0 and the
+ * embeddings are replaced); graft_out from layer 0: layer 0 and the embeddings. */
+#define EMBED "example_embed|label_embed"
+#define UPPER "blocks.1.|transformer.norm|unembed"
+
+Test(interv_grads, graft_in_matches_finite_differences, .init = graft_dir, .fini = graft_dir_rm)
+{
+    const char *g = graft_model("g.safetensors", 23, 1.0);
+    char json[512];
+    snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}, \"ablate_heads\": [\"1:3\"]}", g);
+    fd_check_zeros(json, 4, NULL, 2.0, "blocks.0.|" EMBED, 8);
+    /* preserve's clean pass is this model's own: layer 0 learns through it */
+    snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": -2}, \"preserve\": [\"patterns\"]}",
+             g);
+    fd_check_zeros(json, 4, NULL, 2.0, "", 8);
+}
+
+Test(interv_grads, graft_out_matches_finite_differences, .init = graft_dir, .fini = graft_dir_rm)
+{
+    const char *g = graft_model("g.safetensors", 23, 1.0);
+    /* the graft model's own interventions: ablation and a clean pass of its own */
+    const char *gcfg = th_path(gdir, "g.json");
+    th_write_text(gcfg, "{\"clamps\": {\"ablate_heads\": [\"1:2\"], \"preserve\": [\"values\"]}}");
+    char json[1024];
+    snprintf(json, sizeof json, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}, \"ablate_heads\": [\"0:1\"]}", g);
+    fd_check_zeros(json, 4, NULL, 2.0, UPPER, 8);
+    snprintf(json, sizeof json,
+             "{\"graft_out\": {\"model\": \"%s\", \"config\": \"%s\", \"from_layer\": 0}, \"preserve\": [\"patterns\"]}",
+             g, gcfg);
+    fd_check_zeros(json, 4, NULL, 2.0, UPPER, 8);
+    /* both: this model supplies block 1 only */
+    const char *g2 = graft_model("g2.safetensors", 29, 2.0);
+    snprintf(json, sizeof json,
+             "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}, \"graft_out\": {\"model\": \"%s\", \"config\": "
+             "\"%s\", \"from_layer\": 1}, \"ablate_heads\": [\"1:0\"]}",
+             g2, g, gcfg);
+    fd_check_zeros(json, 4, NULL, 2.0, "blocks.0.|" EMBED "|transformer.norm|unembed", 6);
+}
+
+/* Grafting a model onto itself changes nothing: graft_in till the last layer and
+ * graft_out from any layer give the plain forward's logits bit for bit; graft_out's
+ * gradients are the plain ones up to its layer (bit for bit) and zero above. */
+Test(interv_grads, graft_of_itself_is_the_plain_model, .init = graft_dir, .fini = graft_dir_rm)
+{
+    fx plain;
+    fx_open(&plain, "{}", 4, NULL, 2.0);
+    fs_forward(&plain.m, &plain.t.acts, NULL, B);
+    int id_out = fs_top_after(&plain.m.cfg, L_OUT);
+    size_t nout = plain.t.acts.leaves[id_out].numel * B;
+    float want[B * 4 * C];
+    memcpy(want, fs_leaf_ptr(&plain.t.acts, id_out, 0), sizeof(float) * nout);
+    fs_trainer_grad(&plain.t, B); /* its forward packs the weights: other bits than fs_forward's */
+    float want_t[B * 4 * C];
+    memcpy(want_t, fs_leaf_ptr(&plain.t.acts, id_out, 0), sizeof(float) * nout);
+    fs_error err = {{0}};
+    const char *self = th_path(gdir, "self.safetensors");
+    cr_assert_eq(fs_model_save(&plain.m, self, &err), 0, "%s", err.msg);
+    for (int k = 0; k < 3; k++) {
+        char json[512];
+        if (k == 0)
+            snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 1}}", self);
+        else
+            snprintf(json, sizeof json, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": %d}}", self, k - 1);
+        fx f;
+        fx_open(&f, json, 4, NULL, 2.0);
+        fs_held_forward(&f.hc, &f.m, &f.t.acts, B);
+        cr_assert_eq(memcmp(fs_leaf_ptr(&f.t.acts, id_out, 0), want, sizeof(float) * nout), 0, "%s: logits", json);
+        fs_trainer_grad(&f.t, B);
+        if (k == 0) { /* the graft's pass is not packed for 3 sequences, the trainer's forward is */
+            fx_close(&f);
+            continue;
+        }
+        cr_assert_eq(memcmp(fs_leaf_ptr(&f.t.acts, id_out, 0), want_t, sizeof(float) * nout), 0,
+                     "%s: trainer logits", json);
+        int L = k - 1;
+        for (int t = 0; t < f.m.layout.count; t++) {
+            const fs_param_desc *d = &f.m.layout.tensors[t];
+            char b[32];
+            bool above = !strstr(d->name, "_embed");
+            for (int l = 0; l <= L; l++) {
+                snprintf(b, sizeof b, "blocks.%d.", l);
+                above &= !strstr(d->name, b);
+            }
+            for (size_t i = 0; i < d->numel; i++) {
+                float gv = f.t.grads[d->offset + i], pv = plain.t.grads[d->offset + i];
+                cr_assert(above ? gv == 0 : gv == pv, "%s: %s[%zu]: %g, plain %g", json, d->name, i, gv, pv);
+            }
+        }
+        fx_close(&f);
+    }
+    fx_close(&plain);
+}
+
+Test(interv_grads, graft_errors, .init = graft_dir, .fini = graft_dir_rm)
+{
+    fs_model_config c;
+    fx_config(&c, 2.0, 11);
+    fs_held h;
+    fs_error err = {{0}};
+    char json[1024];
+    const char *ok = graft_model("ok.safetensors", 3, 2.0);
+    struct {
+        const char *json_fmt, *arg, *want1, *want2;
+    } cases[] = {
+        {"{\"graft_in\": {\"till_layer\": 0}}", "", "\"model\" is required", ""},
+        {"{\"graft_in\": {\"model\": \"%s\"}}", ok, "\"till_layer\" is required", ""},
+        {"{\"graft_out\": {\"model\": \"%s\", \"till_layer\": 0}}", ok, "graft_out.till_layer", "from_layer"},
+        {"{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 2}}", ok, "till_layer", "out of range"},
+        {"{\"graft_in\": \"%s\"}", ok, "graft_in", "expected {"},
+        {"{\"graft_in\": {\"model\": \"%s/none.safetensors\", \"till_layer\": 0}}", gdir, "graft_in", "none.safetensors"},
+        {"{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}, \"perfect_copy_from_head_pattern\": \"1:3\"}", ok,
+         "graft_out", "perfect_copy"},
+        {"{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}, \"perfect_prev_token_input\": true}", ok,
+         "combines only", ""},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        snprintf(json, sizeof json, cases[k].json_fmt, cases[k].arg);
+        fs_held_source src = {.intervene = json};
+        cr_assert_eq(fs_held_open(&h, &src, &c, 4, 0, &err), -1, "%s", json);
+        cr_assert(strstr(err.msg, cases[k].want1) && strstr(err.msg, cases[k].want2), "%s: %s", json, err.msg);
+    }
+    /* a graft model that does not fit: the file and the field are named */
+    fs_model_config wide;
+    fx_config(&wide, 2.0, 3);
+    wide.d_model = 2 * DM;
+    fs_model g;
+    cr_assert_eq(fs_model_create(&g, &wide, &err), 0, "%s", err.msg);
+    const char *wpath = th_path(gdir, "wide.safetensors");
+    cr_assert_eq(fs_model_save(&g, wpath, &err), 0, "%s", err.msg);
+    fs_model_free(&g);
+    snprintf(json, sizeof json, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}}", wpath);
+    fs_held_source src = {.intervene = json};
+    cr_assert_eq(fs_held_open(&h, &src, &c, 4, 0, &err), -1);
+    cr_assert(strstr(err.msg, "graft_out") && strstr(err.msg, wpath) && strstr(err.msg, "model.d_model is 32") &&
+                  strstr(err.msg, "this model's is 16"),
+              "%s", err.msg);
+    /* its config must agree with its file; a graft model grafting again is refused */
+    const char *cfg = th_path(gdir, "bad.json");
+    th_write_text(cfg, "{\"model\": {\"d_model\": 16, \"num_heads\": 2, \"input_dim\": 6, \"num_classes\": 3}}");
+    snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"config\": \"%s\", \"till_layer\": 0}}", ok, cfg);
+    src.intervene = json;
+    cr_assert_eq(fs_held_open(&h, &src, &c, 4, 0, &err), -1);
+    cr_assert(strstr(err.msg, "graft_in") && strstr(err.msg, "disagrees") && strstr(err.msg, cfg), "%s", err.msg);
+    const char *nest = th_path(gdir, "nest.json");
+    th_write_textf(nest, "{\"clamps\": {\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}}}", ok);
+    snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"config\": \"%s\", \"till_layer\": 0}}", ok, nest);
+    cr_assert_eq(fs_held_open(&h, &src, &c, 4, 0, &err), -1);
+    cr_assert(strstr(err.msg, "cannot graft models itself"), "%s", err.msg);
+    /* parsed but not loaded (fs_held_load alone): bind says so */
+    snprintf(json, sizeof json, "{\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}}", ok);
+    cr_assert_eq(fs_held_load(&h, &src, &c, 4, 0, &err), 0, "%s", err.msg);
+    fs_acts a;
+    fs_held_clamps hc;
+    cr_assert_eq(fs_acts_create(&a, &c, 4, 1, &err), 0, "%s", err.msg);
+    cr_assert_eq(fs_held_bind(&hc, &h, &a, &err), -1);
+    cr_assert(strstr(err.msg, "not loaded"), "%s", err.msg);
+    fs_acts_free(&a);
+    fs_held_free(&h);
+}
+
+/* ---- grafting through the binary ---- */
+
+#define DOC GOLDEN_DIR "/doc"
+#define DOC_MODEL "--config " DOC "/config.json --model " DOC "/params.safetensors"
+
+/* Run the binary; stdout (caller frees) when it succeeds, else the test fails. */
+static char *run_ok(const char *cmd)
+{
+    th_run_result r;
+    th_run(&r, "%s", cmd);
+    cr_assert(r.exited && r.code == 0, "fewshot %s: %s", cmd, th_describe(&r));
+    char *out = strdup(r.out);
+    th_run_free(&r);
+    return out;
+}
+
+Test(interv_grads, graft_grad_and_eval_cli, .init = graft_dir, .fini = graft_dir_rm, .timeout = 60)
+{
+    char cmd[1024], *plain[2], *self[2];
+    const char *iv = th_path(gdir, "iv.json"), *g = th_path(gdir, "g.safetensors");
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd, "%s " DOC_MODEL " --input " DOC "/grad.json -o %s%s", k ? "eval" : "grad",
+                 k ? "-" : g, k ? " --per-sequence" : "");
+        plain[k] = run_ok(cmd);
+    }
+    /* the documented model grafted onto itself: the same loss, the same metrics */
+    static const char *const self_ivs[2] = {
+        "{\"graft_out\": {\"model\": \"" DOC "/params.safetensors\", \"config\": \"" DOC "/config.json\", "
+        "\"from_layer\": 0}}",
+        "{\"graft_in\": {\"model\": \"" DOC "/params.safetensors\", \"config\": \"" DOC "/config.json\", "
+        "\"till_layer\": 1}, \"clamp_gradients\": \"stop\"}"};
+    for (int j = 0; j < 2; j++) {
+        th_write_text(iv, self_ivs[j]);
+        for (int k = 0; k < 2; k++) {
+            snprintf(cmd, sizeof cmd, "%s " DOC_MODEL " --input " DOC "/grad.json --intervene %s -o %s%s",
+                     k ? "eval" : "grad", iv, k ? "-" : g, k ? " --per-sequence" : "");
+            self[k] = run_ok(cmd);
+            cr_assert_str_eq(self[k], plain[k], "%s", self_ivs[j]);
+            free(self[k]);
+        }
+    }
+    /* another model (the attention-only golden one: same width, heads, inputs and
+     * classes) grafted on changes the result */
+    th_write_text(iv, "{\"graft_in\": {\"model\": \"" GOLDEN_DIR "/attn_only/params.safetensors\", \"config\": \""
+                      GOLDEN_DIR "/attn_only/config.json\", \"till_layer\": 0}}");
+    snprintf(cmd, sizeof cmd, "grad " DOC_MODEL " --input " DOC "/grad.json --intervene %s -o %s", iv, g);
+    char *other = run_ok(cmd);
+    cr_assert_str_neq(other, plain[0]);
+    free(other);
+    /* a graft model that does not fit: exit 1, the file and field named */
+    const char *narrow = th_path(gdir, "narrow.json"), *nm = th_path(gdir, "narrow.safetensors");
+    th_write_text(narrow, "{\"model\": {\"input_dim\": 512, \"num_classes\": 5, \"d_model\": 32, \"num_heads\": 8}}");
+    snprintf(cmd, sizeof cmd, "init --config %s -o %s", narrow, nm);
+    free(run_ok(cmd));
+    th_write_textf(iv, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}}", nm);
+    th_run_result r;
+    th_run(&r, "grad " DOC_MODEL " --input " DOC "/grad.json --intervene %s -o %s", iv, g);
+    cr_assert(r.exited && r.code == 1 && strstr(r.err, "graft_out") && strstr(r.err, nm) && strstr(r.err, "d_model"),
+              "%s", th_describe(&r));
+    th_run_free(&r);
+    for (int k = 0; k < 2; k++)
+        free(plain[k]);
+}
+
+/* A run config's clamps section: a graft model trained first, then runs with it grafted
+ * in and out; a run stopped half-way and resumed equals the straight one. */
+Test(interv_grads, graft_train_config_resumes, .init = graft_dir, .fini = graft_dir_rm, .timeout = 120)
+{
+    char cmd[1024];
+    const char *base = th_path(gdir, "tiny.json");
+    th_write_textf(base, "%s", th_tiny_run_config);
+    snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress --set train.train_iters=1600", base,
+             th_path(gdir, "g"));
+    free(run_ok(cmd));
+    const char *g = th_path(gdir, "g/checkpoints/step_00000100.safetensors");
+    static const char *const specs[2] = {"\"graft_in\": {\"model\": \"%s\", \"till_layer\": 0}",
+                                         "\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}"};
+    for (int k = 0; k < 2; k++) {
+        char spec[512], text[4096];
+        snprintf(spec, sizeof spec, specs[k], g);
+        size_t n = strlen(th_tiny_run_config) - 2; /* the closing "}\n" */
+        snprintf(text, sizeof text, "%.*s, \"clamps\": {%s}}\n", (int)n, th_tiny_run_config, spec);
+        const char *cfg = th_path(gdir, "run.json"), *a = th_path(gdir, k ? "out_a" : "in_a"),
+                   *b = th_path(gdir, k ? "out_b" : "in_b");
+        th_write_text(cfg, text);
+        snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress", cfg, a);
+        free(run_ok(cmd));
+        snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress --set train.train_iters=1600", cfg, b);
+        free(run_ok(cmd));
+        snprintf(cmd, sizeof cmd, "train --config %s --out %s --no-progress --resume", cfg, b);
+        free(run_ok(cmd));
+        char *m1 = th_read_file(th_path(a, "metrics.jsonl"), NULL), *m2 = th_read_file(th_path(b, "metrics.jsonl"), NULL);
+        cr_assert(m1 && m2 && !strcmp(m1, m2), "%s: the resumed run's metrics differ", spec);
+        cr_assert_not_null(strstr(m1, "\"type\":\"eval\""));
+        free(m1);
+        free(m2);
+        char *rec = th_read_file(th_path(a, "config.json"), NULL);
+        cr_assert(rec && strstr(rec, k ? "graft_out" : "graft_in"), "the run's config records the graft");
+        free(rec);
+    }
+}
+
+/* graft_out's backward per thread (its own scratch per thread): 2 threads give the
+ * 1-thread gradients, up to the order of the sums. */
+Test(interv_grads, graft_out_threads, .init = graft_dir, .fini = graft_dir_rm)
+{
+    const char *g = graft_model("g.safetensors", 23, 1.0);
+    char json[512];
+    snprintf(json, sizeof json, "{\"graft_out\": {\"model\": \"%s\", \"from_layer\": 0}, \"preserve\": [\"keys\"]}", g);
+    fx f;
+    fx_open(&f, json, 4, NULL, 2.0);
+    double l1 = fs_trainer_grad(&f.t, B);
+    fs_trainer t2;
+    fs_error err = {{0}};
+    fs_optim_config oc = f.t.optim;
+    cr_assert_eq(fs_trainer_init(&t2, &f.m, 4, B, 2, &oc, &err), 0, "%s", err.msg);
+    cr_assert_eq(t2.threads, 2);
+    memcpy(t2.acts.arena, f.t.acts.arena, sizeof(float) * f.t.acts.arena_floats);
+    cr_assert_eq(fs_trainer_hold(&t2, &f.hc, &err), 0, "%s", err.msg);
+    t2.clamps = fs_held_update(&f.hc, &f.m, &t2.acts, B);
+    double l2 = fs_trainer_grad(&t2, B), mx = 0, diff = 0;
+    for (size_t i = 0; i < f.m.layout.total; i++) {
+        mx = fmax(mx, fabsf(f.t.grads[i]));
+        diff = fmax(diff, fabsf(f.t.grads[i] - t2.grads[i]));
+    }
+    cr_assert(fabs(l1 - l2) <= 1e-6 * fabs(l1), "loss %g vs %g", l1, l2);
+    cr_assert(mx > 0 && diff <= 1e-5 * mx, "gradients differ by %g (max %g)", diff, mx);
+    fs_trainer_free(&t2);
+    fx_close(&f);
 }

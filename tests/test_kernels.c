@@ -14,6 +14,7 @@
 #include "fewshot/forward.h"
 #include "model/leaves.h"
 #include "kernels/kernels.h"
+#include "simd/vec.h"
 #include "fewshot/model.h"
 #include "train/optim.h"
 #include "fewshot/seqio.h"
@@ -91,6 +92,40 @@ Test(kernels, gemm_all_modes_and_tails)
         snprintf(what, sizeof what, "gemm M=%d N=%d R=%d acc=%d", M, N, R, accumulate);
         assert_close(C, want, (size_t)M * ldc, 2e-5 * sqrt(R + 1), what);
         free(A), free(B), free(bias), free(C), free(C0), free(want);
+    }
+}
+
+/* fs_gemm's documented arithmetic, element by element: the r sum in chunks of 16 (the
+ * last chunk takes the remainder), each chunk a fused multiply-add chain from 0 added to
+ * the running value. Blocking r into panels must not change a single bit of it. */
+Test(kernels, gemm_blocks_keep_the_chunked_sums_exactly)
+{
+    static const int Rs[] = {1, 16, 127, 128, 129, 140, 143, 256, 300, 515};
+    for (int trial = 0; trial < 40; trial++) {
+        int M = 7 + 13 * (trial % 5), N = 16 * (1 + trial % 4) + trial % 3, R = Rs[trial % 10];
+        int accumulate = trial % 2, use_bias = trial % 3 == 1;
+        size_t ars = (size_t)R, acs = 1, ldb = (size_t)N + 1024 * (trial % 2), ldc = (size_t)N;
+        if (trial % 4 == 3) {
+            ars = 1;
+            acs = (size_t)M;
+        }
+        float *A = rand_buf((size_t)M * R, 1), *B = rand_buf((size_t)R * ldb, 1), *bias = rand_buf((size_t)N, 1);
+        float *C = rand_buf((size_t)M * ldc, 1), *C0 = copy_buf(C, (size_t)M * ldc);
+        fs_gemm(C, ldc, A, ars, acs, B, ldb, M, N, R, accumulate, use_bias ? bias : NULL);
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                float v = accumulate ? C0[i * ldc + j] : use_bias ? bias[j] : 0.f;
+                for (int r0 = 0, r1; r0 < R; r0 = r1) {
+                    r1 = R - r0 < 16 ? R : r0 + 16;
+                    float acc = 0.f;
+                    for (int r = r0; r < r1; r++)
+                        acc = sfma(A[i * ars + r * acs], B[r * ldb + j], acc);
+                    v = v + acc;
+                }
+                cr_assert_eq(C[i * ldc + j], v, "gemm M=%d N=%d R=%d ldb=%zu acc=%d: C[%d][%d] = %.9g, chunked sum %.9g",
+                             M, N, R, ldb, accumulate, i, j, C[i * ldc + j], v);
+            }
+        free(A), free(B), free(bias), free(C), free(C0);
     }
 }
 

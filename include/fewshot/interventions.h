@@ -31,6 +31,16 @@
  *                      attn_scores = pass B's (or, with perfect_copy_from_head_pattern,
  *                      the query's out row from pass B's pre-softmax scores); only
  *                      ablate_heads in layer 1 may be added
+ *   graft_in {model, config, till_layer L}   another model G (frozen; its own interventions
+ *                      from its config's clamps section) runs on the same inputs first;
+ *                      block L's out = G's block L out (a constant: G's parameters do not
+ *                      train and nothing of it depends on this model)
+ *   graft_out {model, config, from_layer L}  after this model's forward, G runs on the same
+ *                      inputs with its block L out clamped to this model's; `out` = G's out
+ *                      (the result and the loss). The gradient flows through G's blocks
+ *                      L+1.. (its parameter gradients discarded) into this model's block L
+ *                      out, and from there down; this model's blocks after L, final norm and
+ *                      unembedding get exactly zero gradients (they no longer count)
  *
  * Clamps are composed in the reference's order (preserve, temperature, embedding,
  * ablation, previous-token, induction, match, disallow, silence: later ones win where
@@ -62,6 +72,16 @@ typedef struct {
     fs_head_ref h[FS_IV_MAX_HEADS];
 } fs_head_list;
 
+/* graft_in / graft_out: another model (frozen) and the block whose `out` is handed over. */
+typedef struct {
+    bool on;
+    int layer;          /* graft_in: till_layer (the other model supplies blocks 0..layer);
+                           graft_out: from_layer (this model's blocks 0..layer, the other's after) */
+    char model[1024];   /* its parameters (.safetensors, as --model takes) */
+    char config[1024];  /* its run config ("": the model file's metadata); its clamps section
+                           holds its own interventions */
+} fs_graft_spec;
+
 typedef struct {
     fs_head_list ablate_heads;
     bool ablate_embedding;
@@ -81,6 +101,7 @@ typedef struct {
     bool perfect_copy;                  /* perfect_copy_from_head_pattern given */
     fs_head_ref perfect_copy_head;
     bool perfect_prev_token_input;
+    fs_graft_spec graft_in, graft_out;
     bool clamp_gradients_stop;          /* "clamp_gradients": "stop" */
 } fs_interventions;
 
@@ -107,11 +128,21 @@ bool fs_interventions_need_clean_pass(const fs_interventions *iv);
 /* What is held on during a forward (docs/cache.md): clamp files (a cache tree and its
  * mask) and named interventions, composed as above. One loader builds it from a config's
  * `clamps` section, overridden by the command line's --cache/--mask and --intervene. */
+typedef struct fs_graft fs_graft;
 typedef struct {
     fs_clamp_set files;  /* the clamp files, for sequences of files.P pairs (files.leaf NULL: none) */
     fs_interventions iv; /* named interventions */
     bool has_iv;         /* fs_interventions_any(&iv) */
+    fs_graft *graft[2];  /* the models of graft_in ([0]) and graft_out ([1]), owned; loaded once
+                            per run by fs_held_open (src/train), NULL until then */
 } fs_held;
+
+/* A graft model: its parameters, config and what it holds on itself. */
+struct fs_graft {
+    fs_model model;
+    fs_held held;        /* its own interventions (no grafts of its own) */
+    char origin[1100];   /* its file, for errors */
+};
 
 /* Where it comes from; every field may be NULL. --cache/--mask replace the section's
  * files, --intervene replaces its named interventions. */
@@ -127,6 +158,11 @@ typedef struct {
 int fs_held_load(fs_held *h, const fs_held_source *src, const fs_model_config *cfg, int P, int nseq,
                  fs_error *err);
 void fs_held_free(fs_held *h);
+/* Hand the graft model g (heap-allocated, loaded for h->iv.graft_in (which 0) or graft_out
+ * (1)) to h, which owns it from then on (freed on error too). Checks that it fits this
+ * model (cfg): d_model, heads, input_dim and num_classes equal (it reads the same inputs
+ * and labels), the hand-over layer within its depth, no grafts of its own. */
+int fs_held_set_graft(fs_held *h, int which, fs_graft *g, const fs_model_config *cfg, fs_error *err);
 
 /* Write --cache/--mask/--intervene into the config's clamps section (as fs_held_load
  * would resolve them), so that a run's recorded config reproduces what it held on. */
@@ -143,8 +179,11 @@ typedef struct {
     fs_clamp_set clamps;        /* files + interventions, per sequence (when has_iv) */
     uint8_t *touched;           /* [leaf count]: leaves the interventions write */
     struct fs_held_passes *passes; /* the other passes of a step (interp/passes.h), or NULL */
+    struct fs_held_grafts *grafts; /* the graft models' passes (interp/graft.c), or NULL */
+    const fs_graft *graft[2];      /* the fs_held's graft models it was bound to */
 } fs_held_clamps;
 
+/* graft_in / graft_out need their models in h (fs_held_open), else an error. */
 int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err);
 /* Whether hc was bound to what h holds now (same interventions, same clamp files). */
 bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h);
@@ -153,6 +192,10 @@ bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h);
  * passes (a clean pass, ...), runs them in their own arenas (allocated by fs_held_bind).
  * Call per batch and again after the parameters change. No allocation. */
 const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq);
+/* The intervened forward of sequences [0, nseq): fs_held_update, fs_forward and what runs
+ * after it (graft_out's model, whose out becomes a's). Use it (not fs_forward with
+ * fs_held_update's clamps) wherever a graft_out may be held on. */
+void fs_held_forward(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq);
 void fs_held_unbind(fs_held_clamps *hc);
 
 #endif

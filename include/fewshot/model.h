@@ -71,6 +71,11 @@ int fs_model_save(const fs_model *m, const char *path, fs_error *err);
 /* Read the model config stored in a fewshot safetensors file's metadata (returns 1 if
  * present, 0 if absent, -1 on error). */
 int fs_model_config_from_file(const char *path, fs_model_config *cfg, fs_error *err);
+/* Load a parameter file as --model does: with has_cfg, *cfg (from config_origin, which
+ * names it in errors) must agree with the file's stored config; without, the stored one
+ * is taken (an error if there is none). The config is validated before loading. */
+int fs_model_open(fs_model *m, fs_model_config *cfg, bool has_cfg, const char *path, const char *config_origin,
+                  fs_error *err);
 /* Write a flat buffer with the model's layout (gradients, Adam moments) as safetensors. */
 int fs_buffer_save(const fs_model *m, const float *buffer, const char *path, fs_error *err);
 /* Load tensors with the model's layout into `buffer` (every tensor required). */

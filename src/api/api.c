@@ -375,7 +375,7 @@ int fs_api_run(const fs_api_model *m, const float *examples, const int32_t *labe
     for (int64_t b0 = 0; b0 < B; b0 += chunk) {
         int nb = (int)(B - b0 < chunk ? B - b0 : chunk);
         fs_acts_set_inputs(&acts, examples + (size_t)b0 * P * cfg->input_dim, labels + (size_t)b0 * P, 0, nb);
-        fs_forward(&m->model, &acts, fs_held_update(&hc, &m->model, &acts, nb), nb);
+        fs_held_forward(&hc, &m->model, &acts, nb);
         for (int k = 0; k < nsel; k++) {
             size_t numel = acts.leaves[leaf[k]].numel;
             if (numel)

@@ -136,28 +136,9 @@ int fs_cli_load_model(const fs_args *a, fs_run_config *cfg, fs_model *m)
         return fs_cli_error("--model FILE.safetensors is required");
     if (fs_cli_run_config(a, cfg, false))
         return 1;
-    fs_model_config stored;
-    int has = fs_model_config_from_file(model_path, &stored, &err);
-    if (has < 0)
-        return fs_cli_error(err.msg);
-    if (!cfg->has_model) {
-        if (!has) {
-            char msg[1400];
-            snprintf(msg, sizeof msg,
-                     "%s carries no model config in its metadata; pass --config with a \"model\" section",
-                     model_path);
-            return fs_cli_error(msg);
-        }
-        cfg->model = stored;
-    } else if (has && !fs_model_config_equal(&stored, &cfg->model)) {
-        char msg[1400];
-        snprintf(msg, sizeof msg, "%s: the model config in --config %s disagrees with the one stored in the model file",
-                 model_path, fs_arg(a, "--config") ? fs_arg(a, "--config") : "");
-        return fs_cli_error(msg);
-    }
-    if (fs_model_config_validate(&cfg->model, fs_arg(a, "--config") ? fs_arg(a, "--config") : model_path, &err))
-        return fs_cli_error(err.msg);
-    if (fs_model_load(m, &cfg->model, model_path, &err))
+    char origin[1100];
+    snprintf(origin, sizeof origin, "--config %s", fs_arg(a, "--config") ? fs_arg(a, "--config") : "(--set)");
+    if (fs_model_open(m, &cfg->model, cfg->has_model, model_path, origin, &err))
         return fs_cli_error(err.msg);
     return 0;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/held_open.h"
 #include "cli/cli.h"
 #include "fewshot/cache.h"
 #include "fewshot/cachefile.h"
@@ -184,7 +185,7 @@ static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, 
         return -1;
     fs_held_source hs = fs_cli_held(args, NULL, NULL);
     fs_held held;
-    if (fs_held_load(&held, &hs, &cfg->model, src->P, src->B, err))
+    if (fs_held_open(&held, &hs, &cfg->model, src->P, src->B, err))
         return -1;
     if (fs_clamp_set_per_sequence(&held.files))
         chunk = src->B; /* per-sequence clamp values are indexed by sequence: one chunk holds them all */
@@ -230,7 +231,7 @@ static int dump(const fs_args *args, fs_run_config *cfg, const fs_model *model, 
         int n = src->B - b0 < chunk ? src->B - b0 : chunk;
         if (fill_chunk(src, &acts, b0, n, err))
             goto done;
-        fs_forward(model, &acts, fs_held_update(&hc, model, &acts, n), n);
+        fs_held_forward(&hc, model, &acts, n);
         if (fs_cache_writer_put(w, &acts, n, err))
             goto done;
     }

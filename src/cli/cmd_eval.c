@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/held_open.h"
 #include "cli/cli.h"
 #include "base/json.h"
 #include "base/ostream.h"
@@ -29,7 +30,7 @@ static const fs_opt opts[] = {
 static int load_held(const fs_args *args, const fs_run_config *cfg, int P, int nseq, fs_held *held, fs_error *err)
 {
     fs_held_source src = fs_cli_held(args, &cfg->clamps, "config clamps");
-    return fs_held_load(held, &src, &cfg->model, P, nseq, err);
+    return fs_held_open(held, &src, &cfg->model, P, nseq, err);
 }
 
 /* A number as cJSON_Print writes it (integers plain, else %1.15g if it reads back within

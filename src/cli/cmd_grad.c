@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/held_open.h"
 #include "cli/cli.h"
 #include "fewshot/interventions.h"
 #include "fewshot/seqio.h"
@@ -76,7 +77,7 @@ static int session_open(session *s, const fs_args *args)
         return fs_cli_error(err.msg);
     fs_acts_set_inputs(&s->trainer.acts, s->batch.examples, s->batch.labels, 0, s->batch.B);
     fs_held_source src = fs_cli_held(args, NULL, NULL);
-    if (fs_held_load(&s->held, &src, &s->cfg.model, s->batch.P, s->batch.B, &err) ||
+    if (fs_held_open(&s->held, &src, &s->cfg.model, s->batch.P, s->batch.B, &err) ||
         fs_held_bind(&s->hc, &s->held, &s->trainer.acts, &err) || fs_trainer_hold(&s->trainer, &s->hc, &err))
         return fs_cli_error(err.msg);
     s->trainer.clamps = fs_held_update(&s->hc, &s->model, &s->trainer.acts, s->batch.B);

@@ -37,16 +37,19 @@ static void usage(FILE *f)
     fprintf(f, "\ndocumentation: README.md and docs/ (model, cache, formats, sampling, metrics)\n");
 }
 
-/* OpenMP threads that wait at a barrier sleep at once instead of spinning, unless the
- * user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT): on shared cores a spinning thread
- * takes the core from the thread it waits for (README "Performance": training under
- * load). libgomp reads its environment when it is loaded, before main, so the program
- * sets it and runs itself again (once; if exec fails it carries on with the defaults). */
+/* OpenMP threads that wait at a barrier spin for about 10,000 rounds (tens of
+ * microseconds), then sleep, unless the user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT).
+ * libgomp's default spins ~300,000 rounds: on cores shared with other jobs a spinning
+ * thread takes the core from the thread it waits for. Sleeping at once (passive) gives
+ * the core away at every barrier, and a training step has a few per millisecond: with
+ * one busy process per core it kept a third of the quiet speed, this setting about half
+ * (README "Shared cores"). libgomp reads its environment when it is loaded, before main,
+ * so the program sets it and runs itself again (once; if exec fails it carries on). */
 static void set_wait_policy(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
         return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1))
+    if (setenv("GOMP_SPINCOUNT", "10000", 1))
         return;
     execv("/proc/self/exe", argv);
 }

@@ -3,6 +3,7 @@
  * the run's first training sequences (its training sampler, train_seed, sequence
  * indices 0..n-1), through the library's forward with what the run held on (its clamps
  * section: clamp files and named interventions). */
+#include "train/held_open.h"
 #include "cli/report.h"
 
 #include <dirent.h>
@@ -81,7 +82,7 @@ static void attention_of(const fs_model *m, fs_acts *a, fs_held_clamps *hc, cons
                          int n, cJSON *out)
 {
     fs_acts_set_inputs(a, examples, labels, 0, n);
-    fs_forward(m, a, fs_held_update(hc, m, a, n), n);
+    fs_held_forward(hc, m, a, n);
     for (int b = 0; b < n; b++)
         for (int l = 0; l < m->cfg.depth; l++) {
             int leaf = fs_block_leaf_id(l, B_ATTN_SCORES);
@@ -138,7 +139,7 @@ cJSON *rp_attention_json(rp_report *r, int run_index, int probes, int max_checkp
     if (fs_sample_batch(&rd.task, &mix, (uint64_t)cfg.train.train_seed, FS_STREAM_TRAIN, 0, probes, examples, labels,
                         NULL, &err) ||
         fs_acts_create(&acts, &cfg.model, P, probes, &err) ||
-        fs_held_load(&held, &src, &cfg.model, P, 0, &err) || fs_held_bind(&hc, &held, &acts, &err))
+        fs_held_open(&held, &src, &cfg.model, P, 0, &err) || fs_held_bind(&hc, &held, &acts, &err))
         goto fail;
     bound = true;
     cks = list_models(run->dir, cfg.train.train_bs, &nck);

@@ -3,6 +3,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "fewshot/interventions.h"
@@ -25,10 +26,57 @@ cJSON *fs_json_arg(const char *json_or_file, const char *what, const char **orig
     return root;
 }
 
+static void graft_free(fs_graft *g)
+{
+    if (!g)
+        return;
+    fs_held_free(&g->held);
+    fs_model_free(&g->model);
+    free(g);
+}
+
 void fs_held_free(fs_held *h)
 {
     fs_clamp_set_free(&h->files);
+    for (int k = 0; k < 2; k++) {
+        graft_free(h->graft[k]);
+        h->graft[k] = NULL;
+    }
     h->has_iv = false;
+}
+
+int fs_held_set_graft(fs_held *h, int which, fs_graft *g, const fs_model_config *cfg, fs_error *err)
+{
+    const fs_graft_spec *s = which ? &h->iv.graft_out : &h->iv.graft_in;
+    const char *name = which ? "graft_out" : "graft_in", *lname = which ? "from_layer" : "till_layer";
+    const fs_model_config *gc = &g->model.cfg;
+    const struct {
+        const char *field;
+        int mine, theirs;
+    } same[] = {{"d_model", cfg->d_model, gc->d_model},
+                {"num_heads", cfg->num_heads, gc->num_heads},
+                {"input_dim", cfg->input_dim, gc->input_dim},
+                {"num_classes", cfg->num_classes, gc->num_classes}};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof same / sizeof same[0]; i++)
+        if (same[i].mine != same[i].theirs)
+            rc = fs_fail(err, "%s: %s: model.%s is %d, this model's is %d (they must match)", name, g->origin,
+                         same[i].field, same[i].theirs, same[i].mine);
+    if (rc == 0 && (!s->on || which < 0 || which > 1))
+        rc = fs_fail(err, "%s: not among the interventions held on", name);
+    if (rc == 0 && s->layer >= gc->depth)
+        rc = fs_fail(err, "%s: %s: %s %d out of range (that model has %d layers: 0..%d)", name, g->origin, lname,
+                     s->layer, gc->depth, gc->depth - 1);
+    if (rc == 0 && (g->held.iv.graft_in.on || g->held.iv.graft_out.on))
+        rc = fs_fail(err, "%s: %s: a graft model cannot graft models itself (its clamps section has %s)", name,
+                     g->origin, g->held.iv.graft_in.on ? "graft_in" : "graft_out");
+    if (rc) {
+        graft_free(g);
+        return rc;
+    }
+    graft_free(h->graft[which]);
+    h->graft[which] = g;
+    return 0;
 }
 
 /* The clamp files in force: --cache/--mask, else the section's. */

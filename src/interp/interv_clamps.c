@@ -154,6 +154,7 @@ static void free_passes(fs_held_clamps *hc)
 void fs_held_unbind(fs_held_clamps *hc)
 {
     free_passes(hc);
+    fs_grafts_unbind(hc);
     fs_clamp_set_free(&hc->clamps);
     free(hc->touched);
     memset(hc, 0, sizeof *hc);
@@ -167,7 +168,8 @@ static const fs_clamp_set *files_for(const fs_held *h, int P, int count)
 
 bool fs_held_bound(const fs_held_clamps *hc, const fs_held *h)
 {
-    if (hc->has_iv != h->has_iv || (h->has_iv && memcmp(&hc->iv, &h->iv, sizeof h->iv) != 0))
+    if (hc->has_iv != h->has_iv || (h->has_iv && memcmp(&hc->iv, &h->iv, sizeof h->iv) != 0) ||
+        hc->graft[0] != h->graft[0] || hc->graft[1] != h->graft[1])
         return false;
     return hc->files == files_for(h, hc->P, hc->count);
 }
@@ -227,7 +229,7 @@ static int bind_passes(fs_held_clamps *hc, const fs_acts *a, fs_error *err)
     return 0;
 }
 
-int fs_held_grads(fs_held_clamps *hc, fs_error *err)
+static int passes_grads(fs_held_clamps *hc, fs_error *err)
 {
     struct fs_held_passes *ps = hc->passes;
     if (!ps || !ps->through || ps->grads)
@@ -251,6 +253,17 @@ int fs_held_grads(fs_held_clamps *hc, fs_error *err)
 }
 #undef OOM
 
+int fs_held_grads(fs_held_clamps *hc, int threads, fs_error *err)
+{
+    if (passes_grads(hc, err) || fs_grafts_grads(hc, threads, err))
+        return -1;
+    int id;
+    const float *in = fs_grafts_inject(hc, &id);
+    if (in && hc->passes && hc->passes->grads) /* graft_out's gradient enters the final pass */
+        hc->passes->p[hc->passes->n].link[id].inject = in;
+    return 0;
+}
+
 int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_error *err)
 {
     memset(hc, 0, sizeof *hc);
@@ -259,6 +272,8 @@ int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_erro
     hc->P = a->P;
     hc->count = a->count;
     hc->files = files_for(h, a->P, a->count);
+    hc->graft[0] = h->graft[0];
+    hc->graft[1] = h->graft[1];
     if (!h->has_iv)
         return 0;
     const fs_interventions *iv = &hc->iv;
@@ -286,7 +301,7 @@ int fs_held_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_erro
         return fs_fail(err, "interventions: out of memory");
     }
     mark_touched(iv, hc->touched);
-    if (fs_interventions_need_clean_pass(iv) && bind_passes(hc, a, err)) {
+    if ((fs_interventions_need_clean_pass(iv) && bind_passes(hc, a, err)) || fs_grafts_bind(hc, h, a, err)) {
         fs_held_unbind(hc);
         return -1;
     }
@@ -618,6 +633,7 @@ static void fill_sequence(const fs_held_clamps *ic, const fs_acts *a, int b)
     reset(ic->touched, ic->files, NULL, ic, a, b);
     if (ic->passes)
         fill_feeds(ic->passes, ic->passes->n, a, b);
+    fs_grafts_fill(ic, a, b);
     ablate(ic, a, b);
     prev_token(ic, a, b);
     induction(ic, a, b);
@@ -657,18 +673,25 @@ const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_act
         }
         fs_forward_packed(m, pass_packed(ps, m), &p->acts, clamped ? p->cs : NULL, nseq);
     }
+    fs_grafts_update(hc, a, nseq);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < nseq; b++)
         fill_sequence(hc, a, b);
     return &hc->clamps;
 }
 
-const fs_grad_links *fs_held_links(const fs_held_clamps *hc)
+void fs_held_forward(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq)
 {
-    return hc->passes && hc->passes->grads ? &hc->passes->p[hc->passes->n].gl : NULL;
+    fs_forward(m, a, fs_held_update(hc, m, a, nseq), nseq);
+    fs_grafts_after_forward(hc, a, nseq);
 }
 
-bool fs_held_has_backward(const fs_held_clamps *hc) { return fs_held_links(hc) != NULL; }
+const fs_grad_links *fs_held_links(const fs_held_clamps *hc)
+{
+    return hc->passes && hc->passes->grads ? &hc->passes->p[hc->passes->n].gl : fs_grafts_links(hc);
+}
+
+bool fs_held_has_backward(const fs_held_clamps *hc) { return hc->passes && hc->passes->grads; }
 
 void fs_held_backward_range(const fs_held_clamps *hc, const fs_model *m, float *scratch, float *spare,
                             const fs_param_ptrs *spare_ptrs, float *grads, size_t total, int b0, int b1,

@@ -18,7 +18,7 @@ void fs_interventions_default(fs_interventions *iv)
     iv->prev_token_strength = 1.0;
 }
 
-typedef enum { K_HEADS, K_HEAD, K_BOOL, K_NUM, K_PRESERVE, K_LAYER, K_TEMPS, K_GRADS, K_IGNORED } key_kind;
+typedef enum { K_HEADS, K_HEAD, K_BOOL, K_NUM, K_PRESERVE, K_LAYER, K_TEMPS, K_GRADS, K_GRAFT, K_IGNORED } key_kind;
 
 static const struct {
     const char *name;
@@ -43,6 +43,8 @@ static const struct {
     {"head_temperature", K_TEMPS, offsetof(fs_interventions, head_temperature), 0, 0},
     {"perfect_copy_from_head_pattern", K_HEAD, offsetof(fs_interventions, perfect_copy_head), 0, 0},
     {"perfect_prev_token_input", K_BOOL, offsetof(fs_interventions, perfect_prev_token_input), 0, 0},
+    {"graft_in", K_GRAFT, offsetof(fs_interventions, graft_in), 0, 0},
+    {"graft_out", K_GRAFT, offsetof(fs_interventions, graft_out), 0, 0},
     {"clamp_gradients", K_GRADS, offsetof(fs_interventions, clamp_gradients_stop), 0, 0},
     {"cache", K_IGNORED, 0, 0, 0}, /* clamp file names, read by the config loader */
     {"mask", K_IGNORED, 0, 0, 0},
@@ -184,6 +186,43 @@ static int parse_preserve(const cJSON *v, fs_interventions *iv, const char *wher
     return 0;
 }
 
+/* {"model": FILE, "config": FILE (optional), "till_layer" / "from_layer": L} */
+static int parse_graft(const cJSON *v, const fs_model_config *cfg, const char *where, bool in, fs_graft_spec *g,
+                       fs_error *err)
+{
+    const char *lname = in ? "till_layer" : "from_layer";
+    if (!cJSON_IsObject(v))
+        return fs_fail(err, "%s: expected {\"model\": FILE.safetensors, \"config\": FILE.json (optional), \"%s\": L}",
+                       where, lname);
+    memset(g, 0, sizeof *g);
+    bool have_layer = false;
+    for (const cJSON *it = v->child; it; it = it->next) {
+        char w[300];
+        snprintf(w, sizeof w, "%s.%s", where, it->string);
+        char *dst = !strcmp(it->string, "model") ? g->model : !strcmp(it->string, "config") ? g->config : NULL;
+        if (dst) {
+            if (!cJSON_IsString(it) || !it->valuestring[0])
+                return fs_fail(err, "%s: expected a file name", w);
+            if (strlen(it->valuestring) >= sizeof g->model)
+                return fs_fail(err, "%s: file name is %zu bytes, longer than the %zu allowed", w,
+                               strlen(it->valuestring), sizeof g->model - 1);
+            snprintf(dst, sizeof g->model, "%s", it->valuestring);
+        } else if (!strcmp(it->string, lname)) {
+            if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) || fabs(it->valuedouble) > 1e6)
+                return fs_fail(err, "%s: expected a layer index", w);
+            if (check_layer((long)it->valuedouble, cfg, w, &g->layer, err))
+                return -1;
+            have_layer = true;
+        } else {
+            return fs_fail(err, "%s: unknown key (known: model, config, %s)", w, lname);
+        }
+    }
+    if (!g->model[0] || !have_layer)
+        return fs_fail(err, "%s: \"%s\" is required", where, !g->model[0] ? "model" : lname);
+    g->on = true;
+    return 0;
+}
+
 static bool overlap(const fs_head_list *a, const fs_head_list *b, fs_head_ref *which)
 {
     for (int i = 0; i < a->n; i++)
@@ -258,6 +297,10 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
             if (parse_preserve(kid, iv, where, err))
                 return -1;
             break;
+        case K_GRAFT:
+            if (parse_graft(kid, cfg, where, dst == (void *)&iv->graft_in, dst, err))
+                return -1;
+            break;
         case K_IGNORED:
             break;
         }
@@ -271,6 +314,10 @@ int fs_interventions_from_json(fs_interventions *iv, const cJSON *obj, const fs_
     if (overlap(&iv->prev_token_heads, &iv->disallow_prev_token_heads, &r))
         return fs_fail(err, "%s: head \"%d:%d\" is in both prev_token_heads and disallow_prev_token_heads", origin,
                        r.layer, r.head);
+    if (iv->graft_out.on && iv->perfect_copy)
+        return fs_fail(err, "%s: graft_out replaces the whole `out` leaf: perfect_copy_from_head_pattern would have "
+                            "no effect",
+                       origin);
     if (iv->perfect_prev_token_input) {
         if (cfg->depth != 2)
             return fs_fail(err, "%s: perfect_prev_token_input: needs a 2-layer model (this one has %d layers)", origin,
@@ -332,5 +379,5 @@ bool fs_interventions_any(const fs_interventions *iv)
 {
     return iv->ablate_heads.n || iv->ablate_embedding || iv->induction_heads.n || iv->match_heads.n ||
            iv->prev_token_heads.n || iv->disallow_prev_token_heads.n || iv->silence_non_label_heads.n ||
-           fs_interventions_need_clean_pass(iv);
+           iv->graft_in.on || iv->graft_out.on || fs_interventions_need_clean_pass(iv);
 }

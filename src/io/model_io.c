@@ -107,3 +107,22 @@ int fs_model_config_from_file(const char *path, fs_model_config *cfg, fs_error *
     fs_st_free(&f);
     return rc;
 }
+
+int fs_model_open(fs_model *m, fs_model_config *cfg, bool has_cfg, const char *path, const char *config_origin,
+                  fs_error *err)
+{
+    fs_model_config stored;
+    int has = fs_model_config_from_file(path, &stored, err);
+    if (has < 0)
+        return -1;
+    if (!has_cfg && !has)
+        return fs_fail(err, "%s carries no model config in its metadata; pass a config with a \"model\" section", path);
+    if (!has_cfg)
+        *cfg = stored;
+    else if (has && !fs_model_config_equal(&stored, cfg))
+        return fs_fail(err, "%s: the model config in %s disagrees with the one stored in the model file", path,
+                       config_origin);
+    if (fs_model_config_validate(cfg, has_cfg ? config_origin : path, err))
+        return -1;
+    return fs_model_load(m, cfg, path, err);
+}

@@ -17,6 +17,22 @@
 
 static inline int fast(int N, int hd) { return N <= FS_VL && hd <= MAX_HD; }
 
+/* Longer sequences: a head's N x N products (query rows against keys, or output
+ * gradients against values) as one matrix product with the keys transposed into this
+ * per-thread buffer; beyond it (N * hd > LONG_FLOATS) plain loops. */
+#define LONG_FLOATS (MAX_HD * 512)
+static _Thread_local float long_t[LONG_FLOATS];
+
+static inline bool long_fits(int N, int hd) { return (size_t)N * hd <= LONG_FLOATS; }
+
+/* out[i][j] (row stride N) = x_i . y_j for rows x_i (stride ldx) and y_j (stride hd):
+ * y transposed into long_t, then fs_gemm. */
+static void rows_dot_rows(float *out, const float *x, size_t ldx, const float *y, int N, int hd)
+{
+    fs_transpose(long_t, y, N, hd);
+    fs_gemm(out, (size_t)N, x, ldx, 1, long_t, (size_t)N, N, N, hd, 0, NULL);
+}
+
 /* kt[t][j] = x[j][t] for j < N (lanes N.. are left as they are: zeroed once by the caller) */
 static inline void transpose_keys(float kt[][FS_VL], const float *x, int N, int hd)
 {
@@ -65,6 +81,15 @@ void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, in
     for (int h = 0; h < H; h++) {
         const float *qh = q + (size_t)h * N * hd, *kh = k + (size_t)h * N * hd;
         float *ph = pre + (size_t)h * N * N, *sh = probs ? probs + (size_t)h * N * N : NULL;
+        if (!fast(N, hd) && long_fits(N, hd)) {
+            rows_dot_rows(ph, qh, (size_t)hd, kh, N, hd);
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++)
+                    ph[i * N + j] = j <= i ? ph[i * N + j] * scale : MASKED;
+            if (sh)
+                fs_softmax_forward(sh, ph, N, N);
+            continue;
+        }
         if (!fast(N, hd)) {
             for (int i = 0; i < N; i++)
                 for (int j = 0; j < N; j++) {
@@ -145,6 +170,8 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
                     s = score_row(vt, gout + (size_t)i * d + h * hd, hd);
                 store_row(gph, i, N, s, (size_t)(H - 1 - h) * N * N);
             }
+        } else if (long_fits(N, hd)) {
+            rows_dot_rows(gph, gout + h * hd, (size_t)d, vh, N, hd);
         } else {
             for (int i = 0; i < N; i++)
                 for (int j = 0; j < N; j++) {

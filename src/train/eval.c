@@ -189,7 +189,7 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
     for (int first = 0; first < n; first += ws->chunk) {
         int count = n - first < ws->chunk ? n - first : ws->chunk;
         fs_acts_set_inputs(&ws->acts, examples + (size_t)first * P * D, labels + (size_t)first * P, 0, count);
-        fs_forward(m, &ws->acts, fs_held_update(&ws->hc, m, &ws->acts, count), count);
+        fs_held_forward(&ws->hc, m, &ws->acts, count);
         for (int b = 0; b < count; b++)
             accumulate(fs_leaf_ptr(&ws->acts, id_out, b) + (size_t)(P - 1) * C, C, labels + (size_t)(first + b) * P,
                        P, sums, per_seq ? &per_seq[first + b] : NULL);

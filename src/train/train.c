@@ -1,6 +1,7 @@
 /* The training loop (docs/model.md, docs/formats.md). The batch at step t is sequences
  * t*B .. t*B+B-1 of the counter-based sampler, so a resumed run sees exactly the
  * batches an uninterrupted one would. */
+#include "train/held_open.h"
 #include "fewshot/train.h"
 
 #include <cjson/cJSON.h>
@@ -210,7 +211,7 @@ static int setup(run *r, fs_error *err)
     if (fs_trainer_init(&r->trainer, &r->model, P, B, cfg->train.threads, &oc, err))
         return -1;
     fs_held_source src = {.config = &cfg->clamps, .origin = r->origin};
-    if (fs_held_load(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err) ||
+    if (fs_held_open(&r->held, &src, &cfg->model, P, 0, err) || fs_held_bind(&r->hc, &r->held, &r->trainer.acts, err) ||
         fs_trainer_hold(&r->trainer, &r->hc, err))
         return -1;
     if (fs_schedule_init(&r->eval_at, cfg->train.eval_every, &cfg->train.eval_sched, cfg->train.eval_log_points, B,

@@ -74,7 +74,7 @@ static void free_spares(fs_trainer *t)
 int fs_trainer_hold(fs_trainer *t, fs_held_clamps *hc, fs_error *err)
 {
     t->held = hc;
-    if (hc && fs_held_grads(hc, err)) {
+    if (hc && fs_held_grads(hc, t->threads, err)) {
         t->held = NULL;
         return -1;
     }
@@ -189,8 +189,10 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
         fs_packed_update(&t->packed, id, n);
 #pragma omp barrier
         fs_forward_range_packed(m, &t->packed, &t->acts, t->clamps, b0, b1);
+        fs_held_finish_range(t->held, &t->acts, b0, b1);
         t->thread_sums[id].loss = fs_query_loss_range(&t->acts, b0, b1, nseq);
         const fs_grad_links *links = t->held ? fs_held_links(t->held) : NULL;
+        fs_held_backward_later(t->held, b0, b1, nseq, id);
         fs_backward_range_links(m, &t->acts, t->clamps, links, t->grad_acts, &t->thread_ptrs[id], b0, b1, nseq);
         if (links && t->spare_grads)
             fs_held_backward_range(t->held, m, t->grad_acts, t->spare_grads[id], &t->spare_ptrs[id],

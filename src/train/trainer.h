@@ -48,7 +48,8 @@ void fs_trainer_free(fs_trainer *t);
 /* Train through the interventions bound in hc (t->clamps must be what fs_held_update
  * returns for it; call this before the first update): clamps computed by other passes
  * pass their gradient into those passes (unless clamp_gradients is "stop"). Allocates
- * their gradient buffers once. NULL: none. */
+ * their gradient buffers once. NULL: none. A graft_out needs it for the forward too (its
+ * model runs after this one's in the step). */
 int fs_trainer_hold(fs_trainer *t, fs_held_clamps *hc, fs_error *err);
 
 /* Inputs of sequences [0, nseq) must be in t->acts. Computes the mean query CE (plus
