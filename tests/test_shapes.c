@@ -1,6 +1,7 @@
 /* Shape regression (docs/cache.md): the documented model's cache tree for 3 pairs
  * equals the seed document's listing byte for byte (its comments removed), and for
- * other configs every leaf has the shape docs/cache.md gives. */
+ * other configs every leaf has the shape docs/cache.md gives; the forward's and the
+ * backward's per-layer views name the table's leaves. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "fewshot/cache.h"
+#include "model/leaves.h"
 
 /* The seed document's "Example cache" listing (documented model, 3 pairs), as data. */
 static const char seed_listing[] =
@@ -228,4 +230,45 @@ Test(shapes, batched_leaves_gain_leading_B)
     cr_assert_not_null(strstr(text, "\"attn_scores\": [8, 1, 8, 5, 5]"), "%s", text);
     cr_assert_not_null(strstr(text, "\"examples\": [8, 3, 512]"));
     free(text);
+}
+
+/* The views' fields are declared in the table's order, so walked as arrays they must be
+ * the table's leaves one after the other: pointer at sequence b0, stride, id. */
+static void check_view(const fs_acts *a, const fs_leaf_at *v, int count, int first, int b0)
+{
+    for (int i = 0; i < count; i++) {
+        int id = first + i;
+        cr_assert_eq(v[i].id, id, "view field %d names leaf %d, expected %d (%s)", i, v[i].id, id, a->leaves[id].path);
+        cr_assert_eq(v[i].p, fs_leaf_ptr(a, id, b0), "%s", a->leaves[id].path);
+        cr_assert_eq(v[i].numel, a->leaves[id].numel, "%s", a->leaves[id].path);
+        cr_assert_eq(fs_leaf_seq(&v[i], 2), fs_leaf_ptr(a, id, b0 + 2), "%s", a->leaves[id].path);
+    }
+}
+
+Test(shapes, layer_views_name_the_table_leaves)
+{
+    cr_assert_eq(sizeof(fs_embed_acts), L_TOP_BEFORE_BLOCKS_COUNT * sizeof(fs_leaf_at));
+    cr_assert_eq(sizeof(fs_block_acts), B_COUNT * sizeof(fs_leaf_at));
+    cr_assert_eq(sizeof(fs_head_acts), L_TOP_AFTER_BLOCKS_COUNT * sizeof(fs_leaf_at));
+    for (int pos = 0; pos < 3; pos++) {
+        fs_model_config c;
+        fs_model_config_default(&c);
+        c.depth = 3;
+        c.pos_embedding = (fs_pos_kind)pos;
+        fs_acts a;
+        fs_error err;
+        cr_assert_eq(fs_acts_create(&a, &c, 4, 5, &err), 0, "%s", err.msg);
+        fs_embed_acts e;
+        fs_embed_acts_at(&e, &a, 1);
+        check_view(&a, (const fs_leaf_at *)&e, L_TOP_BEFORE_BLOCKS_COUNT, 0, 1);
+        for (int layer = 0; layer < c.depth; layer++) {
+            fs_block_acts k;
+            fs_block_acts_at(&k, &a, layer, 1);
+            check_view(&a, (const fs_leaf_at *)&k, B_COUNT, fs_block_leaf_id(layer, 0), 1);
+        }
+        fs_head_acts h;
+        fs_head_acts_at(&h, &a, 1);
+        check_view(&a, (const fs_leaf_at *)&h, L_TOP_AFTER_BLOCKS_COUNT, fs_top_after(&c, 0), 1);
+        fs_acts_free(&a);
+    }
 }

@@ -8,7 +8,8 @@
  * unless a clamp on one branch of a fan-out needs a separate copy. The residual stream's
  * gradient stays in one buffer from the head down to the embedding, the LayerNorms adding
  * into it. Products write (=) their results, so nothing is zeroed first; every parameter
- * gradient is written. */
+ * gradient is written. Each layer's leaves are resolved once from the table
+ * (model/leaves.h), then the layer functions do plain pointer arithmetic. */
 #include <math.h>
 #include <string.h>
 
@@ -23,6 +24,8 @@ enum { ROPE_TABLE_MAX = 4096 };
 typedef struct {
     const fs_model *m;
     const fs_acts *a;
+    fs_embed_acts emb; /* the leaves before and after the blocks */
+    fs_head_acts head;
     const fs_clamp_set *clamps;
     const fs_grad_links *links; /* may be NULL */
     const fs_param_ptrs *gp;
@@ -41,13 +44,17 @@ typedef struct {
     float *glabt;         /* [C][d] the label embedding's gradient, transposed */
 } bwd;
 
-static const float *act(const bwd *w, int leaf) { return fs_leaf_ptr(w->a, leaf, w->b0); }
-static int blk(int layer, int which) { return fs_block_leaf_id(layer, which); }
-static bool clamped(const bwd *w, int leaf) { return w->clamps && w->clamps->leaf && w->clamps->leaf[leaf].mask; }
+static bool clamped(const bwd *w, const fs_leaf_at *leaf)
+{
+    return w->clamps && w->clamps->leaf && w->clamps->leaf[leaf->id].mask;
+}
 
-static const fs_leaf_link *link(const bwd *w, int leaf) { return w->links ? &w->links->leaf[leaf] : NULL; }
+static const fs_leaf_link *link(const bwd *w, const fs_leaf_at *leaf)
+{
+    return w->links ? &w->links->leaf[leaf->id] : NULL;
+}
 /* A leaf whose gradient differs from its fan-out siblings': clamped or linked. */
-static bool own_grad(const bwd *w, int leaf)
+static bool own_grad(const bwd *w, const fs_leaf_at *leaf)
 {
     const fs_leaf_link *l = link(w, leaf);
     return clamped(w, leaf) || (l && (l->inject || l->capture));
@@ -56,9 +63,9 @@ static bool own_grad(const bwd *w, int leaf)
 /* Leaf's gradient g ([nb][numel]) is complete: add what later passes send back (inject),
  * hand the gradient of computed clamped elements to their computation (capture), and
  * zero the clamped elements (a clamp replaces the computed value). */
-static void stop(const bwd *w, int leaf, float *g)
+static void stop(const bwd *w, const fs_leaf_at *leaf, float *g)
 {
-    size_t n = w->a->leaves[leaf].numel;
+    size_t n = leaf->numel;
     const fs_leaf_link *l = link(w, leaf);
     if (l && l->inject) {
         const float *in = l->inject + (size_t)w->b0 * n;
@@ -73,7 +80,7 @@ static void stop(const bwd *w, int leaf, float *g)
     }
     if (!clamped(w, leaf))
         return;
-    const fs_clamp *k = &w->clamps->leaf[leaf];
+    const fs_clamp *k = &w->clamps->leaf[leaf->id];
     for (int b = 0; b < w->nb; b++) {
         const uint8_t *mask = k->mask + (k->batch ? (size_t)(w->b0 + b) * n : 0);
         float *gb = g + (size_t)b * n;
@@ -85,7 +92,7 @@ static void stop(const bwd *w, int leaf, float *g)
 
 /* The gradient of a branch `leaf` that receives g: g itself, or a copy in `spare` when
  * the leaf has its own (the stop must not reach the other branches). */
-static float *branch(const bwd *w, int leaf, float *g, float *spare, size_t n)
+static float *branch(const bwd *w, const fs_leaf_at *leaf, float *g, float *spare, size_t n)
 {
     if (!own_grad(w, leaf))
         return g;
@@ -95,8 +102,9 @@ static float *branch(const bwd *w, int leaf, float *g, float *spare, size_t n)
 }
 
 /* LayerNorm backward (or identity under no_norm): din += ... */
-static void norm_backward(const bwd *w, float *din, const float *dout, int in, int mean, int rstd,
-                          const float *weight, float *dweight, float *dbias)
+static void norm_backward(const bwd *w, float *din, const float *dout, const fs_leaf_at *in,
+                          const fs_leaf_at *mean, const fs_leaf_at *rstd, const float *weight, float *dweight,
+                          float *dbias)
 {
     int d = w->m->cfg.d_model;
     if (w->m->cfg.no_norm) {
@@ -106,17 +114,17 @@ static void norm_backward(const bwd *w, float *din, const float *dout, int in, i
     }
     memset(dweight, 0, sizeof(float) * d);
     memset(dbias, 0, sizeof(float) * d);
-    fs_layernorm_backward(din, dweight, dbias, dout, act(w, in), weight, act(w, mean), act(w, rstd), w->rows, d);
+    fs_layernorm_backward(din, dweight, dbias, dout, in->p, weight, mean->p, rstd->p, w->rows, d);
 }
 
 double fs_query_loss_range(const fs_acts *a, int b0, int b1, double denom)
 {
     int P = a->P, C = a->cfg.num_classes;
-    int id_out = fs_top_after(&a->cfg, L_OUT);
+    fs_leaf_at out = fs_leaf_from(a, fs_top_after(&a->cfg, L_OUT), b0), labels = fs_leaf_from(a, L_LABELS, b0);
     double total = 0;
-    for (int b = b0; b < b1; b++) {
-        const float *z = fs_leaf_ptr(a, id_out, b) + (size_t)(P - 1) * C;
-        int y = (int)fs_leaf_ptr(a, L_LABELS, b)[P - 1];
+    for (int b = 0; b < b1 - b0; b++) {
+        const float *z = fs_leaf_seq(&out, b) + (size_t)(P - 1) * C;
+        int y = (int)fs_leaf_seq(&labels, b)[P - 1];
         if (y < 0 || y >= C)
             continue; /* all-zero one-hot: no loss (docs/sampling.md) */
         double mx = z[0];
@@ -131,20 +139,19 @@ double fs_query_loss_range(const fs_acts *a, int b0, int b1, double denom)
 }
 
 /* dL/dout: only the query row, softmax(z) - onehot(y), divided by the batch size;
- * then out = unembedding[0::2], unembedding = pre_unembed @ Wu^T + bu, the final norm.
- * Leaves the last block's output gradient in w->gx. */
-static void head_backward(const bwd *w, double denom)
+ * then out = unembedding[0::2], unembedding = pre_unembed @ Wu^T + bu, the final norm
+ * on the last block's output `in`. Leaves that output's gradient in w->gx. */
+static void head_backward(const bwd *w, const fs_leaf_at *in, double denom)
 {
     const fs_model_config *c = &w->m->cfg;
-    const fs_acts *a = w->a;
-    int P = a->P, C = c->num_classes, d = c->d_model, nb = w->nb;
-    int id_out = fs_top_after(c, L_OUT), id_unemb = fs_top_after(c, L_UNEMBEDDING);
+    const fs_head_acts *h = &w->head;
+    int P = w->a->P, C = c->num_classes, d = c->d_model, nb = w->nb;
     float *gout = w->gsmall, *gunemb = w->gsmall + (size_t)nb * P * C;
     memset(gout, 0, sizeof(float) * (size_t)nb * P * C);
     for (int b = 0; b < nb; b++) {
-        const float *z = act(w, id_out) + ((size_t)b * P + P - 1) * C;
+        const float *z = fs_leaf_seq(&h->out, b) + (size_t)(P - 1) * C;
         float *g = gout + ((size_t)b * P + P - 1) * C;
-        int y = (int)fs_leaf_ptr(a, L_LABELS, w->b0 + b)[P - 1];
+        int y = (int)fs_leaf_seq(&w->emb.labels, b)[P - 1];
         if (y < 0 || y >= C || (w->links && w->links->no_loss))
             continue;
         float mx = z[0];
@@ -156,21 +163,20 @@ static void head_backward(const bwd *w, double denom)
         for (int k = 0; k < C; k++)
             g[k] = (float)((expf(z[k] - mx) / s - (k == y ? 1.f : 0.f)) / denom);
     }
-    stop(w, id_out, gout);
+    stop(w, &h->out, gout);
 
     memset(gunemb, 0, sizeof(float) * (size_t)w->rows * C);
     for (int b = 0; b < nb; b++)
         for (int p = 0; p < P; p++)
-            memcpy(gunemb + ((size_t)b * a->N + 2 * p) * C, gout + ((size_t)b * P + p) * C, sizeof(float) * C);
-    stop(w, id_unemb, gunemb);
+            memcpy(gunemb + ((size_t)b * w->a->N + 2 * p) * C, gout + ((size_t)b * P + p) * C, sizeof(float) * C);
+    stop(w, &h->unembedding, gunemb);
     /* transformer_output.out and pre_unembed: the same gradient */
-    fs_matmul_backward_set(w->gy, w->gp->unembed_w, w->gp->unembed_b, gunemb, act(w, fs_top_after(c, L_TRANSFORMER_OUT)),
-                           w->m->p.unembed_w, w->rows, d, C);
-    stop(w, fs_top_after(c, L_TRANSFORMER_OUT), w->gy);
-    stop(w, fs_top_after(c, L_PRE_UNEMBED), w->gy);
+    fs_matmul_backward_set(w->gy, w->gp->unembed_w, w->gp->unembed_b, gunemb, h->transformer_out.p, w->m->p.unembed_w,
+                           w->rows, d, C);
+    stop(w, &h->transformer_out, w->gy);
+    stop(w, &h->pre_unembed, w->gy);
     memset(w->gx, 0, sizeof(float) * (size_t)w->rows * d);
-    norm_backward(w, w->gx, w->gy, blk(c->depth - 1, B_OUT), fs_top_after(c, L_FINAL_MEAN),
-                  fs_top_after(c, L_FINAL_RSTD), w->m->p.norm_w, w->gp->norm_w, w->gp->norm_b);
+    norm_backward(w, w->gx, w->gy, in, &h->final_mean, &h->final_rstd, w->m->p.norm_w, w->gp->norm_w, w->gp->norm_b);
 }
 
 /* softmax backward: din = p * (g - sum p g), with p the softmax of the logits when the
@@ -209,43 +215,40 @@ static void softmax_backward(float *din, const float *p_or_logits, const float *
 
 /* From the gradient of attn_output.out (already stopped) to that of attn_output.x,
  * left in w->gy. */
-static void attention_backward(const bwd *w, int layer, float *gao)
+static void attention_backward(const bwd *w, int layer, const fs_block_acts *L, float *gao)
 {
     const fs_model_config *c = &w->m->cfg;
-    const fs_acts *a = w->a;
     const fs_block_params *bp = &w->m->p.blocks[layer];
     const fs_block_params *gbp = &w->gp->blocks[layer];
-    int N = a->N, d = c->d_model, H = c->num_heads, hd = d / H, nb = w->nb, rows = w->rows;
+    int N = w->a->N, d = c->d_model, H = c->num_heads, hd = d / H, nb = w->nb, rows = w->rows;
     size_t head_block = (size_t)H * N * hd, att_block = (size_t)H * N * N;
     float scale = 1.0f / sqrtf((float)hd);
 
     /* values_post_proj = out; values_pre_proj @ Wo^T = values_post_proj */
-    stop(w, blk(layer, B_VALUES_POST_PROJ), gao);
+    stop(w, &L->values_post_proj, gao);
     float *gvpre = w->gy;
-    fs_matmul_backward_set(gvpre, gbp->proj_w, NULL, gao, act(w, blk(layer, B_VALUES_PRE_PROJ)), bp->proj_w, rows, d, d);
-    stop(w, blk(layer, B_VALUES_PRE_PROJ), gvpre);
+    fs_matmul_backward_set(gvpre, gbp->proj_w, NULL, gao, L->values_pre_proj.p, bp->proj_w, rows, d, d);
+    stop(w, &L->values_pre_proj, gvpre);
 
     /* values_pre_proj[i, h*hd+t] = sum_j attn[h,i,j] v[h,j,t] */
-    int id_drop = blk(layer, B_ATTN_POST_DROP), id_v = blk(layer, B_V);
     for (int b = 0; b < nb; b++)
         fs_attn_values_backward(w->ga1 + b * att_block, w->gv + b * head_block, gvpre + (size_t)b * N * d,
-                                act(w, id_drop) + b * att_block, act(w, id_v) + b * head_block, H, N, hd);
-    stop(w, id_drop, w->ga1);
-    int id_scores = blk(layer, B_ATTN_SCORES), id_pre = blk(layer, B_ATTN_PRE_SOFTMAX);
-    stop(w, id_scores, w->ga1); /* post_drop = scores */
-    bool from_logits = clamped(w, id_scores);
-    softmax_backward(w->ga2, act(w, from_logits ? id_pre : id_scores), w->ga1, nb * H * N, N, from_logits);
-    stop(w, id_pre, w->ga2);
+                                fs_leaf_seq(&L->attn_post_drop, b), fs_leaf_seq(&L->v, b), H, N, hd);
+    stop(w, &L->attn_post_drop, w->ga1);
+    stop(w, &L->attn_scores, w->ga1); /* post_drop = scores */
+    bool from_logits = clamped(w, &L->attn_scores);
+    softmax_backward(w->ga2, from_logits ? L->attn_pre_softmax.p : L->attn_scores.p, w->ga1, nb * H * N, N,
+                     from_logits);
+    stop(w, &L->attn_pre_softmax, w->ga2);
 
     /* pre[h,i,j] = scale * q_i . k_j for j <= i; masked entries are constants */
-    int id_q = blk(layer, B_Q), id_k = blk(layer, B_K);
     memset(w->gq, 0, sizeof(float) * (size_t)rows * d);
     memset(w->gk, 0, sizeof(float) * (size_t)rows * d);
     for (int b = 0; b < nb; b++)
         fs_attn_scores_backward(w->gq + b * head_block, w->gk + b * head_block, w->ga2 + b * att_block,
-                                act(w, id_q) + b * head_block, act(w, id_k) + b * head_block, H, N, hd, scale);
-    stop(w, id_q, w->gq);
-    stop(w, id_k, w->gk);
+                                fs_leaf_seq(&L->q, b), fs_leaf_seq(&L->k, b), H, N, hd, scale);
+    stop(w, &L->q, w->gq);
+    stop(w, &L->k, w->gk);
     float *gr[3] = {w->gq, w->gk, w->gv};
     if (c->pos_embedding == FS_POS_ROPE)
         for (int r = 0; r < 2; r++) {
@@ -259,18 +262,17 @@ static void attention_backward(const bwd *w, int layer, float *gao)
                     fs_rope_backward(g, w->graw, H, N, hd, c->rope_base);
                 }
         }
-    stop(w, blk(layer, B_PRE_ROPE_Q), w->gq);
-    stop(w, blk(layer, B_PRE_ROPE_K), w->gk);
-    stop(w, id_v, w->gv);
+    stop(w, &L->pre_rope_q, w->gq);
+    stop(w, &L->pre_rope_k, w->gk);
+    stop(w, &L->v, w->gv);
 
     /* qkv [3,H,N,hd] = stack(pre_rope_q, pre_rope_k, v); qkv_raw [N, 3d] */
-    int id_qkv = blk(layer, B_QKV);
-    if (own_grad(w, id_qkv)) {
+    if (own_grad(w, &L->qkv)) {
         for (int b = 0; b < nb; b++)
             for (int s = 0; s < 3; s++)
                 memcpy(w->gqkv + (size_t)b * 3 * head_block + s * head_block, gr[s] + b * head_block,
                        sizeof(float) * head_block);
-        stop(w, id_qkv, w->gqkv);
+        stop(w, &L->qkv, w->gqkv);
         for (int s = 0; s < 3; s++)
             gr[s] = NULL;
     }
@@ -286,65 +288,61 @@ static void attention_backward(const bwd *w, int layer, float *gao)
                         dst[t] = g[t];
                 }
         }
-    int id_ax = blk(layer, B_ATTN_X);
-    fs_matmul_backward_set(w->gy, gbp->qkv_w, gbp->qkv_b, w->graw, act(w, id_ax), bp->qkv_w, rows, d, 3 * d);
-    stop(w, id_ax, w->gy);
+    fs_matmul_backward_set(w->gy, gbp->qkv_w, gbp->qkv_b, w->graw, L->attn_x.p, bp->qkv_w, rows, d, 3 * d);
+    stop(w, &L->attn_x, w->gy);
 }
 
 /* w->gx: in, the gradient of the block's out; on return, that of its x. */
-static void block_backward(const bwd *w, int layer)
+static void block_backward(const bwd *w, int layer, const fs_block_acts *L)
 {
     const fs_model_config *c = &w->m->cfg;
     const fs_block_params *bp = &w->m->p.blocks[layer];
     const fs_block_params *gbp = &w->gp->blocks[layer];
     int d = c->d_model, F = fs_mlp_hidden(c), rows = w->rows;
     size_t n = (size_t)rows * d;
-    int id_out = blk(layer, B_OUT), id_rpa = blk(layer, B_RESIDUAL_POST_ATTN);
 
-    stop(w, id_out, w->gx);
+    stop(w, &L->out, w->gx);
     /* out = residual_post_attn + mlp (attention-only: out = residual_post_attn) */
     if (F > 0) {
-        int id_nrpa = blk(layer, B_NORM_RESIDUAL_POST_ATTN), id_fc1 = blk(layer, B_MLP_FC1);
-        float *gmlp = branch(w, blk(layer, B_MLP), w->gx, w->gcopy, n);
-        fs_matmul_backward_set(w->gf, gbp->fc2_w, gbp->fc2_b, gmlp, act(w, blk(layer, B_MLP_GELU)), bp->fc2_w, rows, F,
-                               d);
-        fs_gelu_backward_inplace(w->gf, act(w, id_fc1), (size_t)rows * F);
-        fs_matmul_backward_set(w->gy, gbp->fc1_w, gbp->fc1_b, w->gf, act(w, id_nrpa), bp->fc1_w, rows, d, F);
-        stop(w, id_nrpa, w->gy);
-        norm_backward(w, w->gx, w->gy, id_rpa, blk(layer, B_LN2_MEAN), blk(layer, B_LN2_RSTD), bp->norm2_w,
-                      gbp->norm2_w, gbp->norm2_b);
+        float *gmlp = branch(w, &L->mlp, w->gx, w->gcopy, n);
+        fs_matmul_backward_set(w->gf, gbp->fc2_w, gbp->fc2_b, gmlp, L->mlp_gelu.p, bp->fc2_w, rows, F, d);
+        fs_gelu_backward_inplace(w->gf, L->mlp_fc1.p, (size_t)rows * F);
+        fs_matmul_backward_set(w->gy, gbp->fc1_w, gbp->fc1_b, w->gf, L->norm_residual_post_attn.p, bp->fc1_w, rows, d,
+                               F);
+        stop(w, &L->norm_residual_post_attn, w->gy);
+        norm_backward(w, w->gx, w->gy, &L->residual_post_attn, &L->ln2_mean, &L->ln2_rstd, bp->norm2_w, gbp->norm2_w,
+                      gbp->norm2_b);
     }
-    stop(w, id_rpa, w->gx);
+    stop(w, &L->residual_post_attn, w->gx);
     /* residual_post_attn = x + attn_output.out */
-    float *gao = branch(w, blk(layer, B_ATTN_OUT), w->gx, w->gcopy, n);
-    if (gao == w->gx && own_grad(w, blk(layer, B_VALUES_POST_PROJ))) {
+    float *gao = branch(w, &L->attn_out, w->gx, w->gcopy, n);
+    if (gao == w->gx && own_grad(w, &L->values_post_proj)) {
         memcpy(w->gcopy, w->gx, sizeof(float) * n);
         gao = w->gcopy;
     }
-    attention_backward(w, layer, gao);
-    stop(w, blk(layer, B_NORM_INP), w->gy); /* attn_output.x = norm_inp */
-    norm_backward(w, w->gx, w->gy, blk(layer, B_X), blk(layer, B_LN1_MEAN), blk(layer, B_LN1_RSTD), bp->norm1_w,
-                  gbp->norm1_w, gbp->norm1_b);
-    stop(w, blk(layer, B_X), w->gx);
+    attention_backward(w, layer, L, gao);
+    stop(w, &L->norm_inp, w->gy); /* attn_output.x = norm_inp */
+    norm_backward(w, w->gx, w->gy, &L->x, &L->ln1_mean, &L->ln1_rstd, bp->norm1_w, gbp->norm1_w, gbp->norm1_b);
+    stop(w, &L->x, w->gx);
 }
 
 static void embed_backward(const bwd *w)
 {
     const fs_model_config *c = &w->m->cfg;
-    const fs_acts *a = w->a;
-    int P = a->P, N = a->N, d = c->d_model, nb = w->nb;
+    const fs_embed_acts *e = &w->emb;
+    int P = w->a->P, N = w->a->N, d = c->d_model, nb = w->nb;
     float *g = w->gx; /* transformer_output.x = embedding */
-    stop(w, L_TRANSFORMER_X, g);
-    stop(w, L_EMBEDDING, g);
+    stop(w, &e->x, g);
+    stop(w, &e->embedding, g);
     if (c->pos_embedding == FS_POS_APE) { /* embedding = tok_embedding + pos_embedding */
-        const float *gpos = branch(w, L_POS_EMBEDDING, g, w->gcopy, (size_t)w->rows * d);
+        const float *gpos = branch(w, &e->pos_embedding, g, w->gcopy, (size_t)w->rows * d);
         memset(w->gp->pos_w, 0, sizeof(float) * (size_t)d * FS_APE_MAX_TOKENS);
         for (int b = 0; b < nb; b++)
             for (int p = 0; p < N; p++)
                 for (int i = 0; i < d; i++)
                     w->gp->pos_w[(size_t)i * FS_APE_MAX_TOKENS + p] += gpos[((size_t)b * N + p) * d + i];
     }
-    stop(w, L_TOK_EMBEDDING, g);
+    stop(w, &e->tok_embedding, g);
     float *gex = w->gsmall, *glab = w->gsmall + (size_t)nb * P * d;
     for (int b = 0; b < nb; b++)
         for (int p = 0; p < P; p++) {
@@ -354,15 +352,15 @@ static void embed_backward(const bwd *w)
             else
                 memset(glab + ((size_t)b * P + p) * d, 0, sizeof(float) * d);
         }
-    stop(w, L_EXAMPLE_EMBEDDING, gex);
-    stop(w, L_LABEL_EMBEDDING, glab);
+    stop(w, &e->example_embedding, gex);
+    stop(w, &e->label_embedding, glab);
     /* Wl [d][C] with C small: its transpose [C][d] = onehot^T @ glab is the vector-wide
      * product (the same sums per element), then transposed into place */
     int C = c->num_classes;
-    fs_gemm(w->glabt, (size_t)d, act(w, L_ONEHOT_LABELS), 1, (size_t)C, glab, (size_t)d, C, d, nb * P, 0, NULL);
+    fs_gemm(w->glabt, (size_t)d, e->onehot_labels.p, 1, (size_t)C, glab, (size_t)d, C, d, nb * P, 0, NULL);
     fs_transpose(w->gp->label_w, w->glabt, C, d);
-    fs_matmul_backward_set(NULL, w->gp->example_w, w->gp->example_b, gex, act(w, L_EXAMPLES), w->m->p.example_w,
-                           nb * P, c->input_dim, d);
+    fs_matmul_backward_set(NULL, w->gp->example_w, w->gp->example_b, gex, e->examples.p, w->m->p.example_w, nb * P,
+                           c->input_dim, d);
 }
 
 /* Scratch per sequence: 6 [N][d] buffers, the MLP hidden layer, two of attention weights,
@@ -424,8 +422,16 @@ void fs_backward_range_links(const fs_model *m, const fs_acts *a, const fs_clamp
     w.glabt = TAKE((size_t)c->num_classes * d);
 #undef TAKE
 
-    head_backward(&w, denom);
-    for (int layer = c->depth - 1; layer >= 0; layer--)
-        block_backward(&w, layer); /* block l's x gradient is block l-1's out gradient */
+    fs_embed_acts_at(&w.emb, a, b0);
+    fs_head_acts_at(&w.head, a, b0);
+
+    fs_block_acts L; /* the leaves of the block being run, resolved once each */
+    fs_block_acts_at(&L, a, c->depth - 1, b0);
+    head_backward(&w, &L.out, denom);
+    for (int layer = c->depth - 1; layer >= 0; layer--) {
+        block_backward(&w, layer, &L); /* block l's x gradient is block l-1's out gradient */
+        if (layer > 0)
+            fs_block_acts_at(&L, a, layer - 1, b0);
+    }
     embed_backward(&w);
 }

@@ -224,3 +224,72 @@ int fs_leaf_find(const fs_acts *a, const char *path)
             return i;
     return -1;
 }
+
+/* ---- a pass's views of the table (model/leaves.h) ---- */
+
+/* One field per leaf, in the table's order (tests/test_shapes.c walks them so). */
+_Static_assert(sizeof(fs_embed_acts) == L_TOP_BEFORE_BLOCKS_COUNT * sizeof(fs_leaf_at), "a view per leaf");
+_Static_assert(sizeof(fs_block_acts) == B_COUNT * sizeof(fs_leaf_at), "a view per block leaf");
+_Static_assert(sizeof(fs_head_acts) == L_TOP_AFTER_BLOCKS_COUNT * sizeof(fs_leaf_at), "a view per leaf");
+
+void fs_embed_acts_at(fs_embed_acts *e, const fs_acts *a, int b0)
+{
+    *e = (fs_embed_acts){
+        .examples = fs_leaf_from(a, L_EXAMPLES, b0),
+        .labels = fs_leaf_from(a, L_LABELS, b0),
+        .example_embedding = fs_leaf_from(a, L_EXAMPLE_EMBEDDING, b0),
+        .onehot_labels = fs_leaf_from(a, L_ONEHOT_LABELS, b0),
+        .label_embedding = fs_leaf_from(a, L_LABEL_EMBEDDING, b0),
+        .tok_embedding = fs_leaf_from(a, L_TOK_EMBEDDING, b0),
+        .pos_embedding = fs_leaf_from(a, L_POS_EMBEDDING, b0),
+        .embedding = fs_leaf_from(a, L_EMBEDDING, b0),
+        .x = fs_leaf_from(a, L_TRANSFORMER_X, b0),
+    };
+}
+
+void fs_block_acts_at(fs_block_acts *k, const fs_acts *a, int layer, int b0)
+{
+#define AT(which) fs_leaf_from(a, fs_block_leaf_id(layer, (which)), b0)
+    *k = (fs_block_acts){
+        .x = AT(B_X),
+        .norm_inp = AT(B_NORM_INP),
+        .ln1_mean = AT(B_LN1_MEAN),
+        .ln1_rstd = AT(B_LN1_RSTD),
+        .attn_x = AT(B_ATTN_X),
+        .qkv_raw = AT(B_QKV_RAW),
+        .qkv = AT(B_QKV),
+        .pre_rope_q = AT(B_PRE_ROPE_Q),
+        .pre_rope_k = AT(B_PRE_ROPE_K),
+        .v = AT(B_V),
+        .q = AT(B_Q),
+        .k = AT(B_K),
+        .attn_pre_softmax = AT(B_ATTN_PRE_SOFTMAX),
+        .attn_scores = AT(B_ATTN_SCORES),
+        .attn_post_drop = AT(B_ATTN_POST_DROP),
+        .values_pre_proj = AT(B_VALUES_PRE_PROJ),
+        .values_post_proj = AT(B_VALUES_POST_PROJ),
+        .attn_out = AT(B_ATTN_OUT),
+        .residual_post_attn = AT(B_RESIDUAL_POST_ATTN),
+        .norm_residual_post_attn = AT(B_NORM_RESIDUAL_POST_ATTN),
+        .ln2_mean = AT(B_LN2_MEAN),
+        .ln2_rstd = AT(B_LN2_RSTD),
+        .mlp_fc1 = AT(B_MLP_FC1),
+        .mlp_gelu = AT(B_MLP_GELU),
+        .mlp = AT(B_MLP),
+        .out = AT(B_OUT),
+    };
+#undef AT
+}
+
+void fs_head_acts_at(fs_head_acts *h, const fs_acts *a, int b0)
+{
+    const fs_model_config *c = &a->cfg;
+    *h = (fs_head_acts){
+        .pre_unembed = fs_leaf_from(a, fs_top_after(c, L_PRE_UNEMBED), b0),
+        .final_mean = fs_leaf_from(a, fs_top_after(c, L_FINAL_MEAN), b0),
+        .final_rstd = fs_leaf_from(a, fs_top_after(c, L_FINAL_RSTD), b0),
+        .transformer_out = fs_leaf_from(a, fs_top_after(c, L_TRANSFORMER_OUT), b0),
+        .unembedding = fs_leaf_from(a, fs_top_after(c, L_UNEMBEDDING), b0),
+        .out = fs_leaf_from(a, fs_top_after(c, L_OUT), b0),
+    };
+}

@@ -1,7 +1,9 @@
 /* The forward pass (docs/model.md) over the arena: every layer runs on all tokens of
  * the sequences [b0, b1) at once (their rows are contiguous in each leaf), and after
- * each leaf is computed its clamp is applied (docs/cache.md). Matrix products use the
- * packed (transposed) weights when given, else the dot-product kernel. */
+ * each leaf is computed its clamp is applied (docs/cache.md). Each layer's leaves are
+ * resolved once from the table (model/leaves.h), then the layer functions do plain
+ * pointer arithmetic. Matrix products use the packed (transposed) weights when given,
+ * else the dot-product kernel. */
 #include "fewshot/forward.h"
 #include "model/leaves.h"
 #include "model/packed.h"
@@ -19,19 +21,20 @@ typedef struct {
     const fs_packed *pk; /* may be NULL */
     fs_acts *a;
     const fs_clamp_set *clamps;
-    int b0, b1;
+    int b0, b1, nb;
     const float *rope; /* fs_rope_table for N tokens, or NULL */
 } fwd;
 
-#define LEAF(id) fs_leaf_ptr(f->a, (id), f->b0)
-#define BLK(layer, which) fs_leaf_ptr(f->a, fs_block_leaf_id((layer), (which)), f->b0)
-#define CLAMP(id) fs_clamp_apply(f->clamps, f->a, (id), f->b0, f->b1)
+static void clamp(const fwd *f, const fs_leaf_at *l) { fs_clamp_apply(f->clamps, f->a, l->id, f->b0, f->b1); }
 
-static bool clamped(const fs_clamp_set *c, int leaf) { return c && c->leaf && c->leaf[leaf].mask; }
-
-static void copy_leaf(const fwd *f, int dst, int src)
+static bool clamped(const fwd *f, const fs_leaf_at *l)
 {
-    memcpy(LEAF(dst), LEAF(src), sizeof(float) * f->a->leaves[dst].numel * (size_t)(f->b1 - f->b0));
+    return f->clamps && f->clamps->leaf && f->clamps->leaf[l->id].mask;
+}
+
+static void copy_leaf(const fwd *f, const fs_leaf_at *dst, const fs_leaf_at *src)
+{
+    memcpy(dst->p, src->p, sizeof(float) * dst->numel * (size_t)f->nb);
 }
 
 /* out = in @ w^T + bias: packed kernel when the transposed weights are there and the
@@ -56,54 +59,53 @@ static void norm_forward(const fs_model *m, float *out, float *mean, float *rstd
         fs_layernorm_forward(out, mean, rstd, in, w, b, rows, d);
 }
 
-static void embed_forward(const fwd *f)
+static void embed_forward(const fwd *f, const fs_embed_acts *e)
 {
     const fs_model *m = f->m;
     const fs_model_config *c = &m->cfg;
-    fs_acts *a = f->a;
-    int P = a->P, N = a->N, d = c->d_model, C = c->num_classes, nb = f->b1 - f->b0;
+    int P = f->a->P, N = f->a->N, d = c->d_model, C = c->num_classes, nb = f->nb;
 
-    linear(LEAF(L_EXAMPLE_EMBEDDING), LEAF(L_EXAMPLES), m->p.example_w, f->pk ? f->pk->example_wt : NULL,
-           m->p.example_b, nb * P, c->input_dim, d);
-    CLAMP(L_EXAMPLE_EMBEDDING);
+    linear(e->example_embedding.p, e->examples.p, m->p.example_w, f->pk ? f->pk->example_wt : NULL, m->p.example_b,
+           nb * P, c->input_dim, d);
+    clamp(f, &e->example_embedding);
 
     /* one_hot: a label outside [0, C) gives an all-zero row (docs/sampling.md) */
-    float *onehot = LEAF(L_ONEHOT_LABELS);
-    const float *labels = LEAF(L_LABELS);
+    float *onehot = e->onehot_labels.p;
+    const float *labels = e->labels.p;
     memset(onehot, 0, sizeof(float) * (size_t)nb * P * C);
     for (int i = 0; i < nb * P; i++) {
         int y = (int)labels[i];
         if (y >= 0 && y < C)
             onehot[(size_t)i * C + y] = 1.f;
     }
-    CLAMP(L_ONEHOT_LABELS);
-    linear(LEAF(L_LABEL_EMBEDDING), onehot, m->p.label_w, f->pk ? f->pk->label_wt : NULL, NULL, nb * P, C, d);
-    CLAMP(L_LABEL_EMBEDDING);
+    clamp(f, &e->onehot_labels);
+    linear(e->label_embedding.p, onehot, m->p.label_w, f->pk ? f->pk->label_wt : NULL, NULL, nb * P, C, d);
+    clamp(f, &e->label_embedding);
 
     /* tokens e1 l1 e2 l2 ... eP: examples at even positions, labels (but the query's) at odd */
-    for (int b = f->b0; b < f->b1; b++) {
-        float *tok = fs_leaf_ptr(a, L_TOK_EMBEDDING, b);
-        const float *ex = fs_leaf_ptr(a, L_EXAMPLE_EMBEDDING, b), *lab = fs_leaf_ptr(a, L_LABEL_EMBEDDING, b);
+    for (int b = 0; b < nb; b++) {
+        float *tok = fs_leaf_seq(&e->tok_embedding, b);
+        const float *ex = fs_leaf_seq(&e->example_embedding, b), *lab = fs_leaf_seq(&e->label_embedding, b);
         for (int p = 0; p < P; p++) {
             memcpy(tok + (size_t)(2 * p) * d, ex + (size_t)p * d, sizeof(float) * d);
             if (p + 1 < P)
                 memcpy(tok + (size_t)(2 * p + 1) * d, lab + (size_t)p * d, sizeof(float) * d);
         }
     }
-    CLAMP(L_TOK_EMBEDDING);
+    clamp(f, &e->tok_embedding);
 
     if (c->pos_embedding == FS_POS_ROPE) {
-        copy_leaf(f, L_EMBEDDING, L_TOK_EMBEDDING);
+        copy_leaf(f, &e->embedding, &e->tok_embedding);
     } else {
-        for (int b = f->b0; b < f->b1; b++)
-            fs_position_embedding(m, 0, N, fs_leaf_ptr(a, L_POS_EMBEDDING, b));
-        CLAMP(L_POS_EMBEDDING);
-        float *emb = LEAF(L_EMBEDDING);
-        const float *tok = LEAF(L_TOK_EMBEDDING), *pos = LEAF(L_POS_EMBEDDING);
+        for (int b = 0; b < nb; b++)
+            fs_position_embedding(m, 0, N, fs_leaf_seq(&e->pos_embedding, b));
+        clamp(f, &e->pos_embedding);
+        float *emb = e->embedding.p;
+        const float *tok = e->tok_embedding.p, *pos = e->pos_embedding.p;
         for (size_t i = 0; i < (size_t)nb * N * d; i++)
             emb[i] = tok[i] + pos[i];
     }
-    CLAMP(L_EMBEDDING);
+    clamp(f, &e->embedding);
 }
 
 /* qkv_raw [N, 3d] (row n = [q | k | v], heads inside) -> qkv [3, H, N, hd] */
@@ -120,75 +122,64 @@ static void split_heads(float *qkv, const float *raw, int N, int H, int hd)
             }
 }
 
-static void attention_forward(const fwd *f, int layer)
+static void attention_forward(const fwd *f, int layer, const fs_block_acts *L)
 {
     const fs_model *m = f->m;
     const fs_model_config *c = &m->cfg;
     const fs_block_params *bp = &m->p.blocks[layer];
-    fs_acts *a = f->a;
-    int N = a->N, d = c->d_model, H = c->num_heads, hd = d / H, nb = f->b1 - f->b0;
+    int N = f->a->N, d = c->d_model, H = c->num_heads, hd = d / H, nb = f->nb;
     float scale = 1.0f / sqrtf((float)hd);
-    int id_x = fs_block_leaf_id(layer, B_ATTN_X);
 
-    copy_leaf(f, id_x, fs_block_leaf_id(layer, B_NORM_INP));
-    CLAMP(id_x);
-    linear(BLK(layer, B_QKV_RAW), BLK(layer, B_ATTN_X), bp->qkv_w, f->pk ? f->pk->qkv_wt[layer] : NULL, bp->qkv_b,
-           nb * N, d, 3 * d);
-    for (int b = f->b0; b < f->b1; b++)
-        split_heads(fs_leaf_ptr(a, fs_block_leaf_id(layer, B_QKV), b),
-                    fs_leaf_ptr(a, fs_block_leaf_id(layer, B_QKV_RAW), b), N, H, hd);
-    CLAMP(fs_block_leaf_id(layer, B_QKV));
+    copy_leaf(f, &L->attn_x, &L->norm_inp);
+    clamp(f, &L->attn_x);
+    linear(L->qkv_raw.p, L->attn_x.p, bp->qkv_w, f->pk ? f->pk->qkv_wt[layer] : NULL, bp->qkv_b, nb * N, d, 3 * d);
+    for (int b = 0; b < nb; b++)
+        split_heads(fs_leaf_seq(&L->qkv, b), fs_leaf_seq(&L->qkv_raw, b), N, H, hd);
+    clamp(f, &L->qkv);
 
     size_t head_block = (size_t)H * N * hd;
-    static const int parts[3] = {B_PRE_ROPE_Q, B_PRE_ROPE_K, B_V};
+    const fs_leaf_at *parts[3] = {&L->pre_rope_q, &L->pre_rope_k, &L->v};
     for (int s = 0; s < 3; s++) {
-        int id = fs_block_leaf_id(layer, parts[s]);
-        for (int b = f->b0; b < f->b1; b++)
-            memcpy(fs_leaf_ptr(a, id, b), fs_leaf_ptr(a, fs_block_leaf_id(layer, B_QKV), b) + s * head_block,
-                   sizeof(float) * head_block);
-        CLAMP(id);
+        for (int b = 0; b < nb; b++)
+            memcpy(fs_leaf_seq(parts[s], b), fs_leaf_seq(&L->qkv, b) + s * head_block, sizeof(float) * head_block);
+        clamp(f, parts[s]);
     }
-    static const int rotated[2][2] = {{B_PRE_ROPE_Q, B_Q}, {B_PRE_ROPE_K, B_K}};
+    const fs_leaf_at *rotated[2][2] = {{&L->pre_rope_q, &L->q}, {&L->pre_rope_k, &L->k}};
     for (int r = 0; r < 2; r++) {
-        int src = fs_block_leaf_id(layer, rotated[r][0]), dst = fs_block_leaf_id(layer, rotated[r][1]);
+        const fs_leaf_at *src = rotated[r][0], *dst = rotated[r][1];
         if (c->pos_embedding != FS_POS_ROPE)
             copy_leaf(f, dst, src);
         else if (f->rope)
-            fs_rope_forward_table(LEAF(dst), LEAF(src), nb * H, N, hd, f->rope);
+            fs_rope_forward_table(dst->p, src->p, nb * H, N, hd, f->rope);
         else
-            for (int b = f->b0; b < f->b1; b++)
-                fs_rope_forward(fs_leaf_ptr(a, dst, b), fs_leaf_ptr(a, src, b), H, N, hd, c->rope_base);
-        CLAMP(dst);
+            for (int b = 0; b < nb; b++)
+                fs_rope_forward(fs_leaf_seq(dst, b), fs_leaf_seq(src, b), H, N, hd, c->rope_base);
+        clamp(f, dst);
     }
 
     /* scores: (q k^T) * hd^-0.5, key > query masked to exactly -1e20; the softmax in the
      * same pass unless the pre-softmax leaf is clamped */
-    int id_pre = fs_block_leaf_id(layer, B_ATTN_PRE_SOFTMAX), id_scores = fs_block_leaf_id(layer, B_ATTN_SCORES);
-    bool fused = !clamped(f->clamps, id_pre);
-    for (int b = f->b0; b < f->b1; b++)
-        fs_attn_scores(fs_leaf_ptr(a, id_pre, b), fused ? fs_leaf_ptr(a, id_scores, b) : NULL,
-                       fs_leaf_ptr(a, fs_block_leaf_id(layer, B_Q), b), fs_leaf_ptr(a, fs_block_leaf_id(layer, B_K), b),
-                       H, N, hd, scale);
-    CLAMP(id_pre);
+    bool fused = !clamped(f, &L->attn_pre_softmax);
+    for (int b = 0; b < nb; b++)
+        fs_attn_scores(fs_leaf_seq(&L->attn_pre_softmax, b), fused ? fs_leaf_seq(&L->attn_scores, b) : NULL,
+                       fs_leaf_seq(&L->q, b), fs_leaf_seq(&L->k, b), H, N, hd, scale);
+    clamp(f, &L->attn_pre_softmax);
     if (!fused)
-        fs_softmax_forward(LEAF(id_scores), LEAF(id_pre), nb * H * N, N);
-    CLAMP(id_scores);
-    int id_drop = fs_block_leaf_id(layer, B_ATTN_POST_DROP);
-    copy_leaf(f, id_drop, id_scores);
-    CLAMP(id_drop);
+        fs_softmax_forward(L->attn_scores.p, L->attn_pre_softmax.p, nb * H * N, N);
+    clamp(f, &L->attn_scores);
+    copy_leaf(f, &L->attn_post_drop, &L->attn_scores);
+    clamp(f, &L->attn_post_drop);
 
     /* values_pre_proj[n, h*hd + t] = sum_j attn[h, n, j] v[h, j, t] (heads concatenated) */
-    int id_vpre = fs_block_leaf_id(layer, B_VALUES_PRE_PROJ);
-    for (int b = f->b0; b < f->b1; b++)
-        fs_attn_values(fs_leaf_ptr(a, id_vpre, b), fs_leaf_ptr(a, id_drop, b),
-                       fs_leaf_ptr(a, fs_block_leaf_id(layer, B_V), b), H, N, hd);
-    CLAMP(id_vpre);
-    int id_vpost = fs_block_leaf_id(layer, B_VALUES_POST_PROJ);
-    linear(LEAF(id_vpost), LEAF(id_vpre), bp->proj_w, f->pk ? f->pk->proj_wt[layer] : NULL, NULL, nb * N, d, d);
-    CLAMP(id_vpost);
-    int id_out = fs_block_leaf_id(layer, B_ATTN_OUT);
-    copy_leaf(f, id_out, id_vpost);
-    CLAMP(id_out);
+    for (int b = 0; b < nb; b++)
+        fs_attn_values(fs_leaf_seq(&L->values_pre_proj, b), fs_leaf_seq(&L->attn_post_drop, b), fs_leaf_seq(&L->v, b),
+                       H, N, hd);
+    clamp(f, &L->values_pre_proj);
+    linear(L->values_post_proj.p, L->values_pre_proj.p, bp->proj_w, f->pk ? f->pk->proj_wt[layer] : NULL, NULL,
+           nb * N, d, d);
+    clamp(f, &L->values_post_proj);
+    copy_leaf(f, &L->attn_out, &L->values_post_proj);
+    clamp(f, &L->attn_out);
 }
 
 static void add_rows(float *out, const float *x, const float *y, size_t n)
@@ -197,49 +188,66 @@ static void add_rows(float *out, const float *x, const float *y, size_t n)
         out[i] = x[i] + y[i];
 }
 
-static void block_forward(const fwd *f, int layer)
+/* Block `layer` on its input `in` (transformer_output.x or the previous block's out). */
+static void block_forward(const fwd *f, int layer, const fs_block_acts *L, const fs_leaf_at *in)
 {
     const fs_model *m = f->m;
     const fs_model_config *c = &m->cfg;
     const fs_block_params *bp = &m->p.blocks[layer];
-    int N = f->a->N, d = c->d_model, F = fs_mlp_hidden(c), nb = f->b1 - f->b0, rows = nb * N;
+    int N = f->a->N, d = c->d_model, F = fs_mlp_hidden(c), rows = f->nb * N;
     size_t n = (size_t)rows * d;
 
-    int id_x = fs_block_leaf_id(layer, B_X);
-    copy_leaf(f, id_x, layer == 0 ? L_TRANSFORMER_X : fs_block_leaf_id(layer - 1, B_OUT));
-    CLAMP(id_x);
-    norm_forward(m, BLK(layer, B_NORM_INP), BLK(layer, B_LN1_MEAN), BLK(layer, B_LN1_RSTD), BLK(layer, B_X),
-                 bp->norm1_w, bp->norm1_b, rows);
-    CLAMP(fs_block_leaf_id(layer, B_NORM_INP));
+    copy_leaf(f, &L->x, in);
+    clamp(f, &L->x);
+    norm_forward(m, L->norm_inp.p, L->ln1_mean.p, L->ln1_rstd.p, L->x.p, bp->norm1_w, bp->norm1_b, rows);
+    clamp(f, &L->norm_inp);
 
-    attention_forward(f, layer);
+    attention_forward(f, layer, L);
 
-    float *rpa = BLK(layer, B_RESIDUAL_POST_ATTN);
-    add_rows(rpa, BLK(layer, B_X), BLK(layer, B_ATTN_OUT), n);
-    CLAMP(fs_block_leaf_id(layer, B_RESIDUAL_POST_ATTN));
+    float *rpa = L->residual_post_attn.p;
+    add_rows(rpa, L->x.p, L->attn_out.p, n);
+    clamp(f, &L->residual_post_attn);
 
-    int id_nrpa = fs_block_leaf_id(layer, B_NORM_RESIDUAL_POST_ATTN), id_mlp = fs_block_leaf_id(layer, B_MLP);
-    int id_out = fs_block_leaf_id(layer, B_OUT);
     if (F > 0) {
-        norm_forward(m, LEAF(id_nrpa), BLK(layer, B_LN2_MEAN), BLK(layer, B_LN2_RSTD), rpa, bp->norm2_w,
-                     bp->norm2_b, rows);
-        CLAMP(id_nrpa);
-        linear(BLK(layer, B_MLP_FC1), LEAF(id_nrpa), bp->fc1_w, f->pk ? f->pk->fc1_wt[layer] : NULL, bp->fc1_b, rows, d,
-               F);
-        fs_gelu_forward(BLK(layer, B_MLP_GELU), BLK(layer, B_MLP_FC1), (size_t)rows * F);
-        linear(LEAF(id_mlp), BLK(layer, B_MLP_GELU), bp->fc2_w, f->pk ? f->pk->fc2_wt[layer] : NULL, bp->fc2_b, rows,
-               F, d);
-        CLAMP(id_mlp);
-        add_rows(LEAF(id_out), rpa, LEAF(id_mlp), n);
+        norm_forward(m, L->norm_residual_post_attn.p, L->ln2_mean.p, L->ln2_rstd.p, rpa, bp->norm2_w, bp->norm2_b,
+                     rows);
+        clamp(f, &L->norm_residual_post_attn);
+        linear(L->mlp_fc1.p, L->norm_residual_post_attn.p, bp->fc1_w, f->pk ? f->pk->fc1_wt[layer] : NULL, bp->fc1_b,
+               rows, d, F);
+        fs_gelu_forward(L->mlp_gelu.p, L->mlp_fc1.p, (size_t)rows * F);
+        linear(L->mlp.p, L->mlp_gelu.p, bp->fc2_w, f->pk ? f->pk->fc2_wt[layer] : NULL, bp->fc2_b, rows, F, d);
+        clamp(f, &L->mlp);
+        add_rows(L->out.p, rpa, L->mlp.p, n);
     } else {
         /* attention-only: norm2 and mlp are identities and the block adds zeros */
-        copy_leaf(f, id_nrpa, fs_block_leaf_id(layer, B_RESIDUAL_POST_ATTN));
-        CLAMP(id_nrpa);
-        copy_leaf(f, id_mlp, id_nrpa);
-        CLAMP(id_mlp);
-        copy_leaf(f, id_out, fs_block_leaf_id(layer, B_RESIDUAL_POST_ATTN));
+        copy_leaf(f, &L->norm_residual_post_attn, &L->residual_post_attn);
+        clamp(f, &L->norm_residual_post_attn);
+        copy_leaf(f, &L->mlp, &L->norm_residual_post_attn);
+        clamp(f, &L->mlp);
+        copy_leaf(f, &L->out, &L->residual_post_attn);
     }
-    CLAMP(id_out);
+    clamp(f, &L->out);
+}
+
+/* The final norm and the unembedding on the last block's output `in`. */
+static void head_forward(const fwd *f, const fs_head_acts *h, const fs_leaf_at *in)
+{
+    const fs_model *m = f->m;
+    const fs_model_config *c = &m->cfg;
+    int P = f->a->P, N = f->a->N, C = c->num_classes, nb = f->nb;
+
+    norm_forward(m, h->pre_unembed.p, h->final_mean.p, h->final_rstd.p, in->p, m->p.norm_w, m->p.norm_b, nb * N);
+    clamp(f, &h->pre_unembed);
+    copy_leaf(f, &h->transformer_out, &h->pre_unembed);
+    clamp(f, &h->transformer_out);
+    fs_matmul_forward(h->unembedding.p, h->transformer_out.p, m->p.unembed_w, m->p.unembed_b, nb * N, c->d_model, C);
+    clamp(f, &h->unembedding);
+    /* out = unembedding[0::2]: predictions at exemplar tokens */
+    for (int b = 0; b < nb; b++)
+        for (int p = 0; p < P; p++)
+            memcpy(fs_leaf_seq(&h->out, b) + (size_t)p * C, fs_leaf_seq(&h->unembedding, b) + (size_t)(2 * p) * C,
+                   sizeof(float) * C);
+    clamp(f, &h->out);
 }
 
 /* Space for the RoPE table of sequences up to this many tokens x head_dim on the stack. */
@@ -249,38 +257,32 @@ void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a,
                              int b1)
 {
     const fs_model_config *c = &m->cfg;
-    int P = a->P, N = a->N, C = c->num_classes, nb = b1 - b0, hd = c->d_model / c->num_heads;
+    int N = a->N, nb = b1 - b0, hd = c->d_model / c->num_heads;
     if (nb <= 0)
         return;
     float rope[2 * ROPE_TABLE_MAX];
     bool table = c->pos_embedding == FS_POS_ROPE && hd % 2 == 0 && (size_t)N * hd <= ROPE_TABLE_MAX;
     if (table)
         fs_rope_table(rope, N, hd, c->rope_base);
-    fwd ctx = {m, pk, a, clamps, b0, b1, table ? rope : NULL}, *f = &ctx;
+    fwd f = {m, pk, a, clamps, b0, b1, nb, table ? rope : NULL};
 
-    CLAMP(L_EXAMPLES);
-    CLAMP(L_LABELS);
-    embed_forward(f);
-    copy_leaf(f, L_TRANSFORMER_X, L_EMBEDDING);
-    CLAMP(L_TRANSFORMER_X);
-    for (int layer = 0; layer < c->depth; layer++)
-        block_forward(f, layer);
-
-    int id_pre = fs_top_after(c, L_PRE_UNEMBED), id_tout = fs_top_after(c, L_TRANSFORMER_OUT);
-    norm_forward(m, LEAF(id_pre), LEAF(fs_top_after(c, L_FINAL_MEAN)), LEAF(fs_top_after(c, L_FINAL_RSTD)),
-                 BLK(c->depth - 1, B_OUT), m->p.norm_w, m->p.norm_b, nb * N);
-    CLAMP(id_pre);
-    copy_leaf(f, id_tout, id_pre);
-    CLAMP(id_tout);
-    int id_unemb = fs_top_after(c, L_UNEMBEDDING), id_out = fs_top_after(c, L_OUT);
-    fs_matmul_forward(LEAF(id_unemb), LEAF(id_tout), m->p.unembed_w, m->p.unembed_b, nb * N, c->d_model, C);
-    CLAMP(id_unemb);
-    /* out = unembedding[0::2]: predictions at exemplar tokens */
-    for (int b = b0; b < b1; b++)
-        for (int p = 0; p < P; p++)
-            memcpy(fs_leaf_ptr(a, id_out, b) + (size_t)p * C, fs_leaf_ptr(a, id_unemb, b) + (size_t)(2 * p) * C,
-                   sizeof(float) * C);
-    CLAMP(id_out);
+    fs_embed_acts e;
+    fs_embed_acts_at(&e, a, b0);
+    clamp(&f, &e.examples);
+    clamp(&f, &e.labels);
+    embed_forward(&f, &e);
+    copy_leaf(&f, &e.x, &e.embedding);
+    clamp(&f, &e.x);
+    fs_leaf_at in = e.x; /* the residual stream entering the next block */
+    for (int layer = 0; layer < c->depth; layer++) {
+        fs_block_acts L;
+        fs_block_acts_at(&L, a, layer, b0);
+        block_forward(&f, layer, &L, &in);
+        in = L.out;
+    }
+    fs_head_acts h;
+    fs_head_acts_at(&h, a, b0);
+    head_forward(&f, &h, &in);
 }
 
 void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1)

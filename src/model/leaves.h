@@ -34,4 +34,46 @@ static inline int fs_top_after(const fs_model_config *cfg, int which)
     return L_TOP_BEFORE_BLOCKS_COUNT + cfg->depth * B_COUNT + which;
 }
 
+/* A layer's leaves for the sequences [b0, b1) of one pass, resolved once from the table
+ * (llm.c's gpt2_forward style): the layer functions then do plain pointer arithmetic.
+ * Sequence b0 + i of a leaf starts at p + i * numel; id keys its clamp and gradient
+ * links. */
+typedef struct {
+    float *p;     /* sequence b0 */
+    size_t numel; /* per sequence */
+    int id;       /* index in the table */
+} fs_leaf_at;
+
+/* Leaf `id` from sequence b0 on. */
+static inline fs_leaf_at fs_leaf_from(const fs_acts *a, int id, int b0)
+{
+    return (fs_leaf_at){fs_leaf_ptr(a, id, b0), a->leaves[id].numel, id};
+}
+
+/* Sequence b0 + i of a leaf. */
+static inline float *fs_leaf_seq(const fs_leaf_at *l, int i) { return l->p + (size_t)i * l->numel; }
+
+/* The leaves before the blocks (fs_top_leaf_before), x = transformer_output.x. */
+typedef struct {
+    fs_leaf_at examples, labels, example_embedding, onehot_labels, label_embedding, tok_embedding, pos_embedding,
+        embedding, x;
+} fs_embed_acts;
+
+/* One block's leaves (fs_block_leaf). */
+typedef struct {
+    fs_leaf_at x, norm_inp, ln1_mean, ln1_rstd;
+    fs_leaf_at attn_x, qkv_raw, qkv, pre_rope_q, pre_rope_k, v, q, k, attn_pre_softmax, attn_scores, attn_post_drop,
+        values_pre_proj, values_post_proj, attn_out;
+    fs_leaf_at residual_post_attn, norm_residual_post_attn, ln2_mean, ln2_rstd, mlp_fc1, mlp_gelu, mlp, out;
+} fs_block_acts;
+
+/* The leaves after the blocks (fs_top_leaf_after). */
+typedef struct {
+    fs_leaf_at pre_unembed, final_mean, final_rstd, transformer_out, unembedding, out;
+} fs_head_acts;
+
+void fs_embed_acts_at(fs_embed_acts *e, const fs_acts *a, int b0);
+void fs_block_acts_at(fs_block_acts *k, const fs_acts *a, int layer, int b0);
+void fs_head_acts_at(fs_head_acts *h, const fs_acts *a, int b0);
+
 #endif
