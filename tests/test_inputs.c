@@ -534,6 +534,12 @@ Test(inputs, usage_lines_show_optional_options)
 
 /* A model of another input size than the shipped 512-dim examples: the error says what
  * the model reads and where to look; the 64-dim examples fit it. */
+Test(inputs, data_width_mismatch_names_both_widths)
+{
+    EXPECT_FAIL(fmt("train --config configs/ih_main.json --set model.input_dim=64 --out %s", th_path(g_dir, "w64")),
+                "model.input_dim is 64", "datasets/synth_s0.h5 have dim 512");
+}
+
 Test(inputs, input_size_mismatch_hints_at_inputs_of_that_size)
 {
     const char *m64 = th_path(g_dir, "d64.safetensors"), *m512 = th_path(g_dir, "d512.safetensors");

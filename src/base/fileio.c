@@ -56,7 +56,8 @@ size_t fs_memory_limit(void)
 
 void *fs_alloc(size_t bytes)
 {
-    if (bytes > fs_memory_limit() || bytes > SIZE_MAX - 64) {
+    /* the limit is at least 1 MB: smaller blocks skip its system call */
+    if ((bytes >= ((size_t)1 << 20) && bytes > fs_memory_limit()) || bytes > SIZE_MAX - 64) {
         errno = ENOMEM;
         return NULL;
     }

@@ -22,9 +22,10 @@ int fs_run_data_open(fs_run_data *rd, fs_run_config *cfg, const char *origin, bo
     if (!cfg->num_classes_given)
         cfg->model.num_classes = rd->task.num_classes;
     if (cfg->model.input_dim != rd->data.dim) {
+        int dim = rd->data.dim; /* close clears it */
         fs_run_data_close(rd);
         return fs_fail(err, "%s: model.input_dim is %d but the features in %s have dim %d", origin,
-                       cfg->model.input_dim, cfg->data.file, rd->data.dim);
+                       cfg->model.input_dim, cfg->data.file, dim);
     }
     if (!with_eval)
         return 0;
