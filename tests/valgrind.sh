@@ -20,6 +20,12 @@ vg classify --model "$tmp/m.safetensors" --context datasets/examples/classify_co
 vg train --config configs/default.json --out "$tmp/run" --set train.train_iters=640 --set eval.eval_iters=50 \
     --no-progress 2>/dev/null
 vg eval --config "$tmp/run/config.json" --model "$tmp/run/checkpoints/step_00000020.safetensors" -o "$tmp/e.json"
+vg cache --config "$tmp/run/config.json" --model "$tmp/run/checkpoints/step_00000020.safetensors" --sample 6 \
+    --evaluator fsl_train --names examples,labels -o "$tmp/ctx.h5"
+vg classify --model "$tmp/run/checkpoints/step_00000020.safetensors" --contexts "$tmp/ctx.h5" --kv-stats --kv-keep 0.5 \
+    --kv-policy recent >/dev/null
+vg grad --config $G/config.json --model $G/params.safetensors --input $G/grad.json -o "$tmp/gg.safetensors" \
+    --intervene '{"graft_out": {"model": "'$G'/params.safetensors", "config": "'$G'/config.json", "from_layer": 0}, "ablate_heads": ["1:2"]}' >/dev/null
 vg sweep plan configs/sweeps/ih_paper.json >/dev/null
 vg sweep run configs/sweeps/smoke.json --out "$tmp/sweep" -j 2 --no-progress 2>/dev/null
 vg sweep summarize "$tmp/sweep" --csv >/dev/null
