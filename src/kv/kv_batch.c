@@ -3,6 +3,8 @@
  * length, so only real tokens are stored and attended. */
 #include "kv/kv_internal.h"
 
+#include "base/error.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,12 +20,7 @@ void fs_kv_batch_free(fs_kv_batch *b)
 }
 
 /* Prefix a row's error with the row index. */
-static int row_error(fs_error *err, int row)
-{
-    char msg[sizeof err->msg];
-    memcpy(msg, err->msg, sizeof msg);
-    return fs_fail(err, "kv batch: row %d: %s", row, msg);
-}
+static int row_error(fs_error *err, int row) { return fs_fail_prefix(err, "kv batch: row %d", row); }
 
 int fs_kv_build_batch(fs_kv_batch *b, const fs_model *m, const fs_kv_context *contexts, int rows, fs_error *err)
 {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "fewshot/config.h"
 #include "fewshot/model.h"
 
@@ -41,10 +42,8 @@ int fs_held_open(fs_held *h, const fs_held_source *src, const fs_model_config *c
     const bool on[2] = {h->iv.graft_in.on, h->iv.graft_out.on};
     for (int k = 0; k < 2; k++)
         if (on[k] && load_graft(h, k, cfg, P, nseq, err)) {
-            char msg[sizeof err->msg];
-            snprintf(msg, sizeof msg, "%s", err->msg);
-            if (strncmp(msg, "graft_", 6) != 0) /* name the intervention */
-                snprintf(err->msg, sizeof err->msg, "%s: %.1000s", k ? "graft_out" : "graft_in", msg);
+            if (strncmp(err->msg, "graft_", 6) != 0) /* name the intervention */
+                fs_fail_prefix(err, "%s", k ? "graft_out" : "graft_in");
             fs_held_free(h);
             return -1;
         }
