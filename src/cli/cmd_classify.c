@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/error.h"
 #include "base/numfmt.h"
 #include "base/ostream.h"
 #include "cli/cli.h"
@@ -498,17 +499,17 @@ static int build_batch(const fs_args *a, const fs_model *m, const fs_kv_batch_in
                        const char *policy, fs_kv_batch *b)
 {
     fs_error err = {{0}};
-    char msg[1200];
+    const char *path = fs_arg(a, "--contexts");
     if (fs_kv_build_batch(b, m, in->contexts, in->rows, &err)) {
-        snprintf(msg, sizeof msg, "%s: %s", fs_arg(a, "--contexts"), err.msg);
-        return fs_cli_error(msg);
+        fs_fail_prefix(&err, "%s", path);
+        return fs_cli_error(err.msg);
     }
     fs_kv_batch_freeze(b);
     for (int r = 0; policy && r < b->rows; r++)
         if (fs_kv_compress(&b->row[r], keep, policy, &err)) {
-            snprintf(msg, sizeof msg, "%s: row %d: %s", fs_arg(a, "--contexts"), r, err.msg);
+            fs_fail_prefix(&err, "%s: row %d", path, r);
             fs_kv_batch_free(b);
-            return fs_cli_error(msg);
+            return fs_cli_error(err.msg);
         }
     return 0;
 }
@@ -527,7 +528,11 @@ static int classify_contexts(const fs_args *a, const fs_model *m, double keep, c
     float *logits = NULL;
     row_result *rows = malloc(sizeof *rows * (size_t)in.rows), all;
     fs_kv_batch b;
-    if (!rows || build_batch(a, m, &in, keep, policy, &b))
+    if (!rows) {
+        fs_cli_error("out of memory for the per-row results");
+        goto done;
+    }
+    if (build_batch(a, m, &in, keep, policy, &b))
         goto done;
     logits = malloc(sizeof(float) * total * (size_t)C);
     double t0 = omp_get_wtime(), seconds = 0;
