@@ -129,6 +129,29 @@ Test(kernels, gemm_blocks_keep_the_chunked_sums_exactly)
     }
 }
 
+/* The forward from the weights as stored ([N][K]), transposing panels on the way in,
+ * gives the same bits as the product with a transposed copy: any M (one row tile or
+ * several), K past a block and not a multiple of 8, N with a tail past the last vector. */
+Test(kernels, matmul_forward_gemm_equals_the_transposed_copy_bit_for_bit)
+{
+    static const int Ks[] = {1, 5, 8, 13, 64, 129, 200, 515};
+    for (int trial = 0; trial < 48; trial++) {
+        int M = trial % 3 == 0 ? 1 + trial % 6 : pick() + 6 * (trial % 4), K = Ks[trial % 8];
+        int N = trial % 5 == 0 ? 16 : pick() + 16 * (trial % 3);
+        float *in = rand_buf((size_t)M * K, 1), *w = rand_buf((size_t)N * K, 1), *bias = rand_buf((size_t)N, 1);
+        float *wt = malloc(sizeof(float) * (size_t)K * N), *got = malloc(sizeof(float) * (size_t)M * N),
+              *want = malloc(sizeof(float) * (size_t)M * N);
+        fs_transpose(wt, w, N, K);
+        const float *b = trial % 2 ? bias : NULL;
+        fs_matmul_forward_packed(want, in, wt, b, M, K, N);
+        fs_matmul_forward_gemm(got, in, w, b, M, K, N);
+        for (int i = 0; i < M * N; i++)
+            cr_assert_eq(got[i], want[i], "M=%d K=%d N=%d: out[%d] = %.9g, with the transposed copy %.9g", M, K, N, i,
+                         got[i], want[i]);
+        free(in), free(w), free(bias), free(wt), free(got), free(want);
+    }
+}
+
 Test(kernels, matmul_backward_add_and_set)
 {
     for (int trial = 0; trial < 120; trial++) {

@@ -15,15 +15,13 @@
 #include "fewshot/interventions.h"
 #include "interp/passes.h"
 #include "model/leaves.h"
-#include "model/packed.h"
+#include "model/forward_gemm.h"
 
 typedef struct {
     const fs_graft *g;     /* NULL: not used */
     int id;                /* block L's out: the same leaf index in both layouts */
     fs_acts acts;          /* G's activations, the final pass's capacity */
     fs_held_clamps hc;     /* G's own interventions */
-    fs_packed pk;          /* G's packed weights (packed once: G is frozen) */
-    bool packed;
     /* graft_out */
     fs_clamp_set cs;       /* G's clamps (borrowed) + block L out <- the final pass's */
     uint8_t *ones;         /* [B][numel]: that clamp's mask */
@@ -54,8 +52,6 @@ void fs_grafts_unbind(fs_held_clamps *hc)
         graft_pass *p = &gs->p[k];
         fs_held_unbind(&p->hc);
         fs_acts_free(&p->acts);
-        if (p->packed)
-            fs_packed_free(&p->pk);
         free(p->cs.leaf); /* its clamps are borrowed */
         free(p->ones);
         free(p->capture);
@@ -96,10 +92,6 @@ int fs_grafts_bind(fs_held_clamps *hc, const fs_held *h, const fs_acts *a, fs_er
         p->id = fs_block_leaf_id(spec[k]->layer, B_OUT);
         if (fs_acts_create(&p->acts, &g->model.cfg, a->P, a->B, err) || fs_held_bind(&p->hc, &g->held, &p->acts, err))
             return -1;
-        if (fs_packed_init(&p->pk, &g->model))
-            return OOM;
-        p->packed = true;
-        fs_packed_update(&p->pk, 0, 1);
         hc->touched[k ? gs->out_leaf : p->id] = 1;
         if (k == 1) {
             size_t n = a->leaves[p->id].numel * (size_t)a->B;
@@ -133,7 +125,7 @@ void fs_grafts_update(fs_held_clamps *hc, const fs_acts *a, int nseq)
         copy_inputs(&p->acts, a, nseq);
         const fs_clamp_set *own = fs_held_update(&p->hc, gm, &p->acts, nseq);
         if (k == 0) {
-            fs_forward_packed(gm, &p->pk, &p->acts, own, nseq);
+            fs_forward(gm, &p->acts, own, nseq);
             continue;
         }
         /* graft_out: its own clamps and, over them, block L out <- the final pass's */
@@ -182,7 +174,7 @@ void fs_held_finish_range(const fs_held_clamps *hc, fs_acts *a, int b0, int b1)
     if (!gs || !gs->p[1].g || b1 <= b0)
         return;
     graft_pass *p = &gs->p[1];
-    fs_forward_range_packed(&p->g->model, &p->pk, &p->acts, &p->cs, b0, b1);
+    fs_forward_range_gemm(&p->g->model, &p->acts, &p->cs, b0, b1, true);
     take_out(hc, a, b0, b1);
 }
 
@@ -192,7 +184,7 @@ void fs_grafts_after_forward(fs_held_clamps *hc, fs_acts *a, int nseq)
     if (!gs || !gs->p[1].g || nseq <= 0)
         return;
     graft_pass *p = &gs->p[1];
-    fs_forward_packed(&p->g->model, &p->pk, &p->acts, &p->cs, nseq); /* packed as fs_forward would be */
+    fs_forward(&p->g->model, &p->acts, &p->cs, nseq);
     take_out(hc, a, 0, nseq);
 }
 

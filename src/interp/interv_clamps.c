@@ -7,7 +7,6 @@
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
 #include "interp/passes.h"
-#include "model/packed.h"
 #include "model/leaves.h"
 
 #define NEG_BIG (-1e9f) /* the reference's "forbidden" pre-softmax score */
@@ -75,9 +74,6 @@ struct fs_held_passes {
     feed *f;
     bool through;     /* clamp_gradients "through" */
     bool grads;       /* the gradient buffers exist (fs_held_grads) */
-    fs_packed pk;     /* the passes' packed weights, for packed_for's parameters */
-    const float *packed_for;
-    fs_model_config packed_cfg;
 };
 
 static void add_feed(struct fs_held_passes *ps, feed f) { ps->f[ps->nfeed++] = f; }
@@ -144,8 +140,6 @@ static void free_passes(fs_held_clamps *hc)
         return;
     for (int k = 0; k <= ps->n; k++)
         free_pass(&ps->p[k], hc->count, k == ps->n);
-    if (ps->packed_for)
-        fs_packed_free(&ps->pk);
     free(ps->f);
     free(ps);
     hc->passes = NULL;
@@ -642,18 +636,6 @@ static void fill_sequence(const fs_held_clamps *ic, const fs_acts *a, int b)
     silence_non_label(ic, a, b);
 }
 
-/* The passes' packed weights for m: made on the first update (then only refreshed). */
-static fs_packed *pass_packed(struct fs_held_passes *ps, const fs_model *m)
-{
-    if (ps->packed_for == m->params && !memcmp(&ps->packed_cfg, &m->cfg, sizeof m->cfg))
-        return &ps->pk;
-    if (ps->packed_for)
-        fs_packed_free(&ps->pk);
-    ps->packed_for = fs_packed_init(&ps->pk, m) == 0 ? m->params : NULL;
-    ps->packed_cfg = m->cfg;
-    return ps->packed_for ? &ps->pk : NULL;
-}
-
 const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_acts *a, int nseq)
 {
     if (!hc->has_iv)
@@ -671,7 +653,7 @@ const fs_clamp_set *fs_held_update(fs_held_clamps *hc, const fs_model *m, fs_act
             reset(p->touched, NULL, p, hc, a, b);
             fill_feeds(ps, k, a, b);
         }
-        fs_forward_packed(m, pass_packed(ps, m), &p->acts, clamped ? p->cs : NULL, nseq);
+        fs_forward(m, &p->acts, clamped ? p->cs : NULL, nseq);
     }
     fs_grafts_update(hc, a, nseq);
 #pragma omp parallel for schedule(static)

@@ -22,6 +22,8 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t a_row, size_t a_col, c
              int N, int R, int accumulate, const float *bias);
 /* out[M,N] = in[M,K] @ wt + bias with the weights packed as wt[K][N] = w^T (fs_transpose). */
 void fs_matmul_forward_packed(float *out, const float *in, const float *wt, const float *bias, int M, int K, int N);
+/* The same from w as stored ([N][K]): the same floats, no transposed copy needed. */
+void fs_matmul_forward_gemm(float *out, const float *in, const float *w, const float *bias, int M, int K, int N);
 /* dst[cols][rows] = src[rows][cols]^T. */
 void fs_transpose(float *dst, const float *src, int rows, int cols);
 /* Only source rows [r0, r1) (dst columns r0..r1-1): to split a transpose between threads. */

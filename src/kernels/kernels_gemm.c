@@ -90,8 +90,11 @@ static const tile_fn tiles[FS_MR][FS_NV] = {ROW(1), ROW(2), ROW(3), ROW(4), ROW(
 #define FS_KC 128
 _Static_assert(FS_KC % FS_CHUNK == 0, "blocks must split r where the accumulation chunks do");
 
-void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb, int M, int N,
-             int R, int accumulate, const float *bias)
+/* B(r, j): B[r * ldb + j], or with bt (B given transposed, as the weights are stored)
+ * B[j * ldb + r]. A transposed B is always read through the panel, transposing
+ * FS_VL x FS_VL blocks on the way in, so the tiles see the same floats either way. */
+static void gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb, bool bt,
+                 int M, int N, int R, int accumulate, const float *bias)
 {
     if (M <= 0 || N <= 0)
         return;
@@ -104,15 +107,32 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const
         int acc = accumulate || r0 > 0;
         const float *first_bias = r0 == 0 ? bias : NULL;
         for (int j0 = 0; j0 < nvec; j0 += FS_NV) {
-            int nv = nvec - j0 < FS_NV ? nvec - j0 : FS_NV;
+            int nv = nvec - j0 < FS_NV ? nvec - j0 : FS_NV, w = nv * FS_VL;
             const float *b = B + (size_t)r0 * ldb + (size_t)j0 * FS_VL;
             size_t lb = ldb;
-            if (ntiles > 1 && kc > 0) {
+            if (bt && kc > 0) {
+                const float *src = B + (size_t)j0 * FS_VL * ldb + r0;
+                int kv = kc / FS_VL * FS_VL;
+                for (int r = 0; r < kv; r += FS_VL)
+                    for (int c = 0; c < w; c += FS_VL) {
+                        fs_vf t[FS_VL];
+                        for (int i = 0; i < FS_VL; i++)
+                            t[i] = vload(src + (size_t)(c + i) * ldb + r);
+                        vtranspose(t);
+                        for (int i = 0; i < FS_VL; i++)
+                            vstore(panel + (size_t)(r + i) * w + c, t[i]);
+                    }
+                for (int r = kv; r < kc; r++)
+                    for (int c = 0; c < w; c++)
+                        panel[(size_t)r * w + c] = src[(size_t)c * ldb + r];
+                b = panel;
+                lb = (size_t)w;
+            } else if (ntiles > 1 && kc > 0) {
                 for (int r = 0; r < kc; r++)
                     for (int v = 0; v < nv; v++)
                         vstore(panel + (size_t)(r * nv + v) * FS_VL, vload(b + (size_t)r * ldb + v * FS_VL));
                 b = panel;
-                lb = (size_t)nv * FS_VL;
+                lb = (size_t)w;
             }
             for (int t = 0, i0 = 0; t < ntiles; t++) {
                 int mr = base + (t < extra);
@@ -124,6 +144,7 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const
     }
     /* columns past the last vector: the tile's arithmetic lane by lane, so an element's
      * value does not depend on whether it fell in a vector */
+    size_t brs = bt ? 1 : ldb, bcs = bt ? ldb : 1;
     for (int j = nvec * FS_VL; j < N; j++)
         for (int i = 0; i < M; i++) {
             const float *a = A + (size_t)i * ars;
@@ -132,11 +153,23 @@ void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const
                 int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
                 float acc = 0.f;
                 for (int r = r0; r < r1; r++)
-                    acc = sfma(a[(size_t)r * acs], B[(size_t)r * ldb + j], acc);
+                    acc = sfma(a[(size_t)r * acs], B[(size_t)r * brs + (size_t)j * bcs], acc);
                 float base = r0 == 0 && !accumulate ? (bias ? bias[j] : 0.f) : *c;
                 *c = base + acc;
             }
         }
+}
+
+void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb, int M, int N,
+             int R, int accumulate, const float *bias)
+{
+    gemm(C, ldc, A, ars, acs, B, ldb, false, M, N, R, accumulate, bias);
+}
+
+/* out = in @ w^T with w as stored ([N][K]): the panels transpose it on the way in. */
+void fs_matmul_forward_gemm(float *out, const float *in, const float *w, const float *bias, int M, int K, int N)
+{
+    gemm(out, (size_t)N, in, (size_t)K, 1, w, (size_t)K, true, M, N, K, 0, bias);
 }
 
 void fs_matmul_forward_packed(float *out, const float *in, const float *wt, const float *bias, int M, int K, int N)

@@ -2,11 +2,12 @@
  * the sequences [b0, b1) at once (their rows are contiguous in each leaf), and after
  * each leaf is computed its clamp is applied (docs/cache.md). Each layer's leaves are
  * resolved once from the table (model/leaves.h), then the layer functions do plain
- * pointer arithmetic. Matrix products use the packed (transposed) weights when given,
- * else the dot-product kernel. */
+ * pointer arithmetic. Matrix products use the blocked matrix kernel, which transposes
+ * panels of the weights as it reads them, or (for a few sequences, and in
+ * fs_forward_range) the dot-product kernel. */
 #include "fewshot/forward.h"
 #include "model/leaves.h"
-#include "model/packed.h"
+#include "model/forward_gemm.h"
 
 #include <math.h>
 #include <omp.h>
@@ -18,7 +19,7 @@
 
 typedef struct {
     const fs_model *m;
-    const fs_packed *pk; /* may be NULL */
+    bool gemm; /* the blocked matrix kernel, else dot products */
     fs_acts *a;
     const fs_clamp_set *clamps;
     int b0, b1, nb;
@@ -37,13 +38,12 @@ static void copy_leaf(const fwd *f, const fs_leaf_at *dst, const fs_leaf_at *src
     memcpy(dst->p, src->p, sizeof(float) * dst->numel * (size_t)f->nb);
 }
 
-/* out = in @ w^T + bias: packed kernel when the transposed weights are there and the
- * output spans at least one vector, else dot products on w. */
-static void linear(float *out, const float *in, const float *w, const float *wt, const float *bias, int M, int K,
-                   int N)
+/* out = in @ w^T + bias: the matrix kernel when asked for and the output spans at
+ * least one vector, else dot products. */
+static void linear(const fwd *f, float *out, const float *in, const float *w, const float *bias, int M, int K, int N)
 {
-    if (wt && N >= 16)
-        fs_matmul_forward_packed(out, in, wt, bias, M, K, N);
+    if (f->gemm && N >= 16)
+        fs_matmul_forward_gemm(out, in, w, bias, M, K, N);
     else
         fs_matmul_forward(out, in, w, bias, M, K, N);
 }
@@ -65,8 +65,7 @@ static void embed_forward(const fwd *f, const fs_embed_acts *e)
     const fs_model_config *c = &m->cfg;
     int P = f->a->P, N = f->a->N, d = c->d_model, C = c->num_classes, nb = f->nb;
 
-    linear(e->example_embedding.p, e->examples.p, m->p.example_w, f->pk ? f->pk->example_wt : NULL, m->p.example_b,
-           nb * P, c->input_dim, d);
+    linear(f, e->example_embedding.p, e->examples.p, m->p.example_w, m->p.example_b, nb * P, c->input_dim, d);
     clamp(f, &e->example_embedding);
 
     /* one_hot: a label outside [0, C) gives an all-zero row (docs/sampling.md) */
@@ -79,7 +78,7 @@ static void embed_forward(const fwd *f, const fs_embed_acts *e)
             onehot[(size_t)i * C + y] = 1.f;
     }
     clamp(f, &e->onehot_labels);
-    linear(e->label_embedding.p, onehot, m->p.label_w, f->pk ? f->pk->label_wt : NULL, NULL, nb * P, C, d);
+    linear(f, e->label_embedding.p, onehot, m->p.label_w, NULL, nb * P, C, d);
     clamp(f, &e->label_embedding);
 
     /* tokens e1 l1 e2 l2 ... eP: examples at even positions, labels (but the query's) at odd */
@@ -132,7 +131,7 @@ static void attention_forward(const fwd *f, int layer, const fs_block_acts *L)
 
     copy_leaf(f, &L->attn_x, &L->norm_inp);
     clamp(f, &L->attn_x);
-    linear(L->qkv_raw.p, L->attn_x.p, bp->qkv_w, f->pk ? f->pk->qkv_wt[layer] : NULL, bp->qkv_b, nb * N, d, 3 * d);
+    linear(f, L->qkv_raw.p, L->attn_x.p, bp->qkv_w, bp->qkv_b, nb * N, d, 3 * d);
     for (int b = 0; b < nb; b++)
         split_heads(fs_leaf_seq(&L->qkv, b), fs_leaf_seq(&L->qkv_raw, b), N, H, hd);
     clamp(f, &L->qkv);
@@ -175,8 +174,7 @@ static void attention_forward(const fwd *f, int layer, const fs_block_acts *L)
         fs_attn_values(fs_leaf_seq(&L->values_pre_proj, b), fs_leaf_seq(&L->attn_post_drop, b), fs_leaf_seq(&L->v, b),
                        H, N, hd);
     clamp(f, &L->values_pre_proj);
-    linear(L->values_post_proj.p, L->values_pre_proj.p, bp->proj_w, f->pk ? f->pk->proj_wt[layer] : NULL, NULL,
-           nb * N, d, d);
+    linear(f, L->values_post_proj.p, L->values_pre_proj.p, bp->proj_w, NULL, nb * N, d, d);
     clamp(f, &L->values_post_proj);
     copy_leaf(f, &L->attn_out, &L->values_post_proj);
     clamp(f, &L->attn_out);
@@ -212,10 +210,9 @@ static void block_forward(const fwd *f, int layer, const fs_block_acts *L, const
         norm_forward(m, L->norm_residual_post_attn.p, L->ln2_mean.p, L->ln2_rstd.p, rpa, bp->norm2_w, bp->norm2_b,
                      rows);
         clamp(f, &L->norm_residual_post_attn);
-        linear(L->mlp_fc1.p, L->norm_residual_post_attn.p, bp->fc1_w, f->pk ? f->pk->fc1_wt[layer] : NULL, bp->fc1_b,
-               rows, d, F);
+        linear(f, L->mlp_fc1.p, L->norm_residual_post_attn.p, bp->fc1_w, bp->fc1_b, rows, d, F);
         fs_gelu_forward(L->mlp_gelu.p, L->mlp_fc1.p, (size_t)rows * F);
-        linear(L->mlp.p, L->mlp_gelu.p, bp->fc2_w, f->pk ? f->pk->fc2_wt[layer] : NULL, bp->fc2_b, rows, F, d);
+        linear(f, L->mlp.p, L->mlp_gelu.p, bp->fc2_w, bp->fc2_b, rows, F, d);
         clamp(f, &L->mlp);
         add_rows(L->out.p, rpa, L->mlp.p, n);
     } else {
@@ -253,8 +250,7 @@ static void head_forward(const fwd *f, const fs_head_acts *h, const fs_leaf_at *
 /* Space for the RoPE table of sequences up to this many tokens x head_dim on the stack. */
 enum { ROPE_TABLE_MAX = 4096 };
 
-void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int b0,
-                             int b1)
+void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1, bool gemm)
 {
     const fs_model_config *c = &m->cfg;
     int N = a->N, nb = b1 - b0, hd = c->d_model / c->num_heads;
@@ -264,7 +260,7 @@ void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a,
     bool table = c->pos_embedding == FS_POS_ROPE && hd % 2 == 0 && (size_t)N * hd <= ROPE_TABLE_MAX;
     if (table)
         fs_rope_table(rope, N, hd, c->rope_base);
-    fwd f = {m, pk, a, clamps, b0, b1, nb, table ? rope : NULL};
+    fwd f = {m, gemm, a, clamps, b0, b1, nb, table ? rope : NULL};
 
     fs_embed_acts e;
     fs_embed_acts_at(&e, a, b0);
@@ -287,99 +283,20 @@ void fs_forward_range_packed(const fs_model *m, const fs_packed *pk, fs_acts *a,
 
 void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1)
 {
-    fs_forward_range_packed(m, NULL, a, clamps, b0, b1);
+    fs_forward_range_gemm(m, a, clamps, b0, b1, false);
 }
 
-/* Packing pays off once a few sequences share the weights. */
-enum { PACK_MIN_SEQS = 8 };
-
-void fs_forward_packed(const fs_model *m, fs_packed *pk, fs_acts *a, const fs_clamp_set *clamps, int nseq)
-{
-    if (nseq < PACK_MIN_SEQS) /* as fs_forward: the same results for the same batch */
-        pk = NULL;
-#pragma omp parallel
-    {
-        int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        if (pk) {
-            fs_packed_update(pk, t, nt);
-#pragma omp barrier
-        }
-        int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
-        fs_forward_range_packed(m, pk, a, clamps, b0, b1);
-    }
-}
+/* The matrix kernel pays off once a few sequences share the weights. */
+enum { GEMM_MIN_SEQS = 8 };
 
 void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int nseq)
 {
-    fs_packed pk;
-    bool packed = nseq >= PACK_MIN_SEQS && fs_packed_init(&pk, m) == 0;
-    fs_forward_packed(m, packed ? &pk : NULL, a, clamps, nseq);
-    if (packed)
-        fs_packed_free(&pk);
-}
-
-/* ---- packed weights ---- */
-
-static void add_mat(fs_packed *pk, size_t *off, const float *src, int rows, int cols)
-{
-    fs_packed_mat *mt = &pk->mat[pk->count++];
-    mt->src = src;
-    mt->rows = rows;
-    mt->cols = cols;
-    mt->offset = *off;
-    *off += ((size_t)rows * cols + 15) / 16 * 16; /* 64-byte aligned */
-}
-
-int fs_packed_init(fs_packed *pk, const fs_model *m)
-{
-    const fs_model_config *c = &m->cfg;
-    int d = c->d_model, F = fs_mlp_hidden(c);
-    memset(pk, 0, sizeof *pk);
-    size_t off = 0;
-    add_mat(pk, &off, m->p.example_w, d, c->input_dim);
-    add_mat(pk, &off, m->p.label_w, d, c->num_classes);
-    for (int l = 0; l < c->depth; l++) {
-        const fs_block_params *bp = &m->p.blocks[l];
-        add_mat(pk, &off, bp->qkv_w, 3 * d, d);
-        add_mat(pk, &off, bp->proj_w, d, d);
-        if (F > 0) {
-            add_mat(pk, &off, bp->fc1_w, F, d);
-            add_mat(pk, &off, bp->fc2_w, d, F);
-        }
-    }
-    pk->buf = aligned_alloc(64, (off > 0 ? off : 16) * sizeof(float));
-    if (!pk->buf)
-        return -1;
-    int k = 0;
-    pk->example_wt = pk->buf + pk->mat[k++].offset;
-    pk->label_wt = pk->buf + pk->mat[k++].offset;
-    for (int l = 0; l < c->depth; l++) {
-        pk->qkv_wt[l] = pk->buf + pk->mat[k++].offset;
-        pk->proj_wt[l] = pk->buf + pk->mat[k++].offset;
-        if (F > 0) {
-            pk->fc1_wt[l] = pk->buf + pk->mat[k++].offset;
-            pk->fc2_wt[l] = pk->buf + pk->mat[k++].offset;
-        }
-    }
-    return 0;
-}
-
-void fs_packed_free(fs_packed *pk)
-{
-    free(pk->buf);
-    memset(pk, 0, sizeof *pk);
-}
-
-void fs_packed_update(fs_packed *pk, int part, int nparts)
-{
-    /* every matrix split by source rows (multiples of 8) so the parts are even */
-    for (int i = 0; i < pk->count; i++) {
-        const fs_packed_mat *mt = &pk->mat[i];
-        int blocks = (mt->rows + 7) / 8;
-        int r0 = blocks * part / nparts * 8, r1 = blocks * (part + 1) / nparts * 8;
-        if (r1 > mt->rows)
-            r1 = mt->rows;
-        if (r0 < r1)
-            fs_transpose_rows(pk->buf + mt->offset, mt->src, mt->rows, mt->cols, r0, r1);
+    bool gemm = nseq >= GEMM_MIN_SEQS;
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
+        fs_forward_range_gemm(m, a, clamps, b0, b1, gemm);
     }
 }
+

@@ -17,7 +17,6 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
-#include "model/packed.h"
 #include "kernels/kernels.h"
 #include "model/position.h"
 #include "simd/vmath.h"
@@ -32,10 +31,93 @@ typedef struct {
     float *pos;                                           /* [N][d] APE / sinusoidal */
 } qbuf;
 
+/* ---- packed weights ----
+ * The weight matrices of the products transposed to [in][out] (the layout the matrix
+ * kernel streams), in one buffer, refreshed from the parameters on every call (split
+ * between the threads, then a barrier): with a few rows per product, reading a
+ * ready-made transpose beats transposing panels on the way in. */
+typedef struct {
+    const float *src; /* [rows][cols] in the parameters */
+    int rows, cols;
+    size_t offset;    /* of the [cols][rows] transpose in buf */
+} packed_mat;
+
+typedef struct {
+    float *buf;
+    int count;
+    packed_mat mat[2 + 4 * FS_MAX_DEPTH];
+    const float *example_wt, *label_wt; /* [D][d], [C][d] */
+    const float *qkv_wt[FS_MAX_DEPTH], *proj_wt[FS_MAX_DEPTH], *fc1_wt[FS_MAX_DEPTH], *fc2_wt[FS_MAX_DEPTH];
+} packed_weights;
+
+static void add_mat(packed_weights *pk, size_t *off, const float *src, int rows, int cols)
+{
+    packed_mat *mt = &pk->mat[pk->count++];
+    mt->src = src;
+    mt->rows = rows;
+    mt->cols = cols;
+    mt->offset = *off;
+    *off += ((size_t)rows * cols + 15) / 16 * 16; /* 64-byte aligned */
+}
+
+static int packed_init(packed_weights *pk, const fs_model *m)
+{
+    const fs_model_config *c = &m->cfg;
+    int d = c->d_model, F = fs_mlp_hidden(c);
+    memset(pk, 0, sizeof *pk);
+    size_t off = 0;
+    add_mat(pk, &off, m->p.example_w, d, c->input_dim);
+    add_mat(pk, &off, m->p.label_w, d, c->num_classes);
+    for (int l = 0; l < c->depth; l++) {
+        const fs_block_params *bp = &m->p.blocks[l];
+        add_mat(pk, &off, bp->qkv_w, 3 * d, d);
+        add_mat(pk, &off, bp->proj_w, d, d);
+        if (F > 0) {
+            add_mat(pk, &off, bp->fc1_w, F, d);
+            add_mat(pk, &off, bp->fc2_w, d, F);
+        }
+    }
+    pk->buf = aligned_alloc(64, (off > 0 ? off : 16) * sizeof(float));
+    if (!pk->buf)
+        return -1;
+    int k = 0;
+    pk->example_wt = pk->buf + pk->mat[k++].offset;
+    pk->label_wt = pk->buf + pk->mat[k++].offset;
+    for (int l = 0; l < c->depth; l++) {
+        pk->qkv_wt[l] = pk->buf + pk->mat[k++].offset;
+        pk->proj_wt[l] = pk->buf + pk->mat[k++].offset;
+        if (F > 0) {
+            pk->fc1_wt[l] = pk->buf + pk->mat[k++].offset;
+            pk->fc2_wt[l] = pk->buf + pk->mat[k++].offset;
+        }
+    }
+    return 0;
+}
+
+static void packed_free(packed_weights *pk)
+{
+    free(pk->buf);
+    memset(pk, 0, sizeof *pk);
+}
+
+static void packed_update(packed_weights *pk, int part, int nparts)
+{
+    /* every matrix split by source rows (multiples of 8) so the parts are even */
+    for (int i = 0; i < pk->count; i++) {
+        const packed_mat *mt = &pk->mat[i];
+        int blocks = (mt->rows + 7) / 8;
+        int r0 = blocks * part / nparts * 8, r1 = blocks * (part + 1) / nparts * 8;
+        if (r1 > mt->rows)
+            r1 = mt->rows;
+        if (r0 < r1)
+            fs_transpose_rows(pk->buf + mt->offset, mt->src, mt->rows, mt->cols, r0, r1);
+    }
+}
+
 struct fs_query_ws {
     fs_model_config cfg;
     int P, N, threads;
-    fs_packed pk;
+    packed_weights pk;
     const float *bound; /* params the packed weights are bound to */
     float **mem;
     qbuf *buf;
@@ -116,7 +198,7 @@ void fs_query_ws_free(fs_query_ws *ws)
     free(ws->mem);
     free(ws->buf);
     if (ws->bound)
-        fs_packed_free(&ws->pk);
+        packed_free(&ws->pk);
     free(ws);
 }
 
@@ -269,7 +351,7 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
 }
 
 /* The MLP half of a block on rows x (residual_post_attn in, block out out). */
-static void mlp_rows(const fs_model *m, const fs_packed *pk, int layer, float *x, float *xn, float *hid, float *tmp,
+static void mlp_rows(const fs_model *m, const packed_weights *pk, int layer, float *x, float *xn, float *hid, float *tmp,
                      int rows)
 {
     const fs_block_params *bp = &m->p.blocks[layer];
@@ -290,7 +372,7 @@ static bool label_table(const fs_model_config *c)
 }
 
 /* Per-thread tables: label embeddings and their first-layer qkv rows, RoPE, positions. */
-static void thread_tables(const fs_model *m, const fs_packed *pk, qbuf *b, int N)
+static void thread_tables(const fs_model *m, const packed_weights *pk, qbuf *b, int N)
 {
     const fs_model_config *c = &m->cfg;
     int d = c->d_model, C = c->num_classes, H = c->num_heads, hd = d / H;
@@ -318,7 +400,7 @@ static void thread_tables(const fs_model *m, const fs_packed *pk, qbuf *b, int N
 }
 
 /* From the inputs (start 0), or from the residual stream entering block `start`. */
-static void chunk_logits(const fs_model *m, const fs_packed *pk, qbuf *b, int start, const float *resid,
+static void chunk_logits(const fs_model *m, const packed_weights *pk, qbuf *b, int start, const float *resid,
                          const float *examples, const int *labels, int S, int P, float *logits)
 {
     const fs_model_config *c = &m->cfg;
@@ -418,9 +500,9 @@ static void query_logits(const fs_model *m, fs_query_ws *ws, int start, const fl
     }
     if (ws->bound != m->params) { /* first call, or another model: bind the packed weights */
         if (ws->bound)
-            fs_packed_free(&ws->pk);
+            packed_free(&ws->pk);
         ws->bound = NULL;
-        if (fs_packed_init(&ws->pk, m))
+        if (packed_init(&ws->pk, m))
             abort(); /* out of memory: nothing sensible to return */
         ws->bound = m->params;
     }
@@ -429,7 +511,7 @@ static void query_logits(const fs_model *m, fs_query_ws *ws, int start, const fl
 #pragma omp parallel num_threads(nt)
     {
         int id = omp_get_thread_num(), n = omp_get_num_threads();
-        fs_packed_update(&ws->pk, id, n);
+        packed_update(&ws->pk, id, n);
 #pragma omp barrier
         qbuf *b = &ws->buf[id];
         thread_tables(m, &ws->pk, b, ws->N);

@@ -1,9 +1,10 @@
 /* The training step in one OpenMP parallel region per step:
- *   1. each thread transposes its share of the weights (fs_packed_update); barrier
- *   2. forward + loss + backward of its own sequences into its own gradient buffer; barrier
- *   3. each thread sums the thread gradients over its slice of the parameters, in thread
- *      order (deterministic for a fixed thread count), and the squares of that slice; barrier
- *   4. each thread applies the optimizer to its slice.
+ *   1. forward + loss + backward of its own sequences into its own gradient buffer (the
+ *      forward's matrix kernel reads the weights as stored: nothing to refresh); barrier
+ *   2. each thread sums the thread gradients over its slice of the parameters, in thread
+ *      order (deterministic for a fixed thread count), and the squares of that slice,
+ *      and applies the optimizer to the slice -- in the same pass unless the update needs
+ *      the global norm or whole tensors (then with a barrier in between).
  * Nothing is allocated after fs_trainer_init. The optimizer arithmetic is exactly
  * fs_optim_update's (fs_adam_update), so a step equals grad + fs_optim_update bit for bit
  * except the double sum of squares behind the reported grad norm (slice order). */
@@ -18,6 +19,7 @@
 #include "kernels/kernels.h"
 #include "base/fileio.h"
 #include "interp/passes.h"
+#include "model/forward_gemm.h"
 
 int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const fs_optim_config *oc,
                     fs_error *err)
@@ -35,7 +37,7 @@ int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const
     t->thread_grads = calloc((size_t)t->threads, sizeof *t->thread_grads);
     t->thread_ptrs = calloc((size_t)t->threads, sizeof *t->thread_ptrs);
     t->thread_sums = fs_alloc((size_t)t->threads * sizeof *t->thread_sums);
-    if (!t->grad_acts || !t->thread_sums || !t->thread_grads || !t->thread_ptrs || fs_packed_init(&t->packed, m)) {
+    if (!t->grad_acts || !t->thread_sums || !t->thread_grads || !t->thread_ptrs) {
         size_t bytes = fs_backward_scratch_floats(&t->acts) * sizeof(float);
         fs_trainer_free(t);
         return fs_fail_alloc(err, "trainer scratch", bytes);
@@ -105,7 +107,6 @@ void fs_trainer_free(fs_trainer *t)
     free(t->thread_grads);
     free(t->thread_ptrs);
     free(t->thread_sums);
-    fs_packed_free(&t->packed);
     free(t->grads);
     free(t->grad_acts);
     fs_optim_state_free(&t->state);
@@ -186,9 +187,7 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
         int b0 = (int)((long)nseq * id / n), b1 = (int)((long)nseq * (id + 1) / n);
         if (t->fill)
             t->fill(t->fill_ctx, &t->acts, b0, b1, id);
-        fs_packed_update(&t->packed, id, n);
-#pragma omp barrier
-        fs_forward_range_packed(m, &t->packed, &t->acts, t->clamps, b0, b1);
+        fs_forward_range_gemm(m, &t->acts, t->clamps, b0, b1, true);
         fs_held_finish_range(t->held, &t->acts, b0, b1);
         t->thread_sums[id].loss = fs_query_loss_range(&t->acts, b0, b1, nseq);
         const fs_grad_links *links = t->held ? fs_held_links(t->held) : NULL;

@@ -10,7 +10,6 @@
 #include "fewshot/cache.h"
 #include "fewshot/forward.h"
 #include "fewshot/interventions.h"
-#include "model/packed.h"
 #include "fewshot/model.h"
 #include "train/optim.h"
 #include "model/leaves.h" /* the input leaves a trainer's user fills */
@@ -29,7 +28,6 @@ typedef struct {
     const fs_held_clamps *held;   /* the interventions behind clamps (fs_trainer_hold), may be NULL */
     float **spare_grads;          /* [threads][layout.total] for the other passes' backward */
     fs_param_ptrs *spare_ptrs;
-    fs_packed packed;             /* transposed weights, refreshed at the start of each step */
     /* Optional: fills the inputs of sequences [b0, b1) at the start of the step's parallel
      * region, each thread the sequences it then runs (no region of its own). */
     void (*fill)(void *ctx, fs_acts *a, int b0, int b1, int thread);

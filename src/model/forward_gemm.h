@@ -1,0 +1,15 @@
+/* The cache forward's choice of matrix kernel (internal). */
+#ifndef FEWSHOT_MODEL_FORWARD_GEMM_H
+#define FEWSHOT_MODEL_FORWARD_GEMM_H
+
+#include <stdbool.h>
+
+#include "fewshot/forward.h"
+
+/* fs_forward_range with the blocked matrix kernel (gemm: it reads the weights as
+ * stored, transposing panels of them on the way in, so nothing needs refreshing when
+ * they change) or with dot products (!gemm, as fs_forward_range); the same results up
+ * to rounding. fs_forward uses the matrix kernel from 8 sequences on. */
+void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1, bool gemm);
+
+#endif
