@@ -102,7 +102,7 @@ Test(kernels, gemm_blocks_keep_the_chunked_sums_exactly)
 {
     static const int Rs[] = {1, 16, 127, 128, 129, 140, 143, 256, 300, 515};
     for (int trial = 0; trial < 40; trial++) {
-        int M = 7 + 13 * (trial % 5), N = 16 * (1 + trial % 4) + trial % 3, R = Rs[trial % 10];
+        int M = 7 + 13 * (trial % 5), N = 16 * (trial % 4) + (trial % 3 == 0 ? 16 : 1 + trial % 7), R = Rs[trial % 10];
         int accumulate = trial % 2, use_bias = trial % 3 == 1;
         size_t ars = (size_t)R, acs = 1, ldb = (size_t)N + 1024 * (trial % 2), ldc = (size_t)N;
         if (trial % 4 == 3) {

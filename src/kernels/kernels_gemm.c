@@ -142,22 +142,38 @@ static void gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, c
             }
         }
     }
-    /* columns past the last vector: the tile's arithmetic lane by lane, so an element's
-     * value does not depend on whether it fell in a vector */
+    /* columns past the last vector (fewer than FS_VL): the same tiles on a zero-padded
+     * copy of them, through a buffer of FS_MR x FS_VL, so an element's value does not
+     * depend on whether it fell in a vector */
+    int jt = nvec * FS_VL, nt = N - jt;
+    if (nt == 0)
+        return;
+    _Alignas(64) float tmp[FS_MR * FS_VL], tbias[FS_VL] = {0};
+    if (bias)
+        memcpy(tbias, bias + jt, sizeof(float) * (size_t)nt);
+    const float *tail = bt ? B + (size_t)jt * ldb : B + jt;
     size_t brs = bt ? 1 : ldb, bcs = bt ? ldb : 1;
-    for (int j = nvec * FS_VL; j < N; j++)
-        for (int i = 0; i < M; i++) {
-            const float *a = A + (size_t)i * ars;
-            float *c = C + (size_t)i * ldc + j;
-            for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_CHUNK) {
-                int r1 = R - r0 < FS_CHUNK ? R : r0 + FS_CHUNK;
-                float acc = 0.f;
-                for (int r = r0; r < r1; r++)
-                    acc = sfma(a[(size_t)r * acs], B[(size_t)r * brs + (size_t)j * bcs], acc);
-                float base = r0 == 0 && !accumulate ? (bias ? bias[j] : 0.f) : *c;
-                *c = base + acc;
+    for (int t = 0, i0 = 0; t < ntiles; t++) {
+        int mr = base + (t < extra);
+        float *c = C + (size_t)i0 * ldc + jt;
+        memset(tmp, 0, sizeof tmp);
+        for (int i = 0; i < mr && accumulate; i++)
+            memcpy(tmp + i * FS_VL, c + (size_t)i * ldc, sizeof(float) * (size_t)nt);
+        for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_KC) {
+            int kc = R - r0 < FS_KC ? R - r0 : FS_KC;
+            if (t == 0 || R > FS_KC) { /* one block of B packed once, else again per tile */
+                memset(panel, 0, sizeof(float) * (size_t)kc * FS_VL);
+                for (int r = 0; r < kc; r++)
+                    for (int j = 0; j < nt; j++)
+                        panel[r * FS_VL + j] = tail[(size_t)(r0 + r) * brs + (size_t)j * bcs];
             }
+            tiles[mr - 1][0](tmp, FS_VL, A + (size_t)i0 * ars + (size_t)r0 * acs, ars, acs, panel, FS_VL, kc,
+                             accumulate || r0 > 0, r0 == 0 && bias ? tbias : NULL);
         }
+        for (int i = 0; i < mr; i++)
+            memcpy(c + (size_t)i * ldc, tmp + i * FS_VL, sizeof(float) * (size_t)nt);
+        i0 += mr;
+    }
 }
 
 void fs_gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, const float *B, size_t ldb, int M, int N,
