@@ -595,8 +595,8 @@ Test(kernels, query_logits_equal_full_forward)
         for (int threads = 1; threads <= 2; threads++) {
             fs_query_ws *ws = fs_query_ws_create(&c, P, threads);
             cr_assert_not_null(ws);
-            fs_forward_query_logits(&m, ws, ex, lab, B, logits);
-            fs_forward_query_logits(&m, ws, ex, lab, B, logits); /* reuse of the workspace */
+            cr_assert_eq(fs_forward_query_logits(&m, ws, ex, lab, B, logits), 0);
+            cr_assert_eq(fs_forward_query_logits(&m, ws, ex, lab, B, logits), 0); /* reuse of the workspace */
             for (int b = 0; b < B; b++)
                 for (int k = 0; k < c.num_classes; k++) {
                     float want = fs_leaf_ptr(&a, fs_top_after(&c, L_OUT), b)[(size_t)(P - 1) * c.num_classes + k];
@@ -610,6 +610,34 @@ Test(kernels, query_logits_equal_full_forward)
         fs_acts_free(&a);
         fs_model_free(&m);
     }
+}
+
+/* A query workspace made for another model config is refused with -1, nothing written
+ * (its scratch is sized for that config): no crash, no abort. */
+Test(kernels, query_logits_refuse_a_workspace_of_another_config)
+{
+    fs_model_config c, other;
+    fs_model_config_default(&c);
+    other = c;
+    other.d_model = 2 * c.d_model;
+    fs_error err = {{0}};
+    fs_model m;
+    cr_assert_eq(fs_model_create(&m, &c, &err), 0, "%s", err.msg);
+    fs_model_init_params(&m);
+    int P = 3, B = 4;
+    float *ex = rand_buf((size_t)B * P * c.input_dim, 1), logits[4 * 64];
+    int lab[4 * 3] = {0};
+    for (int i = 0; i < B * c.num_classes; i++)
+        logits[i] = 7.f;
+    fs_query_ws *ws = fs_query_ws_create(&other, P, 1);
+    cr_assert_not_null(ws);
+    cr_assert_eq(fs_forward_query_logits(&m, ws, ex, lab, B, logits), -1);
+    cr_assert_eq(fs_forward_query_logits_from(&m, ws, 1, ex, B, logits), -1);
+    for (int i = 0; i < B * c.num_classes; i++)
+        cr_assert_eq(logits[i], 7.f, "logits[%d] was written", i);
+    fs_query_ws_free(ws);
+    free(ex);
+    fs_model_free(&m);
 }
 
 /* After warm-up, a training step allocates nothing: heap in use and mapped blocks stay

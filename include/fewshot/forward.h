@@ -30,17 +30,18 @@ void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int n
  * layer for the query token alone) with the same floating-point operations per element
  * as the cache-writing forward, so the logits are bit-identical to its out[P-1].
  * The workspace (created for m->cfg and P; `threads` workers, <= 0: all cores) holds
- * all scratch, a copy of the packed weights (refreshed on every call) and can be reused
- * across calls and models of that config. Not reentrant on one workspace. */
+ * all scratch and a transposed copy of the weights (refreshed on every call), and can be
+ * reused across calls and models of that config. Not reentrant on one workspace.
+ * Returns 0, or -1 (nothing written) when m's config is not the workspace's. */
 typedef struct fs_query_ws fs_query_ws;
 fs_query_ws *fs_query_ws_create(const fs_model_config *cfg, int P, int threads); /* NULL on OOM */
 void fs_query_ws_free(fs_query_ws *ws);
-void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
-                             float *logits);
+int fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
+                            float *logits);
 /* The same from the residual stream entering block `layer` (1 <= layer < depth): resid
  * [nseq][2P-1][d_model] as the cache leaf block_outputs[layer].x; only blocks layer.. run.
  * Bit-identical to the whole path when resid holds what the forward computed. */
-void fs_forward_query_logits_from(const fs_model *m, fs_query_ws *ws, int layer, const float *resid, int nseq,
-                                  float *logits);
+int fs_forward_query_logits_from(const fs_model *m, fs_query_ws *ws, int layer, const float *resid, int nseq,
+                                 float *logits);
 
 #endif

@@ -249,7 +249,10 @@ static phase_rate time_eval(bench_state *s, double seconds)
 {
     phase_rate r = {0};
     const fs_eval_set *e = &s->eval;
-    fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits);
+    if (fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits)) { /* made for s->model */
+        fs_cli_error("bench: the eval workspace does not fit the model");
+        return r;
+    }
     double t0 = now_s(), el;
     do {
         fs_forward_query_logits(&s->model, s->qws, e->examples, e->labels, e->n, s->logits);

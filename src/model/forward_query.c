@@ -60,44 +60,40 @@ static void add_mat(packed_weights *pk, size_t *off, const float *src, int rows,
     *off += ((size_t)rows * cols + 15) / 16 * 16; /* 64-byte aligned */
 }
 
-static int packed_init(packed_weights *pk, const fs_model *m)
+/* The matrices of a model of config c (m NULL: only their layout), with the transposes
+ * in pk->buf when it is set; returns the floats buf needs. */
+static size_t packed_bind(packed_weights *pk, const fs_model_config *c, const fs_model *m)
 {
-    const fs_model_config *c = &m->cfg;
     int d = c->d_model, F = fs_mlp_hidden(c);
+    float *buf = pk->buf;
     memset(pk, 0, sizeof *pk);
+    pk->buf = buf;
     size_t off = 0;
-    add_mat(pk, &off, m->p.example_w, d, c->input_dim);
-    add_mat(pk, &off, m->p.label_w, d, c->num_classes);
+    add_mat(pk, &off, m ? m->p.example_w : NULL, d, c->input_dim);
+    add_mat(pk, &off, m ? m->p.label_w : NULL, d, c->num_classes);
     for (int l = 0; l < c->depth; l++) {
-        const fs_block_params *bp = &m->p.blocks[l];
-        add_mat(pk, &off, bp->qkv_w, 3 * d, d);
-        add_mat(pk, &off, bp->proj_w, d, d);
+        const fs_block_params *bp = m ? &m->p.blocks[l] : NULL;
+        add_mat(pk, &off, bp ? bp->qkv_w : NULL, 3 * d, d);
+        add_mat(pk, &off, bp ? bp->proj_w : NULL, d, d);
         if (F > 0) {
-            add_mat(pk, &off, bp->fc1_w, F, d);
-            add_mat(pk, &off, bp->fc2_w, d, F);
+            add_mat(pk, &off, bp ? bp->fc1_w : NULL, F, d);
+            add_mat(pk, &off, bp ? bp->fc2_w : NULL, d, F);
         }
     }
-    pk->buf = aligned_alloc(64, (off > 0 ? off : 16) * sizeof(float));
-    if (!pk->buf)
-        return -1;
+    if (!buf)
+        return off;
     int k = 0;
-    pk->example_wt = pk->buf + pk->mat[k++].offset;
-    pk->label_wt = pk->buf + pk->mat[k++].offset;
+    pk->example_wt = buf + pk->mat[k++].offset;
+    pk->label_wt = buf + pk->mat[k++].offset;
     for (int l = 0; l < c->depth; l++) {
-        pk->qkv_wt[l] = pk->buf + pk->mat[k++].offset;
-        pk->proj_wt[l] = pk->buf + pk->mat[k++].offset;
+        pk->qkv_wt[l] = buf + pk->mat[k++].offset;
+        pk->proj_wt[l] = buf + pk->mat[k++].offset;
         if (F > 0) {
-            pk->fc1_wt[l] = pk->buf + pk->mat[k++].offset;
-            pk->fc2_wt[l] = pk->buf + pk->mat[k++].offset;
+            pk->fc1_wt[l] = buf + pk->mat[k++].offset;
+            pk->fc2_wt[l] = buf + pk->mat[k++].offset;
         }
     }
-    return 0;
-}
-
-static void packed_free(packed_weights *pk)
-{
-    free(pk->buf);
-    memset(pk, 0, sizeof *pk);
+    return off;
 }
 
 static void packed_update(packed_weights *pk, int part, int nparts)
@@ -117,8 +113,7 @@ static void packed_update(packed_weights *pk, int part, int nparts)
 struct fs_query_ws {
     fs_model_config cfg;
     int P, N, threads;
-    packed_weights pk;
-    const float *bound; /* params the packed weights are bound to */
+    packed_weights pk; /* its buffer made with the workspace, bound to the model on each call */
     float **mem;
     qbuf *buf;
 };
@@ -176,6 +171,12 @@ fs_query_ws *fs_query_ws_create(const fs_model_config *cfg, int P, int threads)
         fs_query_ws_free(ws);
         return NULL;
     }
+    size_t packed = packed_bind(&ws->pk, cfg, NULL);
+    ws->pk.buf = aligned_alloc(64, (packed > 0 ? packed : 16) * sizeof(float));
+    if (!ws->pk.buf) {
+        fs_query_ws_free(ws);
+        return NULL;
+    }
     qbuf probe;
     size_t floats = layout(&probe, NULL, cfg, P, ws->N);
     for (int t = 0; t < ws->threads; t++) {
@@ -197,8 +198,7 @@ void fs_query_ws_free(fs_query_ws *ws)
         free(ws->mem[t]);
     free(ws->mem);
     free(ws->buf);
-    if (ws->bound)
-        packed_free(&ws->pk);
+    free(ws->pk.buf);
     free(ws);
 }
 
@@ -489,23 +489,14 @@ static void chunk_logits(const fs_model *m, const packed_weights *pk, qbuf *b, i
     fs_matmul_forward(logits, b->xn, m->p.unembed_w, m->p.unembed_b, S, d, C);
 }
 
-static void query_logits(const fs_model *m, fs_query_ws *ws, int start, const float *resid, const float *examples,
-                         const int *labels, int nseq, float *logits)
+static int query_logits(const fs_model *m, fs_query_ws *ws, int start, const float *resid, const float *examples,
+                        const int *labels, int nseq, float *logits)
 {
+    if (!fs_model_config_equal(&ws->cfg, &m->cfg)) /* the scratch is sized for ws->cfg */
+        return -1;
     if (nseq <= 0)
-        return;
-    if (!fs_model_config_equal(&ws->cfg, &m->cfg)) { /* the scratch is sized for ws->cfg */
-        fprintf(stderr, "fs_forward_query_logits: workspace created for another model config\n");
-        abort();
-    }
-    if (ws->bound != m->params) { /* first call, or another model: bind the packed weights */
-        if (ws->bound)
-            packed_free(&ws->pk);
-        ws->bound = NULL;
-        if (packed_init(&ws->pk, m))
-            abort(); /* out of memory: nothing sensible to return */
-        ws->bound = m->params;
-    }
+        return 0;
+    packed_bind(&ws->pk, &m->cfg, m);
     int P = ws->P, D = m->cfg.input_dim, C = m->cfg.num_classes;
     int nt = ws->threads < nseq ? ws->threads : nseq;
 #pragma omp parallel num_threads(nt)
@@ -524,16 +515,17 @@ static void query_logits(const fs_model *m, fs_query_ws *ws, int start, const fl
                          logits + (size_t)s0 * C);
         }
     }
+    return 0;
 }
 
-void fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
-                             float *logits)
+int fs_forward_query_logits(const fs_model *m, fs_query_ws *ws, const float *examples, const int *labels, int nseq,
+                            float *logits)
 {
-    query_logits(m, ws, 0, NULL, examples, labels, nseq, logits);
+    return query_logits(m, ws, 0, NULL, examples, labels, nseq, logits);
 }
 
-void fs_forward_query_logits_from(const fs_model *m, fs_query_ws *ws, int layer, const float *resid, int nseq,
-                                  float *logits)
+int fs_forward_query_logits_from(const fs_model *m, fs_query_ws *ws, int layer, const float *resid, int nseq,
+                                 float *logits)
 {
-    query_logits(m, ws, layer, resid, NULL, NULL, nseq, logits);
+    return query_logits(m, ws, layer, resid, NULL, NULL, nseq, logits);
 }

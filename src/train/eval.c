@@ -175,8 +175,9 @@ int fs_eval_sequences(const fs_model *m, const float *examples, const int *label
             return fs_fail_alloc(err, "evaluation logits", sizeof(float) * (size_t)EVAL_QUERY_CHUNK * C);
         for (int first = 0; first < n; first += EVAL_QUERY_CHUNK) {
             int count = n - first < EVAL_QUERY_CHUNK ? n - first : EVAL_QUERY_CHUNK;
-            fs_forward_query_logits(m, ws->qws, examples + (size_t)first * P * D, labels + (size_t)first * P, count,
-                                    ws->logits);
+            if (fs_forward_query_logits(m, ws->qws, examples + (size_t)first * P * D, labels + (size_t)first * P,
+                                        count, ws->logits))
+                return fs_fail(err, "evaluation: its workspace was made for another model config");
             for (int b = 0; b < count; b++)
                 accumulate(ws->logits + (size_t)b * C, C, labels + (size_t)(first + b) * P, P, sums,
                            per_seq ? &per_seq[first + b] : NULL);

@@ -200,11 +200,12 @@ static int ablated_acc(const fs_model *m, const float *examples, const int *labe
     if (fs_interventions_ablated_model(&iv, m, &ws->ablated, err))
         return -1;
     const int C = m->cfg.num_classes;
-    if (layer > 0)
-        fs_forward_query_logits_from(&ws->ablated, ws->qws, layer,
-                                     ws->resid + (size_t)layer * n * (2 * P - 1) * m->cfg.d_model, n, ws->logits);
-    else
-        fs_forward_query_logits(&ws->ablated, ws->qws, examples, labels, n, ws->logits);
+    int rc = layer > 0 ? fs_forward_query_logits_from(&ws->ablated, ws->qws, layer,
+                                                      ws->resid + (size_t)layer * n * (2 * P - 1) * m->cfg.d_model, n,
+                                                      ws->logits)
+                       : fs_forward_query_logits(&ws->ablated, ws->qws, examples, labels, n, ws->logits);
+    if (rc)
+        return fs_fail(err, "measures: their workspace was made for another model config");
     double right = 0;
     for (int b = 0; b < n; b++) {
         fs_metrics one;
