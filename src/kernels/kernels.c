@@ -3,6 +3,7 @@
 #include "kernels/kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "simd/vmath.h"
@@ -279,21 +280,40 @@ void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, doubl
 
 /* Exactly the float operations of fs_optim_update's Adam loop (no contraction), so a
  * vectorised, sliced update gives bit-identical parameters. */
+/* One vector of Adam. Dividing by a bias correction of exactly 1 (1 - b^t rounds to 1 in
+ * float after ~165 steps for b1 0.9, ~17,000 for b2 0.999) returns its operand unchanged,
+ * so those divisions are skipped then: the same floats, a third to two thirds fewer
+ * divisions (the update is bound by the divider). */
+static inline __attribute__((always_inline)) void adam_vec(float *p, float *m, float *v, const float *g, fs_vf vb1,
+                                                           fs_vf vb2, fs_vf va1, fs_vf va2, fs_vf vc1, fs_vf vc2,
+                                                           fs_vf veps, fs_vf vlr, fs_vf vclip, const bool div1,
+                                                           const bool div2)
+{
+    fs_vf gi = vmul(vload(g), vclip);
+    fs_vf mi = vadd(vmul(vb1, vload(m)), vmul(va1, gi));
+    fs_vf vi = vadd(vmul(vb2, vload(v)), vmul(vmul(va2, gi), gi));
+    vstore(m, mi);
+    vstore(v, vi);
+    fs_vf mhat = div1 ? vdiv(mi, vc1) : mi, vhat = div2 ? vdiv(vi, vc2) : vi;
+    vstore(p, vsub(vload(p), vdiv(vmul(vlr, mhat), vadd(vsqrt(vhat), veps))));
+}
+
 void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps, float bc1,
                     float bc2, float lr, float clip)
 {
     const fs_vf vb1 = vset1(b1), vb2 = vset1(b2), va1 = vset1(1.f - b1), va2 = vset1(1.f - b2);
     const fs_vf vc1 = vset1(bc1), vc2 = vset1(bc2), veps = vset1(eps), vlr = vset1(lr), vclip = vset1(clip);
     size_t nv = n / FS_VL * FS_VL;
-    for (size_t i = 0; i < nv; i += FS_VL) {
-        fs_vf gi = vmul(vload(g + i), vclip);
-        fs_vf mi = vadd(vmul(vb1, vload(m + i)), vmul(va1, gi));
-        fs_vf vi = vadd(vmul(vb2, vload(v + i)), vmul(vmul(va2, gi), gi));
-        vstore(m + i, mi);
-        vstore(v + i, vi);
-        fs_vf mhat = vdiv(mi, vc1), vhat = vdiv(vi, vc2);
-        vstore(p + i, vsub(vload(p + i), vdiv(vmul(vlr, mhat), vadd(vsqrt(vhat), veps))));
-    }
+#define ADAM_LOOP(d1, d2)                                                                                          \
+    for (size_t i = 0; i < nv; i += FS_VL)                                                                         \
+        adam_vec(p + i, m + i, v + i, g + i, vb1, vb2, va1, va2, vc1, vc2, veps, vlr, vclip, d1, d2)
+    if (bc1 == 1.f && bc2 == 1.f)
+        ADAM_LOOP(false, false);
+    else if (bc1 == 1.f)
+        ADAM_LOOP(false, true);
+    else
+        ADAM_LOOP(true, true);
+#undef ADAM_LOOP
     for (size_t i = nv; i < n; i++) {
         float gi = g[i] * clip;
         m[i] = b1 * m[i] + (1.f - b1) * gi;
