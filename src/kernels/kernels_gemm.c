@@ -148,30 +148,32 @@ static void gemm(float *C, size_t ldc, const float *A, size_t ars, size_t acs, c
     int jt = nvec * FS_VL, nt = N - jt;
     if (nt == 0)
         return;
-    _Alignas(64) float tmp[FS_MR * FS_VL], tbias[FS_VL] = {0};
-    if (bias)
-        memcpy(tbias, bias + jt, sizeof(float) * (size_t)nt);
+    _Alignas(64) float tmp[FS_MR * FS_VL], tbias[FS_VL];
+    vstore(tbias, bias ? vload_first(bias + jt, nt) : vzero());
     const float *tail = bt ? B + (size_t)jt * ldb : B + jt;
-    size_t brs = bt ? 1 : ldb, bcs = bt ? ldb : 1;
     for (int t = 0, i0 = 0; t < ntiles; t++) {
         int mr = base + (t < extra);
         float *c = C + (size_t)i0 * ldc + jt;
-        memset(tmp, 0, sizeof tmp);
         for (int i = 0; i < mr && accumulate; i++)
-            memcpy(tmp + i * FS_VL, c + (size_t)i * ldc, sizeof(float) * (size_t)nt);
+            vstore(tmp + i * FS_VL, vload_first(c + (size_t)i * ldc, nt));
         for (int r0 = 0; r0 < R || r0 == 0; r0 += FS_KC) {
             int kc = R - r0 < FS_KC ? R - r0 : FS_KC;
             if (t == 0 || R > FS_KC) { /* one block of B packed once, else again per tile */
-                memset(panel, 0, sizeof(float) * (size_t)kc * FS_VL);
-                for (int r = 0; r < kc; r++)
+                for (int r = 0; r < kc; r++) {
+                    if (!bt) {
+                        vstore(panel + r * FS_VL, vload_first(tail + (size_t)(r0 + r) * ldb, nt));
+                        continue;
+                    }
+                    vstore(panel + r * FS_VL, vzero());
                     for (int j = 0; j < nt; j++)
-                        panel[r * FS_VL + j] = tail[(size_t)(r0 + r) * brs + (size_t)j * bcs];
+                        panel[r * FS_VL + j] = tail[(size_t)j * ldb + r0 + r];
+                }
             }
             tiles[mr - 1][0](tmp, FS_VL, A + (size_t)i0 * ars + (size_t)r0 * acs, ars, acs, panel, FS_VL, kc,
                              accumulate || r0 > 0, r0 == 0 && bias ? tbias : NULL);
         }
         for (int i = 0; i < mr; i++)
-            memcpy(c + (size_t)i * ldc, tmp + i * FS_VL, sizeof(float) * (size_t)nt);
+            vstore_first(c + (size_t)i * ldc, vload(tmp + i * FS_VL), nt);
         i0 += mr;
     }
 }

@@ -43,6 +43,15 @@ static inline fs_v8 v8keep_ge(fs_v8 v, fs_v8 x, fs_v8 lo)
     return simde_mm256_and_ps(v, simde_mm256_cmp_ps(x, lo, SIMDE_CMP_GE_OQ));
 }
 
+/* The first n lanes (n < 8; a masked-off lane touches no memory): for the columns past
+ * the last whole vector. v8load_first zeroes the other lanes. */
+static inline simde__m256i v8first_mask(int n)
+{
+    return simde_mm256_cmpgt_epi32(simde_mm256_set1_epi32(n), simde_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline fs_v8 v8load_first(const float *p, int n) { return simde_mm256_maskload_ps(p, v8first_mask(n)); }
+static inline void v8store_first(float *p, fs_v8 v, int n) { simde_mm256_maskstore_ps(p, v8first_mask(n), v); }
+
 /* ---- fs_vf: FS_VL floats ---- */
 #if defined(SIMDE_X86_AVX512F_NATIVE) && !defined(FS_NO_AVX512)
 #define FS_VL 16
@@ -71,6 +80,18 @@ static inline fs_v8 vhigh8(fs_vf v)
     return simde_mm256_castpd_ps(simde_mm512_extractf64x4_pd(simde_mm512_castps_pd(v), 1));
 }
 static inline fs_vf vwiden8(fs_v8 v) { return simde_mm512_insertf32x8(simde_mm512_setzero_ps(), v, 0); }
+/* the first n lanes (n < 16), through the two 8-lane halves */
+static inline fs_vf vload_first(const float *p, int n)
+{
+    fs_vf lo = vwiden8(v8load_first(p, n < 8 ? n : 8));
+    return n <= 8 ? lo : simde_mm512_insertf32x8(lo, v8load_first(p + 8, n - 8), 1);
+}
+static inline void vstore_first(float *p, fs_vf v, int n)
+{
+    v8store_first(p, vlow8(v), n < 8 ? n : 8);
+    if (n > 8)
+        v8store_first(p + 8, vhigh8(v), n - 8);
+}
 static inline fs_vf vexp2i(fs_vf n)
 {
     simde__m512i i = simde_mm512_castps_si512(simde_mm512_add_ps(n, simde_mm512_set1_ps(12582912.0f + 127.0f)));
@@ -125,6 +146,8 @@ typedef simde__m256 fs_vf;
 #define vkeep_ge v8keep_ge
 static inline fs_v8 vlow8(fs_vf v) { return v; }
 static inline fs_vf vwiden8(fs_v8 v) { return v; }
+#define vload_first v8load_first
+#define vstore_first v8store_first
 static inline fs_vf vfill_after(fs_vf v, int i, float fill)
 {
     fs_vf iota = simde_mm256_setr_ps(0.f, 1.f, 2.f, 3.f, 4.f, 5.f, 6.f, 7.f);
