@@ -349,8 +349,8 @@ Test(kernels, softmax_rows_masked)
 Test(kernels, attention_forward_backward)
 {
     static const int Ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 21};
-    static const int hds[] = {2, 4, 8, 12, 16, 64, 72};
-    for (int trial = 0; trial < 63; trial++) {
+    static const int hds[] = {2, 4, 8, 12, 16, 32, 64, 72};
+    for (int trial = 0; trial < 72; trial++) {
         int N = Ns[trial % 9], hd = hds[trial / 9], H = 1 + trial % 4, d = H * hd;
         size_t hb = (size_t)H * N * hd, ab = (size_t)H * N * N;
         float scale = 1.f / sqrtf((float)hd);

@@ -189,6 +189,31 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
     }
 }
 
+/* Query row i's gradients (head width 8 nb): gq_i held in registers over the keys j <= i
+ * (vaxpy's fused multiply-adds in the same order, without storing and reloading the row
+ * per key), gk_j += g q_i as vaxpy does. */
+static inline __attribute__((always_inline)) void query_row_grads(const int nb, float *gqi, const float *qi,
+                                                                  const float *kh, float *gkh, const float *gpi,
+                                                                  int i, float scale)
+{
+    int hd = 8 * nb;
+    fs_v8 aq[8];
+    for (int b = 0; b < nb; b++)
+        aq[b] = v8load(gqi + 8 * b);
+    for (int j = 0; j <= i; j++) { /* masked entries are constants */
+        float g = gpi[j] * scale;
+        if (g == 0.f)
+            continue;
+        const float *kj = kh + j * hd;
+        fs_v8 vg = v8set1(g);
+        for (int b = 0; b < nb; b++)
+            aq[b] = v8fma(vg, v8load(kj + 8 * b), aq[b]);
+        vaxpy(gkh + j * hd, g, qi, hd);
+    }
+    for (int b = 0; b < nb; b++)
+        v8store(gqi + 8 * b, aq[b]);
+}
+
 void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const float *q, const float *k, int H, int N,
                              int hd, float scale)
 {
@@ -196,15 +221,26 @@ void fs_attn_scores_backward(float *gq, float *gk, const float *gpre, const floa
         size_t off = (size_t)h * N * hd;
         const float *qh = q + off, *kh = k + off, *gp = gpre + (size_t)h * N * N;
         float *gqh = gq + off, *gkh = gk + off;
-        for (int i = 0; i < N; i++)
-            for (int j = 0; j <= i; j++) { /* masked entries are constants */
+        for (int i = 0; i < N; i++) {
+            const float *qi = qh + i * hd;
+            float *gqi = gqh + i * hd;
+            int nb = hd / 8;
+            if (hd % 8 == 0 && (nb == 1 || nb == 2 || nb == 4 || nb == 8)) {
+                switch (nb) { /* a constant count, so the row stays in registers */
+                case 1: query_row_grads(1, gqi, qi, kh, gkh, gp + i * N, i, scale); break;
+                case 2: query_row_grads(2, gqi, qi, kh, gkh, gp + i * N, i, scale); break;
+                case 4: query_row_grads(4, gqi, qi, kh, gkh, gp + i * N, i, scale); break;
+                default: query_row_grads(8, gqi, qi, kh, gkh, gp + i * N, i, scale); break;
+                }
+                continue;
+            }
+            for (int j = 0; j <= i; j++) {
                 float g = gp[i * N + j] * scale;
                 if (g == 0.f)
                     continue;
-                const float *qi = qh + i * hd, *kj = kh + j * hd;
-                float *gqi = gqh + i * hd, *gkj = gkh + j * hd;
-                vaxpy(gqi, g, kj, hd);
-                vaxpy(gkj, g, qi, hd);
+                vaxpy(gqi, g, kh + j * hd, hd);
+                vaxpy(gkh + j * hd, g, qi, hd);
             }
+        }
     }
 }
