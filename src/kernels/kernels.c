@@ -278,8 +278,6 @@ void fs_rope_backward(float *din, const float *dout, int H, int N, int hd, doubl
         }
 }
 
-/* Exactly the float operations of fs_optim_update's Adam loop (no contraction), so a
- * vectorised, sliced update gives bit-identical parameters. */
 /* One vector of Adam. Dividing by a bias correction of exactly 1 (1 - b^t rounds to 1 in
  * float after ~165 steps for b1 0.9, ~17,000 for b2 0.999) returns its operand unchanged,
  * so those divisions are skipped then: the same floats, a third to two thirds fewer
@@ -298,6 +296,8 @@ static inline __attribute__((always_inline)) void adam_vec(float *p, float *m, f
     vstore(p, vsub(vload(p), vdiv(vmul(vlr, mhat), vadd(vsqrt(vhat), veps))));
 }
 
+/* Exactly the float operations of fs_optim_update's Adam loop (no contraction), so a
+ * vectorised, sliced update gives bit-identical parameters. */
 void fs_adam_update(float *p, float *m, float *v, const float *g, size_t n, float b1, float b2, float eps, float bc1,
                     float bc2, float lr, float clip)
 {

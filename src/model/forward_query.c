@@ -50,7 +50,8 @@ typedef struct {
     const float *qkv_wt[FS_MAX_DEPTH], *proj_wt[FS_MAX_DEPTH], *fc1_wt[FS_MAX_DEPTH], *fc2_wt[FS_MAX_DEPTH];
 } packed_weights;
 
-static void add_mat(packed_weights *pk, size_t *off, const float *src, int rows, int cols)
+/* The next matrix: its transpose's place in buf (NULL while only laying out). */
+static const float *add_mat(packed_weights *pk, size_t *off, const float *src, int rows, int cols)
 {
     packed_mat *mt = &pk->mat[pk->count++];
     mt->src = src;
@@ -58,6 +59,7 @@ static void add_mat(packed_weights *pk, size_t *off, const float *src, int rows,
     mt->cols = cols;
     mt->offset = *off;
     *off += ((size_t)rows * cols + 15) / 16 * 16; /* 64-byte aligned */
+    return pk->buf ? pk->buf + mt->offset : NULL;
 }
 
 /* The matrices of a model of config c (m NULL: only their layout), with the transposes
@@ -69,28 +71,15 @@ static size_t packed_bind(packed_weights *pk, const fs_model_config *c, const fs
     memset(pk, 0, sizeof *pk);
     pk->buf = buf;
     size_t off = 0;
-    add_mat(pk, &off, m ? m->p.example_w : NULL, d, c->input_dim);
-    add_mat(pk, &off, m ? m->p.label_w : NULL, d, c->num_classes);
+    pk->example_wt = add_mat(pk, &off, m ? m->p.example_w : NULL, d, c->input_dim);
+    pk->label_wt = add_mat(pk, &off, m ? m->p.label_w : NULL, d, c->num_classes);
     for (int l = 0; l < c->depth; l++) {
         const fs_block_params *bp = m ? &m->p.blocks[l] : NULL;
-        add_mat(pk, &off, bp ? bp->qkv_w : NULL, 3 * d, d);
-        add_mat(pk, &off, bp ? bp->proj_w : NULL, d, d);
+        pk->qkv_wt[l] = add_mat(pk, &off, bp ? bp->qkv_w : NULL, 3 * d, d);
+        pk->proj_wt[l] = add_mat(pk, &off, bp ? bp->proj_w : NULL, d, d);
         if (F > 0) {
-            add_mat(pk, &off, bp ? bp->fc1_w : NULL, F, d);
-            add_mat(pk, &off, bp ? bp->fc2_w : NULL, d, F);
-        }
-    }
-    if (!buf)
-        return off;
-    int k = 0;
-    pk->example_wt = buf + pk->mat[k++].offset;
-    pk->label_wt = buf + pk->mat[k++].offset;
-    for (int l = 0; l < c->depth; l++) {
-        pk->qkv_wt[l] = buf + pk->mat[k++].offset;
-        pk->proj_wt[l] = buf + pk->mat[k++].offset;
-        if (F > 0) {
-            pk->fc1_wt[l] = buf + pk->mat[k++].offset;
-            pk->fc2_wt[l] = buf + pk->mat[k++].offset;
+            pk->fc1_wt[l] = add_mat(pk, &off, bp ? bp->fc1_w : NULL, F, d);
+            pk->fc2_wt[l] = add_mat(pk, &off, bp ? bp->fc2_w : NULL, d, F);
         }
     }
     return off;

@@ -43,7 +43,7 @@ static inline fs_v8 v8keep_ge(fs_v8 v, fs_v8 x, fs_v8 lo)
     return simde_mm256_and_ps(v, simde_mm256_cmp_ps(x, lo, SIMDE_CMP_GE_OQ));
 }
 
-/* The first n lanes (n < 8; a masked-off lane touches no memory): for the columns past
+/* The first n lanes (n <= 8; a masked-off lane touches no memory): for the columns past
  * the last whole vector. v8load_first zeroes the other lanes. */
 static inline simde__m256i v8first_mask(int n)
 {
