@@ -135,12 +135,9 @@ void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, in
 void fs_attn_values(float *out, const float *probs, const float *v, int H, int N, int hd)
 {
     int d = H * hd;
-    for (int i = 0; i < N; i++)
-        for (int h = 0; h < H; h++) {
-            float *o = out + (size_t)i * d + h * hd;
-            const float *p = probs + ((size_t)h * N + i) * N, *vh = v + (size_t)h * N * hd;
-            vweighted_rows(o, p, 1, vh, (size_t)hd, N, hd);
-        }
+    for (int h = 0; h < H; h++) /* every query row i of head h: out_i = sum_j p[i][j] v_j */
+        vweighted_rows_n(out + h * hd, (size_t)d, N, probs + (size_t)h * N * N, 1, (size_t)N, v + (size_t)h * N * hd,
+                         (size_t)hd, N, hd);
 }
 
 void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const float *probs, const float *v, int H,
@@ -182,10 +179,8 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
                     gph[i * N + j] = s;
                 }
         }
-        /* gv_j = sum_i p[i][j] gout_i */
-        for (int j = 0; j < N; j++) {
-            vweighted_rows(gvh + (size_t)j * hd, ph + j, (size_t)N, gout + h * hd, (size_t)d, N, hd);
-        }
+        /* gv_j = sum_i p[i][j] gout_i, every key row j */
+        vweighted_rows_n(gvh, (size_t)hd, N, ph, (size_t)N, 1, gout + h * hd, (size_t)d, N, hd);
     }
 }
 

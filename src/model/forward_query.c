@@ -313,10 +313,7 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
                     vstore(p[i - i0], vsoftmax_row(vfill_after(vmul(s, vset1(scale)), i, -1e20f), N));
                 }
             }
-            for (int i = i0; i < N; i++) {
-                const float *pi = p[i - i0];
-                vweighted_rows(out + (size_t)(i - i0) * d + h * hd, pi, 1, kv + vofs + h * hd, ld, N, hd);
-            }
+            vweighted_rows_n(out + h * hd, (size_t)d, N - i0, p[0], 1, FS_VL, kv + vofs + h * hd, ld, N, hd);
         }
         return;
     }

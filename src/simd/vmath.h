@@ -294,6 +294,56 @@ static inline void vweighted_rows(float *out, const float *w, size_t ldw, const 
     }
 }
 
+/* g output rows at once, each n = 8 * nb floats (out row r at out + r * ldo):
+ * out_r = sum over j < m of w[r * ws + j * ldw] * rows[j * ld + ..], the g * nb sums in
+ * separate registers so their fused multiply-adds overlap instead of waiting on one
+ * another -- per element the same sum in j order as vweighted_rows. */
+static inline __attribute__((always_inline)) void vweighted_tile(const int g, const int nb, float *out, size_t ldo,
+                                                                 const float *w, size_t ldw, size_t ws,
+                                                                 const float *rows, size_t ld, int m)
+{
+    fs_v8 acc[4][8];
+    for (int r = 0; r < g; r++)
+        for (int b = 0; b < nb; b++)
+            acc[r][b] = v8zero();
+    for (int j = 0; j < m; j++) {
+        fs_v8 x[8];
+        for (int b = 0; b < nb; b++)
+            x[b] = v8load(rows + (size_t)j * ld + 8 * b);
+        for (int r = 0; r < g; r++) {
+            fs_v8 s = v8set1(w[r * ws + (size_t)j * ldw]);
+            for (int b = 0; b < nb; b++)
+                acc[r][b] = v8fma(s, x[b], acc[r][b]);
+        }
+    }
+    for (int r = 0; r < g; r++)
+        for (int b = 0; b < nb; b++)
+            v8store(out + r * ldo + 8 * b, acc[r][b]);
+}
+
+/* vweighted_rows for `count` output rows (row r: out + r * ldo, weights w + r * ws), in
+ * tiles of up to 8 independent sums when n is 8, 16, 32 or 64. */
+static inline void vweighted_rows_n(float *out, size_t ldo, int count, const float *w, size_t ldw, size_t ws,
+                                    const float *rows, size_t ld, int m, int n)
+{
+    int r = 0;
+#define FS_WROWS(G, NB)                                                                                            \
+    for (; r + G <= count; r += G)                                                                                 \
+        vweighted_tile(G, NB, out + (size_t)r * ldo, ldo, w + (size_t)r * ws, ldw, ws, rows, ld, m);             \
+    for (; r < count; r++)                                                                                         \
+        vweighted_tile(1, NB, out + (size_t)r * ldo, ldo, w + (size_t)r * ws, ldw, ws, rows, ld, m);
+    switch (n) {
+    case 8: FS_WROWS(4, 1) break;
+    case 16: FS_WROWS(4, 2) break;
+    case 32: FS_WROWS(2, 4) break;
+    case 64: FS_WROWS(1, 8) break;
+    default:
+        for (; r < count; r++)
+            vweighted_rows(out + (size_t)r * ldo, w + (size_t)r * ws, ldw, rows, ld, m, n);
+    }
+#undef FS_WROWS
+}
+
 /* y[0..n) += a * x[0..n) */
 static inline void vaxpy(float *y, float a, const float *x, int n)
 {
