@@ -154,6 +154,32 @@ Test(golden, loss_and_gradients_all_models)
     }
 }
 
+/* The trainer's forward keeps GELU's derivatives for its backward: the gradients are
+ * those of a backward that recomputes them, bit for bit (each layer's and each thread's
+ * range in its place). */
+Test(golden, kept_gelu_derivatives_give_the_same_gradients)
+{
+    for (size_t k = 0; k < sizeof models / sizeof *models; k++) {
+        grad_fixture f;
+        grad_setup(&f, models[k], NULL);
+        cr_assert(fs_mlp_hidden(&f.m.cfg) == 0 || f.t.gelu_grad, "%s: the trainer keeps no derivatives", models[k]);
+        double kept = fs_trainer_grad(&f.t, f.batch.B);
+        size_t n = f.m.layout.total;
+        float *want = malloc(sizeof(float) * n);
+        memcpy(want, f.t.grads, sizeof(float) * n);
+        float *buf = f.t.gelu_grad;
+        f.t.gelu_grad = NULL; /* the backward computes them itself */
+        double recomputed = fs_trainer_grad(&f.t, f.batch.B);
+        f.t.gelu_grad = buf;
+        cr_assert_eq(kept, recomputed, "%s: loss differs", models[k]);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(f.t.grads[i], want[i], "%s: gradient %zu: %.9g recomputed vs %.9g kept", models[k], i,
+                         f.t.grads[i], want[i]);
+        free(want);
+        grad_teardown(&f);
+    }
+}
+
 Test(golden, clamp_gradients)
 {
     static const char *const clamps[] = {"ablate_value_head", "clamp_attn_row", "preserve_patterns_ablate",

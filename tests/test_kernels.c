@@ -291,6 +291,16 @@ Test(kernels, gelu_forward_backward)
         assert_close(dx, wdx, n, 5e-6, "gelu backward");
         fs_gelu_backward_inplace(gi, x, n);
         assert_close(gi, wgi, n, 5e-6, "gelu backward in place");
+        /* kept for the backward: the same output, and the derivative that multiplies as
+         * the in-place backward does, bit for bit */
+        float *y2 = malloc(sizeof(float) * n), *d = malloc(sizeof(float) * n), *gk = copy_buf(g, n);
+        fs_gelu_forward_keep_grad(y2, d, x, n);
+        fs_mul_inplace(gk, d, n);
+        for (size_t i = 0; i < n; i++) {
+            cr_assert_eq(y2[i], y[i], "gelu kept: output %zu differs", i);
+            cr_assert_eq(gk[i], gi[i], "gelu kept: gradient %zu differs", i);
+        }
+        free(y2), free(d), free(gk);
         free(x), free(y), free(g), free(dx), free(dx0), free(gi), free(wy), free(wdx), free(wgi);
     }
 }

@@ -174,7 +174,7 @@ void fs_held_finish_range(const fs_held_clamps *hc, fs_acts *a, int b0, int b1)
     if (!gs || !gs->p[1].g || b1 <= b0)
         return;
     graft_pass *p = &gs->p[1];
-    fs_forward_range_gemm(&p->g->model, &p->acts, &p->cs, b0, b1, true);
+    fs_forward_range_gemm(&p->g->model, &p->acts, &p->cs, b0, b1, true, NULL);
     take_out(hc, a, b0, b1);
 }
 
@@ -251,5 +251,6 @@ void fs_held_backward_later(const fs_held_clamps *hc, int b0, int b1, double den
     graft_pass *p = gs ? &gs->p[1] : NULL;
     if (!p || !p->capture || b1 <= b0 || thread < 0 || thread >= p->threads)
         return;
-    fs_backward_range_links(&p->g->model, &p->acts, &p->cs, &p->gl, p->scratch, &p->pptrs[thread], b0, b1, denom);
+    fs_backward_range_links(&p->g->model, &p->acts, &p->cs, &p->gl, p->scratch, NULL, &p->pptrs[thread], b0, b1,
+                            denom);
 }

@@ -693,7 +693,7 @@ void fs_held_backward_range(const fs_held_clamps *hc, const fs_model *m, float *
         route_feeds(ps, ps->n, a, b);
     for (int k = ps->n - 1; k >= 0; k--) {
         const pass *p = &ps->p[k];
-        fs_backward_range_links(m, &p->acts, p->cs->active ? p->cs : NULL, &p->gl, scratch, spare_ptrs, b0, b1,
+        fs_backward_range_links(m, &p->acts, p->cs->active ? p->cs : NULL, &p->gl, scratch, NULL, spare_ptrs, b0, b1,
                                 denom);
         for (size_t i = 0; i < total; i++)
             grads[i] += spare[i];

@@ -120,6 +120,36 @@ void fs_gelu_forward(float *out, const float *in, size_t n)
     }
 }
 
+/* out = gelu(in) and grad = gelu'(in) from one tanh per element: the same floats as
+ * fs_gelu_forward and the derivative fs_gelu_backward_inplace computes. */
+void fs_gelu_forward_keep_grad(float *out, float *grad, const float *in, size_t n)
+{
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL) {
+        fs_vf x = vload(in + i), t = vgelu_tanh(x);
+        vstore(out + i, vgelu_from_tanh(x, t));
+        vstore(grad + i, vgelu_grad_from_tanh(x, t));
+    }
+    if (nv < n) {
+        float x[FS_VL] = {0}, y[FS_VL], g[FS_VL];
+        memcpy(x, in + nv, sizeof(float) * (n - nv));
+        fs_vf xv = vload(x), t = vgelu_tanh(xv);
+        vstore(y, vgelu_from_tanh(xv, t));
+        vstore(g, vgelu_grad_from_tanh(xv, t));
+        memcpy(out + nv, y, sizeof(float) * (n - nv));
+        memcpy(grad + nv, g, sizeof(float) * (n - nv));
+    }
+}
+
+void fs_mul_inplace(float *g, const float *s, size_t n)
+{
+    size_t nv = n / FS_VL * FS_VL;
+    for (size_t i = 0; i < nv; i += FS_VL)
+        vstore(g + i, vmul(vload(g + i), vload(s + i)));
+    for (size_t i = nv; i < n; i++)
+        g[i] *= s[i];
+}
+
 void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n)
 {
     size_t nv = n / FS_VL * FS_VL;

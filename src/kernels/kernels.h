@@ -48,6 +48,11 @@ void fs_gelu_forward(float *out, const float *in, size_t n);
 void fs_gelu_backward(float *din, const float *in, const float *dout, size_t n);
 /* g[i] *= gelu'(in[i]) */
 void fs_gelu_backward_inplace(float *g, const float *in, size_t n);
+/* out[i] = gelu(in[i]) and grad[i] = gelu'(in[i]), bit for bit those of fs_gelu_forward
+ * and fs_gelu_backward_inplace, sharing the tanh */
+void fs_gelu_forward_keep_grad(float *out, float *grad, const float *in, size_t n);
+/* g[i] *= s[i] */
+void fs_mul_inplace(float *g, const float *s, size_t n);
 
 /* Softmax over rows of length n (full rows: masked entries hold -1e20 and give 0). */
 void fs_softmax_forward(float *out, const float *in, int rows, int n);

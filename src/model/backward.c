@@ -31,6 +31,8 @@ typedef struct {
     const fs_param_ptrs *gp;
     int b0, b1, nb, rows; /* sequences [b0, b1), rows = tokens */
     const float *rope;    /* fs_rope_table for N tokens, or NULL */
+    const float *gelu_grad; /* layer 0's GELU derivatives kept by the forward, or NULL */
+    size_t gelu_layer;      /* floats from one layer's to the next's */
     /* scratch buffers, [rows][d] unless noted */
     float *gx;            /* the residual stream */
     float *gy;            /* a layer input's gradient: nrpa, values_pre_proj, attn_x, pre_unembed */
@@ -306,7 +308,10 @@ static void block_backward(const bwd *w, int layer, const fs_block_acts *L)
     if (F > 0) {
         float *gmlp = branch(w, &L->mlp, w->gx, w->gcopy, n);
         fs_matmul_backward_set(w->gf, gbp->fc2_w, gbp->fc2_b, gmlp, L->mlp_gelu.p, bp->fc2_w, rows, F, d);
-        fs_gelu_backward_inplace(w->gf, L->mlp_fc1.p, (size_t)rows * F);
+        if (w->gelu_grad)
+            fs_mul_inplace(w->gf, w->gelu_grad + (size_t)layer * w->gelu_layer, (size_t)rows * F);
+        else
+            fs_gelu_backward_inplace(w->gf, L->mlp_fc1.p, (size_t)rows * F);
         fs_matmul_backward_set(w->gy, gbp->fc1_w, gbp->fc1_b, w->gf, L->norm_residual_post_attn.p, bp->fc1_w, rows, d,
                                F);
         stop(w, &L->norm_residual_post_attn, w->gy);
@@ -385,12 +390,12 @@ size_t fs_backward_scratch_floats(const fs_acts *a) { return share_per_seq(a) * 
 void fs_backward_range(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps, float *scratch,
                        const fs_param_ptrs *grads, int b0, int b1, double denom)
 {
-    fs_backward_range_links(m, a, clamps, NULL, scratch, grads, b0, b1, denom);
+    fs_backward_range_links(m, a, clamps, NULL, scratch, NULL, grads, b0, b1, denom);
 }
 
 void fs_backward_range_links(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps,
-                             const fs_grad_links *links, float *scratch, const fs_param_ptrs *grads, int b0, int b1,
-                             double denom)
+                             const fs_grad_links *links, float *scratch, const float *gelu_grad,
+                             const fs_param_ptrs *grads, int b0, int b1, double denom)
 {
     if (b1 <= b0)
         return;
@@ -407,6 +412,9 @@ void fs_backward_range_links(const fs_model *m, const fs_acts *a, const fs_clamp
 #define TAKE(count) (used = (used + 15) / 16 * 16, used += (count), pool + used - (count))
     bwd w = {.m = m, .a = a, .clamps = clamps, .links = links, .gp = grads, .b0 = b0, .b1 = b1, .nb = nb, .rows = (int)rows,
              .rope = table ? rope : NULL};
+    size_t gelu_per_seq = (size_t)N * fs_mlp_hidden(c);
+    w.gelu_grad = gelu_grad ? gelu_grad + (size_t)b0 * gelu_per_seq : NULL;
+    w.gelu_layer = gelu_per_seq * (size_t)a->B;
     w.gx = TAKE(rows * d);
     w.gy = TAKE(rows * d);
     w.gcopy = TAKE(rows * d);

@@ -24,6 +24,8 @@ typedef struct {
     const fs_clamp_set *clamps;
     int b0, b1, nb;
     const float *rope; /* fs_rope_table for N tokens, or NULL */
+    float *gelu_grad;  /* layer 0's GELU derivatives of this range, or NULL */
+    size_t gelu_layer; /* floats from one layer's to the next's */
 } fwd;
 
 static void clamp(const fwd *f, const fs_leaf_at *l) { fs_clamp_apply(f->clamps, f->a, l->id, f->b0, f->b1); }
@@ -211,7 +213,11 @@ static void block_forward(const fwd *f, int layer, const fs_block_acts *L, const
                      rows);
         clamp(f, &L->norm_residual_post_attn);
         linear(f, L->mlp_fc1.p, L->norm_residual_post_attn.p, bp->fc1_w, bp->fc1_b, rows, d, F);
-        fs_gelu_forward(L->mlp_gelu.p, L->mlp_fc1.p, (size_t)rows * F);
+        if (f->gelu_grad)
+            fs_gelu_forward_keep_grad(L->mlp_gelu.p, f->gelu_grad + (size_t)layer * f->gelu_layer, L->mlp_fc1.p,
+                                      (size_t)rows * F);
+        else
+            fs_gelu_forward(L->mlp_gelu.p, L->mlp_fc1.p, (size_t)rows * F);
         linear(f, L->mlp.p, L->mlp_gelu.p, bp->fc2_w, bp->fc2_b, rows, F, d);
         clamp(f, &L->mlp);
         add_rows(L->out.p, rpa, L->mlp.p, n);
@@ -250,7 +256,8 @@ static void head_forward(const fwd *f, const fs_head_acts *h, const fs_leaf_at *
 /* Space for the RoPE table of sequences up to this many tokens x head_dim on the stack. */
 enum { ROPE_TABLE_MAX = 4096 };
 
-void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1, bool gemm)
+void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1, bool gemm,
+                           float *gelu_grad)
 {
     const fs_model_config *c = &m->cfg;
     int N = a->N, nb = b1 - b0, hd = c->d_model / c->num_heads;
@@ -260,7 +267,9 @@ void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *cl
     bool table = c->pos_embedding == FS_POS_ROPE && hd % 2 == 0 && (size_t)N * hd <= ROPE_TABLE_MAX;
     if (table)
         fs_rope_table(rope, N, hd, c->rope_base);
-    fwd f = {m, gemm, a, clamps, b0, b1, nb, table ? rope : NULL};
+    size_t per_seq = (size_t)N * fs_mlp_hidden(c);
+    fwd f = {m, gemm, a, clamps, b0, b1, nb, table ? rope : NULL, gelu_grad ? gelu_grad + (size_t)b0 * per_seq : NULL,
+             per_seq * (size_t)a->B};
 
     fs_embed_acts e;
     fs_embed_acts_at(&e, a, b0);
@@ -281,9 +290,14 @@ void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *cl
     head_forward(&f, &h, &in);
 }
 
+size_t fs_gelu_grad_floats(const fs_acts *a)
+{
+    return (size_t)a->cfg.depth * (size_t)a->B * (size_t)a->N * (size_t)fs_mlp_hidden(&a->cfg);
+}
+
 void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1)
 {
-    fs_forward_range_gemm(m, a, clamps, b0, b1, false);
+    fs_forward_range_gemm(m, a, clamps, b0, b1, false, NULL);
 }
 
 /* The matrix kernel pays off once a few sequences share the weights. */
@@ -296,7 +310,7 @@ void fs_forward(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int n
     {
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
         int b0 = (int)((long)nseq * t / nt), b1 = (int)((long)nseq * (t + 1) / nt);
-        fs_forward_range_gemm(m, a, clamps, b0, b1, gemm);
+        fs_forward_range_gemm(m, a, clamps, b0, b1, gemm, NULL);
     }
 }
 

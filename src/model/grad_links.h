@@ -27,9 +27,10 @@ typedef struct {
     bool no_loss;
 } fs_grad_links;
 
-/* fs_backward_range with links (NULL: as fs_backward_range). */
+/* fs_backward_range with links (NULL: as fs_backward_range) and the GELU derivatives
+ * the forward kept (fs_forward_range_gemm's gelu_grad, or NULL: computed here). */
 void fs_backward_range_links(const fs_model *m, const fs_acts *a, const fs_clamp_set *clamps,
-                             const fs_grad_links *links, float *scratch, const fs_param_ptrs *grads, int b0, int b1,
-                             double denom);
+                             const fs_grad_links *links, float *scratch, const float *gelu_grad,
+                             const fs_param_ptrs *grads, int b0, int b1, double denom);
 
 #endif

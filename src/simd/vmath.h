@@ -185,15 +185,20 @@ static inline fs_vf vgelu_tanh(fs_vf x)
     return vsub(one, vdiv(vset1(2.f), vadd(one, vexp_raw(vadd(u, u)))));
 }
 
-static inline fs_vf vgelu(fs_vf x) { return vmul(vmul(vset1(0.5f), x), vadd(vset1(1.f), vgelu_tanh(x))); }
+/* gelu(x) = 0.5 x (1 + t), t = vgelu_tanh(x) */
+static inline fs_vf vgelu_from_tanh(fs_vf x, fs_vf t) { return vmul(vmul(vset1(0.5f), x), vadd(vset1(1.f), t)); }
+
+static inline fs_vf vgelu(fs_vf x) { return vgelu_from_tanh(x, vgelu_tanh(x)); }
 
 /* d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) u',  u' = K (1 + 3 c x^2) */
-static inline fs_vf vgelu_grad(fs_vf x)
+static inline fs_vf vgelu_grad_from_tanh(fs_vf x, fs_vf t)
 {
-    fs_vf one = vset1(1.f), half = vset1(0.5f), t = vgelu_tanh(x);
+    fs_vf one = vset1(1.f), half = vset1(0.5f);
     fs_vf du = vmul(vset1(0.7978845608028654f), vadd(one, vmul(vmul(vset1(3.f * 0.044715f), x), x)));
     return vadd(vmul(half, vadd(one, t)), vmul(vmul(vmul(half, x), vsub(one, vmul(t, t))), du));
 }
+
+static inline fs_vf vgelu_grad(fs_vf x) { return vgelu_grad_from_tanh(x, vgelu_tanh(x)); }
 
 /* ---- RoPE ---- */
 

@@ -29,6 +29,11 @@ int fs_trainer_init(fs_trainer *t, fs_model *m, int P, int B, int threads, const
     if (fs_acts_create(&t->acts, &m->cfg, P, B, err))
         return -1;
     t->grad_acts = fs_alloc(fs_backward_scratch_floats(&t->acts) * sizeof(float));
+    size_t gelu_floats = fs_gelu_grad_floats(&t->acts);
+    if (gelu_floats && !(t->gelu_grad = fs_alloc(gelu_floats * sizeof(float)))) {
+        fs_trainer_free(t);
+        return fs_fail_alloc(err, "GELU derivatives", gelu_floats * sizeof(float));
+    }
     t->threads = threads > 0 ? threads : omp_get_max_threads();
     if (t->threads > B)
         t->threads = B;
@@ -109,6 +114,7 @@ void fs_trainer_free(fs_trainer *t)
     free(t->thread_sums);
     free(t->grads);
     free(t->grad_acts);
+    free(t->gelu_grad);
     fs_optim_state_free(&t->state);
     fs_acts_free(&t->acts);
     memset(t, 0, sizeof *t);
@@ -187,12 +193,13 @@ static double run_step(fs_trainer *t, int nseq, bool update, double *gnorm)
         int b0 = (int)((long)nseq * id / n), b1 = (int)((long)nseq * (id + 1) / n);
         if (t->fill)
             t->fill(t->fill_ctx, &t->acts, b0, b1, id);
-        fs_forward_range_gemm(m, &t->acts, t->clamps, b0, b1, true);
+        fs_forward_range_gemm(m, &t->acts, t->clamps, b0, b1, true, t->gelu_grad);
         fs_held_finish_range(t->held, &t->acts, b0, b1);
         t->thread_sums[id].loss = fs_query_loss_range(&t->acts, b0, b1, nseq);
         const fs_grad_links *links = t->held ? fs_held_links(t->held) : NULL;
         fs_held_backward_later(t->held, b0, b1, nseq, id);
-        fs_backward_range_links(m, &t->acts, t->clamps, links, t->grad_acts, &t->thread_ptrs[id], b0, b1, nseq);
+        fs_backward_range_links(m, &t->acts, t->clamps, links, t->grad_acts, t->gelu_grad, &t->thread_ptrs[id], b0, b1,
+                                nseq);
         if (links && t->spare_grads)
             fs_held_backward_range(t->held, m, t->grad_acts, t->spare_grads[id], &t->spare_ptrs[id],
                                    t->thread_grads[id], total, b0, b1, nseq);

@@ -18,6 +18,7 @@ typedef struct {
     fs_model *model;
     fs_acts acts;                 /* capacity B sequences of P pairs */
     float *grad_acts;             /* backward scratch (fs_backward_scratch_floats) */
+    float *gelu_grad;             /* GELU derivatives from forward to backward (fs_gelu_grad_floats) */
     int threads;
     float **thread_grads;         /* [threads][layout.total] */
     fs_param_ptrs *thread_ptrs;   /* bound into thread_grads */
