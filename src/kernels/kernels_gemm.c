@@ -8,7 +8,7 @@
  *   forward      out = in @ W^T      A = in,      B = W^T (packed [K][N]),  r over K
  *   input grad   din += dout @ W     A = dout,    B = W ([N][K] as stored), r over N
  *   weight grad  dW += dout^T @ in   A = dout^T,  B = in,                  r over rows
- * Columns past the last whole vector are done by a scalar loop. */
+ * Columns past the last whole vector run through the same tiles on a zero-padded copy. */
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
