@@ -573,7 +573,7 @@ Test(kernels, trainer_step_equals_grad_then_optim_update)
  * operations per element), over configurations that take its different paths. */
 Test(kernels, query_logits_equal_full_forward)
 {
-    for (int variant = 0; variant < 10; variant++) {
+    for (int variant = 0; variant < 11; variant++) {
         fs_model_config c;
         fs_model_config_default(&c);
         c.input_dim = 40;
@@ -591,6 +591,7 @@ Test(kernels, query_logits_equal_full_forward)
         case 7: P = 10; break;                                  /* 19 tokens: longer than a vector */
         case 8: c.num_classes = 70; break;                      /* no label table */
         case 9: c.d_model = 36; c.num_heads = 3; c.input_dim = 7; break; /* odd widths */
+        case 10: c.d_model = 144; c.num_heads = 2; break;       /* heads 72 wide: the copies path */
         }
         fs_error err = {{0}};
         fs_model m;

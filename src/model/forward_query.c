@@ -28,7 +28,9 @@ typedef struct {
     float *q, *vq, *xq, *hq;                              /* query rows */
     float *lab_emb, *lab_xn, *lab_qkv;                    /* [C+1][d], [C+1][d], [C+1][3d] */
     float *rope;                                          /* [N][2][d]: fs_rope_table tiled over heads */
+    float *rope_hd;                                       /* [2][N][hd]: fs_rope_table itself */
     float *pos;                                           /* [N][d] APE / sinusoidal */
+    float *attn; /* long sequences' head-major copies (long_attn_floats), else unused */
 } qbuf;
 
 /* ---- packed weights ----
@@ -120,6 +122,16 @@ static float *carve(cursor *p, size_t n)
     return r;
 }
 
+/* attend()'s vector paths: at most FS_VL tokens and heads at most 64 wide */
+static bool short_attn(int N, int hd) { return N <= FS_VL && hd <= 64; }
+
+/* Floats of attend()'s copies for longer sequences: q, k, v, scores, weights, values. */
+static size_t long_attn_floats(const fs_model_config *c, int N)
+{
+    size_t d = (size_t)c->d_model, hb = (size_t)N * d;
+    return short_attn(N, c->d_model / c->num_heads) ? 1 : 3 * hb + 2 * (size_t)c->num_heads * N * N + (size_t)N * d;
+}
+
 static size_t layout(qbuf *b, float *base, const fs_model_config *c, int P, int N)
 {
     size_t d = (size_t)c->d_model, F = (size_t)fs_mlp_hidden(c), R = (size_t)CHUNK * N, E = (size_t)CHUNK * P;
@@ -141,7 +153,9 @@ static size_t layout(qbuf *b, float *base, const fs_model_config *c, int P, int 
     b->lab_xn = carve(&p, C1 * d);
     b->lab_qkv = carve(&p, (C1 <= MAX_TABLE_LABELS + 1 ? C1 : 1) * 3 * d);
     b->rope = carve(&p, (size_t)N * 2 * d);
+    b->rope_hd = carve(&p, (size_t)N * 2 * d / (size_t)c->num_heads);
     b->pos = carve(&p, (size_t)N * d);
+    b->attn = carve(&p, long_attn_floats(c, N));
     return p.at;
 }
 
@@ -269,9 +283,10 @@ static void attend_heads8(float *out, const float *qrows, size_t ldq, const floa
 }
 
 /* Attention of query rows i in [i0, N) of one sequence, on rows [N][ld] holding q at
- * column 0, k at kofs, v at vofs (heads inside): out rows [N - i0][d]. */
+ * column 0, k at kofs, v at vofs (heads inside): out rows [N - i0][d]. `scratch` holds
+ * long_attn_floats for sequences the vector paths do not take. */
 static void attend(float *out, const float *qrows, size_t ldq, const float *kv, size_t ld, size_t kofs, size_t vofs,
-                   int i0, int N, int H, int hd, float scale)
+                   int i0, int N, int H, int hd, float scale, float *scratch)
 {
     int d = H * hd;
     /* N <= FS_VL: where the cache forward's attention kernels take their vector path too
@@ -280,7 +295,7 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
         attend_heads8(out, qrows, ldq, kv, ld, kofs, vofs, i0, N, H, scale);
         return;
     }
-    if (N <= FS_VL && hd <= 64) {
+    if (short_attn(N, hd)) {
         float kt[64][FS_VL];
         fs_vf ktv[8];
         bool reg = hd == 8 && N <= 8; /* keys transposed in registers */
@@ -319,7 +334,7 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
     }
     /* long sequences: the cache forward's kernels on head-major copies */
     size_t hb = (size_t)H * N * hd;
-    float *q = malloc(sizeof(float) * (3 * hb + 2 * (size_t)H * N * N + (size_t)N * d));
+    float *q = scratch;
     float *k = q + hb, *v = k + hb, *pre = v + hb, *probs = pre + (size_t)H * N * N, *vals = probs + (size_t)H * N * N;
     memset(q, 0, sizeof(float) * hb);
     for (int h = 0; h < H; h++)
@@ -333,7 +348,6 @@ static void attend(float *out, const float *qrows, size_t ldq, const float *kv, 
     fs_attn_scores(pre, probs, q, k, H, N, hd, scale);
     fs_attn_values(vals, probs, v, H, N, hd);
     memcpy(out, vals + (size_t)i0 * d, sizeof(float) * (size_t)(N - i0) * d);
-    free(q);
 }
 
 /* The MLP half of a block on rows x (residual_post_attn in, block out out). */
@@ -371,7 +385,7 @@ static void thread_tables(const fs_model *m, const packed_weights *pk, qbuf *b, 
         fs_matmul_forward_packed(b->lab_qkv, b->lab_xn, pk->qkv_wt[0], m->p.blocks[0].qkv_b, C + 1, d, 3 * d);
     }
     if (c->pos_embedding == FS_POS_ROPE) {
-        float *cs = malloc(sizeof(float) * 2 * (size_t)N * hd);
+        float *cs = b->rope_hd;
         fs_rope_table(cs, N, hd, c->rope_base);
         for (int n = 0; n < N; n++)
             for (int h = 0; h < H; h++) {
@@ -379,7 +393,6 @@ static void thread_tables(const fs_model *m, const packed_weights *pk, qbuf *b, 
                 memcpy(b->rope + (size_t)n * 2 * d + d + h * hd, cs + (size_t)N * hd + (size_t)n * hd,
                        sizeof(float) * hd);
             }
-        free(cs);
     } else {
         fs_position_embedding(m, 0, N, b->pos);
     }
@@ -442,7 +455,7 @@ static void chunk_logits(const fs_model *m, const packed_weights *pk, qbuf *b, i
                         rope_row(rows + (size_t)n * 3 * d + d, b, n, d);
                     }
                 attend(b->vals + (size_t)s * N * d, rows, 3 * (size_t)d, rows, 3 * (size_t)d, (size_t)d,
-                       2 * (size_t)d, 0, N, H, hd, scale);
+                       2 * (size_t)d, 0, N, H, hd, scale, b->attn);
             }
             fs_matmul_forward_packed(b->tmp, b->vals, pk->proj_wt[layer], NULL, R, d, d);
             add_into(b->x, b->tmp, (size_t)R * d);
@@ -463,7 +476,7 @@ static void chunk_logits(const fs_model *m, const packed_weights *pk, qbuf *b, i
                     rope_row(rows + (size_t)n * ld, b, n, d);
             }
             attend(b->vq + (size_t)s * d, b->q + (size_t)s * d, (size_t)d, rows, ld, 0, (size_t)d, N - 1, N, H, hd,
-                   scale);
+                   scale, b->attn);
         }
         fs_matmul_forward_packed(b->tmp, b->vq, pk->proj_wt[layer], NULL, S, d, d);
         for (int s = 0; s < S; s++)
