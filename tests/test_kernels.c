@@ -15,6 +15,7 @@
 #include "model/leaves.h"
 #include "kernels/kernels.h"
 #include "simd/vec.h"
+#include "simd/vmath.h"
 #include "fewshot/model.h"
 #include "train/optim.h"
 #include "fewshot/seqio.h"
@@ -449,6 +450,27 @@ Test(kernels, attention_forward_backward)
 }
 
 /* ---------------------------------------------------------------- optimizer */
+
+/* Attention's weighted sums of rows, several output rows (or a wide row's 8-float
+ * blocks) at once, give each element the sum of one row at a time, bit for bit. */
+Test(kernels, weighted_rows_in_tiles_equal_one_row_at_a_time)
+{
+    static const int widths[] = {4, 8, 12, 16, 32, 64};
+    for (int trial = 0; trial < 60; trial++) {
+        int n = widths[trial % 6], count = 1 + trial % 9, m = 1 + (trial * 7) % 23;
+        size_t ldw = 1 + (size_t)(trial % 2) * 30, ws = trial % 2 ? 1 : (size_t)m, ld = (size_t)n + 3 * (trial % 3);
+        float *w = rand_buf((size_t)count * m * ldw + 32, 1), *rows = rand_buf((size_t)m * ld + 8, 1);
+        float *got = rand_buf((size_t)count * (n + 5), 1), *want = malloc(sizeof(float) * (size_t)count * (n + 5));
+        memcpy(want, got, sizeof(float) * (size_t)count * (n + 5));
+        vweighted_rows_n(got, (size_t)n + 5, count, w, ldw, ws, rows, ld, m, n);
+        for (int r = 0; r < count; r++)
+            vweighted_rows(want + (size_t)r * (n + 5), w + (size_t)r * ws, ldw, rows, ld, m, n);
+        for (size_t i = 0; i < (size_t)count * (n + 5); i++)
+            cr_assert_eq(got[i], want[i], "n %d count %d m %d: element %zu %.9g vs %.9g", n, count, m, i, got[i],
+                         want[i]);
+        free(w), free(rows), free(got), free(want);
+    }
+}
 
 Test(kernels, adam_update_is_bit_exact_scalar_formula)
 {
