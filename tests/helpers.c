@@ -156,14 +156,18 @@ void th_run_argv(th_run_result *r, const char *const *args)
         r->err = calloc(1, 1);
 }
 
-void th_run(th_run_result *r, const char *fmt, ...)
+/* The command line of th_run, formatted (caller frees). */
+static char *command_line(const char *fmt, va_list ap)
 {
-    va_list ap;
-    va_start(ap, fmt);
     char *line = NULL;
     int len = vasprintf(&line, fmt, ap);
-    va_end(ap);
     cr_assert_geq(len, 0);
+    return line;
+}
+
+/* Split `line` (modified) on spaces and run it. */
+static void run_line(th_run_result *r, char *line)
+{
     const char *args[128];
     int n = 0;
     for (char *save = NULL, *tok = strtok_r(line, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
@@ -172,6 +176,30 @@ void th_run(th_run_result *r, const char *fmt, ...)
     }
     args[n] = NULL;
     th_run_argv(r, args);
+}
+
+void th_run(th_run_result *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = command_line(fmt, ap);
+    va_end(ap);
+    run_line(r, line);
+    free(line);
+}
+
+void th_run_ok(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *line = command_line(fmt, ap);
+    va_end(ap);
+    char *shown = strdup(line);
+    th_run_result r;
+    run_line(&r, line);
+    cr_assert(r.exited && r.code == 0, "fewshot %s: %s", shown, th_describe(&r));
+    th_run_free(&r);
+    free(shown);
     free(line);
 }
 

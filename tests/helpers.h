@@ -45,6 +45,8 @@ void th_run_argv(th_run_result *r, const char *const *args);
 /* Run the binary with a command line split on spaces (no quoting; paths must not
  * hold spaces), built printf-style: th_run(&r, "cache --config %s", path). */
 void th_run(th_run_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* th_run, asserting a normal exit with code 0 (the command and its stderr otherwise). */
+void th_run_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void th_run_free(th_run_result *r);
 /* true if stderr shows a sanitizer report (ASan, UBSan, LSan). */
 bool th_sanitizer_report(const th_run_result *r);

@@ -360,14 +360,6 @@ static char *h5_attr(const char *file, const char *name)
     return s;
 }
 
-static void run_ok(const char *fmt, const char *a1, const char *a2, const char *a3)
-{
-    th_run_result r;
-    th_run(&r, fmt, a1, a2, a3);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-}
-
 /* Every leaf of the h5 and safetensors files equals the JSON dump's, chunked (3) or not. */
 static void check_formats(const char *names, const char *chunk)
 {
@@ -376,9 +368,9 @@ static void check_formats(const char *names, const char *chunk)
     const char *json = th_path(dir, "c.json"), *h5 = th_path(dir, "c.h5"), *st = th_path(dir, "c.safetensors");
     char extra[256];
     snprintf(extra, sizeof extra, "%s%s --chunk %s", names ? "--names " : "", names ? names : "", chunk);
-    run_ok("cache " DOC_ARGS " --input " DOC "/grad.json %s -o %s%s", extra, json, "");
-    run_ok("cache " DOC_ARGS " --input " DOC "/grad.json %s -o %s --compress 4%s", extra, h5, "");
-    run_ok("cache " DOC_ARGS " --input " DOC "/grad.json %s --format safetensors -o %s%s", extra, st, "");
+    th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json %s -o %s", extra, json);
+    th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json %s -o %s --compress 4", extra, h5);
+    th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json %s --format safetensors -o %s", extra, st);
     fs_error err = {{0}};
     cJSON *tree = fs_json_load(json, &err);
     cr_assert_not_null(tree, "%s", err.msg);
@@ -560,8 +552,8 @@ Test(cachefile, hdf5_input_equals_json_input)
     for (int chunk = 8; chunk >= 3; chunk -= 5) {
         char cs[8];
         snprintf(cs, sizeof cs, "%d", chunk);
-        run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --chunk %s -o %s%s", cs, a, "");
-        run_ok("cache " DOC_ARGS " --input %s --chunk %s -o %s", in, cs, c);
+        th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --chunk %s -o %s", cs, a);
+        th_run_ok("cache " DOC_ARGS " --input %s --chunk %s -o %s", in, cs, c);
         char *ta = th_read_file(a, NULL), *tc = th_read_file(c, NULL);
         cr_assert(ta && tc && strcmp(ta, tc) == 0, "HDF5 input dump differs from the JSON input dump");
         free(ta);
@@ -594,11 +586,11 @@ Test(cachefile, sample_is_seeded, .timeout = 60)
                        " \"train\": {\"train_context_len\": 2},\n"
                        " \"eval\": {\"eval_iters\": 4, \"evaluators\": [{\"name\": \"test_cls\", \"classes\": \"test\","
                        " \"exemplars\": \"all\", \"context_len\": 4}]}}\n");
-    run_ok("init --config %s -o %s%s", cfg, model, "");
+    th_run_ok("init --config %s -o %s", cfg, model);
     const char *x = th_path(dir, "x.json"), *y = th_path(dir, "y.json"), *z = th_path(dir, "z.json");
-    run_ok("cache --config %s --model %s --sample 5 --seed 7 --names labels,examples -o %s", cfg, model, x);
-    run_ok("cache --config %s --model %s --sample 5 --seed 7 --names labels,examples --chunk 2 -o %s", cfg, model, y);
-    run_ok("cache --config %s --model %s --sample 5 --seed 8 --names labels,examples -o %s", cfg, model, z);
+    th_run_ok("cache --config %s --model %s --sample 5 --seed 7 --names labels,examples -o %s", cfg, model, x);
+    th_run_ok("cache --config %s --model %s --sample 5 --seed 7 --names labels,examples --chunk 2 -o %s", cfg, model, y);
+    th_run_ok("cache --config %s --model %s --sample 5 --seed 8 --names labels,examples -o %s", cfg, model, z);
     char *tx = th_read_file(x, NULL), *ty = th_read_file(y, NULL), *tz = th_read_file(z, NULL);
     cr_assert(tx && ty && tz);
     cr_assert_str_eq(tx, ty, "same seed, same sequences");
@@ -607,7 +599,7 @@ Test(cachefile, sample_is_seeded, .timeout = 60)
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "labels")), 5);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "labels"), 0)), 3, "P = 2 + 1");
     cJSON_Delete(j);
-    run_ok("cache --config %s --model %s --sample 3 --evaluator test_cls --names labels -o %s", cfg, model, x);
+    th_run_ok("cache --config %s --model %s --sample 3 --evaluator test_cls --names labels -o %s", cfg, model, x);
     free(tx);
     tx = th_read_file(x, NULL);
     j = cJSON_Parse(tx);
@@ -660,13 +652,13 @@ Test(cachefile, eval_per_sequence_streams_the_cjson_text, .timeout = 60)
     char dir[128];
     th_tmpdir(dir, sizeof dir, "cachefile_eval");
     const char *o1 = th_path(dir, "a.json"), *o2 = th_path(dir, "b.json"), *h5 = th_path(dir, "in.h5");
-    run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s%s", path, o1, "");
+    th_run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s", path, o1);
     char *got = th_read_file(o1, NULL);
     cr_assert_not_null(got);
     size_t n = strlen(want);
     cr_assert(strncmp(got, want, n) == 0 && !strcmp(got + n, "\n"), "streamed per-sequence metrics differ");
     write_h5_input(h5, &b, H5T_STD_I32LE);
-    run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s%s", h5, o2, "");
+    th_run_ok("eval " DOC_ARGS " --input %s --per-sequence -o %s", h5, o2);
     char *got2 = th_read_file(o2, NULL);
     cr_assert(got2 && !strcmp(got, got2), "HDF5 input: per-sequence metrics differ from the JSON input's");
     free(got2);
@@ -702,8 +694,8 @@ Test(cachefile, interventions_and_clamps_across_chunks, .timeout = 60)
     th_write_text(iv, "{\"ablate_heads\": [\"0:1\"], \"preserve\": [\"patterns\"], \"preserve_from_layer\": 1,"
                       " \"head_temperature\": [\"1:2:0.5\"]}");
     const char *clamp = th_path(dir, "clamp.json"), *mask = th_path(dir, "mask.json");
-    run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --intervene %s -o %s%s", iv, one, "");
-    run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --intervene %s --chunk 3 -o %s", iv, many, "");
+    th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --intervene %s -o %s", iv, one);
+    th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --intervene %s --chunk 3 -o %s", iv, many);
     fs_error err = {{0}};
     cJSON *a = fs_json_load(one, &err), *b = fs_json_load(many, &err);
     cr_assert(a && b, "%s", err.msg);
@@ -725,7 +717,7 @@ Test(cachefile, interventions_and_clamps_across_chunks, .timeout = 60)
     th_write_text(mask, text);
     free(text);
     cJSON_Delete(mtree);
-    run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --cache %s --mask %s --chunk 3 -o %s", clamp, mask, many);
+    th_run_ok("cache " DOC_ARGS " --input " DOC "/grad.json --cache %s --mask %s --chunk 3 -o %s", clamp, mask, many);
     cJSON *c = fs_json_load(many, &err);
     cr_assert_not_null(c, "%s", err.msg);
     cr_assert(cJSON_Compare(json_leaf(c, "transformer_output.block_outputs[1].attn_output.v"), v, true),

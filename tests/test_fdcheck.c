@@ -503,9 +503,7 @@ Test(train, overfit_one_batch_with_fewshot_steps)
                        "           \"depth\": 1, \"mlp_ratio\": 2, \"pos_embedding\": \"rope\", \"init_seed\": 3},\n"
                        " \"train\": {\"optimizer\": \"adam\", \"lr\": 0.01, \"weight_decay\": 0}}\n");
     th_run_result r;
-    th_run(&r, "init --config %s -o %s", cfg, model);
-    cr_assert(r.exited && r.code == 0, "fewshot init: %s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("init --config %s -o %s", cfg, model);
 
     /* 4 sequences of 3 pairs with random examples and labels */
     th_rng rng = {42};

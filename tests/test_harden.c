@@ -8,7 +8,6 @@
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,22 +42,6 @@ static void expect_error(const th_run_result *r, const char *n1, const char *n2)
         cr_expect(strstr(r->err, n2) != NULL, "stderr should mention '%s': %s", n2, r->err);
 }
 
-/* Run the binary (th_run's command line) and require exit 0. */
-static void run_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void run_ok(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *line = NULL;
-    cr_assert_geq(vasprintf(&line, fmt, ap), 0);
-    va_end(ap);
-    th_run_result r;
-    th_run(&r, "%s", line);
-    cr_assert(r.exited && r.code == 0, "%s: %s", line, th_describe(&r));
-    th_run_free(&r);
-    free(line);
-}
-
 static bool exists(const char *path)
 {
     struct stat st;
@@ -72,7 +55,7 @@ Test(harden, output_symlink_is_followed_and_kept, .init = setup, .fini = teardow
     const char *real = th_path(dir, "real.safetensors"), *link = th_path(dir, "link.safetensors");
     th_write_text(real, "old");
     cr_assert_eq(symlink("real.safetensors", link), 0);
-    run_ok("init -o %s", link);
+    th_run_ok("init -o %s", link);
     struct stat st;
     cr_assert_eq(lstat(link, &st), 0);
     cr_expect(S_ISLNK(st.st_mode), "the symlink itself must survive");
@@ -93,7 +76,7 @@ Test(harden, streamed_outputs_follow_and_keep_symlinks, .init = setup, .fini = t
         snprintf(link, sizeof link, "%s/link.%s", dir, formats[i]);
         th_write_text(th_path(dir, real), "old");
         cr_assert_eq(symlink(real, link), 0);
-        run_ok("cache --config " TH_GOLDEN "/doc/config.json --model " TH_GOLDEN "/doc/params.safetensors"
+        th_run_ok("cache --config " TH_GOLDEN "/doc/config.json --model " TH_GOLDEN "/doc/params.safetensors"
                " --input " TH_GOLDEN "/doc/forward_0.json --names out -o %s", link);
         struct stat st;
         cr_assert_eq(lstat(link, &st), 0);
@@ -121,7 +104,7 @@ Test(harden, output_character_device_is_written_through)
 {
     struct stat before, after;
     cr_assert_eq(stat("/dev/null", &before), 0);
-    run_ok("init -o /dev/null");
+    th_run_ok("init -o /dev/null");
     cr_assert_eq(stat("/dev/null", &after), 0);
     cr_expect(S_ISCHR(after.st_mode) && after.st_ino == before.st_ino && after.st_rdev == before.st_rdev,
               "/dev/null must stay the same character device");
@@ -140,7 +123,7 @@ Test(harden, output_fifo_is_written_through, .init = setup, .fini = teardown)
             fwrite(buf, 1, n, out);
         _exit(in && out && fclose(out) == 0 ? 0 : 1);
     }
-    run_ok("init -o %s", fifo);
+    th_run_ok("init -o %s", fifo);
     int status;
     waitpid(reader, &status, 0);
     struct stat st;
@@ -179,7 +162,7 @@ Test(harden, run_directory_is_locked, .init = setup, .fini = teardown, .timeout 
 Test(harden, stale_temp_files_are_removed_on_resume, .init = setup, .fini = teardown, .timeout = 60)
 {
     const char *out = th_path(dir, "run");
-    run_ok("train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
+    th_run_ok("train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
     const char *stale1 = th_path(out, "metrics.jsonl.tmp.4242");
     char stale2[1024], keep[1024];
     snprintf(stale2, sizeof stale2, "%s/checkpoints/step_00000030.safetensors.tmp.99", out);
@@ -187,7 +170,7 @@ Test(harden, stale_temp_files_are_removed_on_resume, .init = setup, .fini = tear
     th_write_text(stale1, "partial");
     th_write_text(stale2, "partial");
     th_write_text(keep, "not ours");
-    run_ok("train --config %s --out %s --no-progress --resume --stop-after 640", tiny(), out);
+    th_run_ok("train --config %s --out %s --no-progress --resume --stop-after 640", tiny(), out);
     cr_expect(!exists(stale1) && !exists(stale2), "interrupted writes' temp files are removed");
     cr_expect(exists(keep), "other files are kept");
 }
@@ -198,7 +181,7 @@ Test(harden, sigterm_checkpoints_and_resume_matches, .init = setup, .fini = tear
 {
     const char *cfg = tiny(), *a = th_path(dir, "straight"), *b = th_path(dir, "killed");
     const char *longer = "train.train_iters=16000";
-    run_ok("train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress", cfg, a, longer);
+    th_run_ok("train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress", cfg, a, longer);
     pid_t pid = fork();
     if (pid == 0) {
         freopen("/dev/null", "w", stderr);
@@ -220,7 +203,7 @@ Test(harden, sigterm_checkpoints_and_resume_matches, .init = setup, .fini = tear
     int status;
     waitpid(pid, &status, 0);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 143, "SIGTERM exits with 128 + 15 (status %d)", status);
-    run_ok("train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress --resume", cfg, b,
+    th_run_ok("train --config %s --out %s --set %s --set train.eval_every=4000 --no-progress --resume", cfg, b,
            longer);
     char *m1 = th_read_file(th_path(a, "metrics.jsonl"), NULL), *m2 = th_read_file(metrics, NULL);
     cr_assert(m1 && m2);
@@ -266,7 +249,7 @@ Test(harden, input_reads_are_capped, .init = setup, .fini = teardown)
     cr_assert_eq(setenv("FEWSHOT_MAX_INPUT_MB", "1", 1), 0);
     const char *model = th_path(dir, "m.safetensors");
     th_run_result r;
-    run_ok("init -o %s", model);
+    th_run_ok("init -o %s", model);
     th_run(&r, "cache --model %s --input /dev/zero", model);
     expect_error(&r, "/dev/zero", "larger than 1 MB");
     th_run_free(&r);
@@ -361,7 +344,7 @@ Test(harden, classify_refuses_non_finite_probabilities, .init = setup, .fini = t
 {
     const char *model = th_path(dir, "m.safetensors"), *queries = th_path(dir, "q.json");
     th_run_result r;
-    run_ok("init -o %s", model);
+    th_run_ok("init -o %s", model);
     write_huge_inputs(queries, "");
     th_run(&r, "classify --model %s --context datasets/examples/classify_context.json --queries %s", model, queries);
     expect_error(&r, "query 0", "logits are");
@@ -387,9 +370,9 @@ Test(harden, cache_dump_with_non_finite_values_is_valid_input, .init = setup, .f
     const char *model = th_path(dir, "m.safetensors"), *input = th_path(dir, "in.json");
     const char *dump = th_path(dir, "dump.json"), *mask = th_path(dir, "mask.json");
     th_run_result r;
-    run_ok("init -o %s", model);
+    th_run_ok("init -o %s", model);
     write_huge_inputs(input, ", \"labels\": [0]");
-    run_ok("cache --model %s --input %s -o %s", model, input, dump);
+    th_run_ok("cache --model %s --input %s -o %s", model, input, dump);
     char *text = th_read_file(dump, NULL);
     cr_assert_not_null(text);
     cr_expect(strstr(text, "\"NaN\"") || strstr(text, "\"Infinity\"") || strstr(text, "\"-Infinity\""),
@@ -463,7 +446,7 @@ Test(harden, damaged_checkpoint_metadata_is_rejected, .init = setup, .fini = tea
 {
     const char *out = th_path(dir, "run");
     th_run_result r;
-    run_ok("train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
+    th_run_ok("train --config %s --out %s --no-progress --stop-after 320", tiny(), out);
     char ckpt[1024];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoints/step_00000020.safetensors", out);
     static const struct {

@@ -426,9 +426,7 @@ static void help_exits_zero(const char *cmd)
     cr_assert(strstr(r.out, "usage") || strstr(r.out, "Usage"), "fewshot %s --help prints no usage: %s", cmd, r.out);
     cr_assert(strstr(r.out, cmd), "fewshot %s --help does not name the command: %s", cmd, r.out);
     th_run_free(&r);
-    th_run(&r, "%s -h", cmd);
-    cr_assert(r.exited && r.code == 0, "fewshot %s -h: %s", cmd, th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("%s -h", cmd);
 }
 
 static void unknown_option_fails(const char *cmd)

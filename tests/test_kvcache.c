@@ -810,9 +810,7 @@ Test(kvcompress, classify_command_compressed_and_sweep)
     th_tmpdir(dir, sizeof dir, "kvc");
     const char *model = th_path(dir, "m.safetensors"), *queries = th_path(dir, "q.json");
     th_run_result r;
-    th_run(&r, "init -o %s", model);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("init -o %s", model);
     /* the shipped queries plus labels */
     char *text = th_read_file("datasets/examples/classify_queries.json", NULL);
     cJSON *j = cJSON_Parse(text);
@@ -1316,13 +1314,8 @@ Test(kvbatch, classify_contexts_command)
                        "\"fs_relabel\": 5, \"fs_relabel_split\": [8, 2, 0]},\n \"train\": {\"train_context_len\": 2},\n"
                        " \"eval\": {\"eval_seed\": 1, \"evaluators\": [{\"name\": \"fsl_train\"}]}}\n");
     th_run_result r;
-    th_run(&r, "init --config %s -o %s", cfg, model);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    th_run(&r, "cache --config %s --model %s --sample 40 --evaluator fsl_train --names examples,labels -o %s", cfg,
-           model, h5);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("init --config %s -o %s", cfg, model);
+    th_run_ok("cache --config %s --model %s --sample 40 --evaluator fsl_train --names examples,labels -o %s", cfg, model, h5);
 
     th_run(&r, "classify --model %s --contexts %s --json --threads 2", model, h5);
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));

@@ -275,9 +275,7 @@ Test(report, trained_run_facts_attention_and_svg, .init = setup, .fini = teardow
     th_write_text(th_path(dir, "tiny.json"), th_tiny_run_config);
     const char *run = th_path(dir, "run");
     th_run_result r;
-    th_run(&r, "train --config %s --out %s --no-progress", th_path(dir, "tiny.json"), run);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("train --config %s --out %s --no-progress", th_path(dir, "tiny.json"), run);
     char *facts_text = th_read_file(th_path(run, "run.json"), NULL);
     cr_assert_not_null(facts_text, "fewshot train writes run.json");
     cJSON *facts = cJSON_Parse(facts_text);
@@ -339,15 +337,10 @@ Test(report, attention_holds_the_runs_interventions_on, .init = setup, .fini = t
 {
     th_write_text(th_path(dir, "tiny.json"), th_tiny_run_config);
     const char *run = th_path(dir, "run");
-    th_run_result r;
-    th_run(&r, "train --config %s --out %s --no-progress --set train.train_iters=800 --intervene "
-               "{\"prev_token_heads\":[\"0:1\"]}",
-           th_path(dir, "tiny.json"), run);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    th_run(&r, "report %s -o %s --probes 2", run, th_path(dir, "out.html"));
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("train --config %s --out %s --no-progress --set train.train_iters=800 --intervene "
+              "{\"prev_token_heads\":[\"0:1\"]}",
+              th_path(dir, "tiny.json"), run);
+    th_run_ok("report %s -o %s --probes 2", run, th_path(dir, "out.html"));
     cJSON *data = page_data();
     const cJSON *att = cJSON_GetObjectItem(data, "attention");
     cr_assert_not_null(strstr(cJSON_GetObjectItem(att, "interventions")->valuestring, "prev_token_heads"));

@@ -124,9 +124,7 @@ Test(sweep, pool_task_and_alone_agree)
     snprintf(tasks, sizeof tasks, "%s/tasks", dir);
     snprintf(alone, sizeof alone, "%s/alone", dir);
     th_run_result r;
-    th_run(&r, "sweep run configs/sweeps/smoke.json --out %s -j 2 --threads-per-run 1", pool);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("sweep run configs/sweeps/smoke.json --out %s -j 2 --threads-per-run 1", pool);
     cJSON *m = manifest(pool);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(m, "runs")), 4);
     for (int i = 0; i < 4; i++) {
@@ -145,26 +143,20 @@ Test(sweep, pool_task_and_alone_agree)
     free(cfg);
 
     /* as SLURM tasks: prepare with `sweep slurm` (no submit), run task 3 by hand */
-    th_run(&r, "sweep slurm configs/sweeps/smoke.json --out %s --cpus-per-task 1 --max-parallel 2", tasks);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("sweep slurm configs/sweeps/smoke.json --out %s --cpus-per-task 1 --max-parallel 2", tasks);
     char *sb = th_read_file(th_path(tasks, "sweep.sbatch"), NULL);
     cr_assert(sb && strstr(sb, "#SBATCH --array=0-3%2") && strstr(sb, "#SBATCH --cpus-per-task=1") &&
                   strstr(sb, "sweep task") && strstr(sb, "\"$SLURM_ARRAY_TASK_ID\" --threads-per-run 1"),
               "%s", sb);
     free(sb);
-    th_run(&r, "sweep task %s 3 --threads-per-run 1", tasks);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("sweep task %s 3 --threads-per-run 1", tasks);
     m = manifest(tasks);
     cr_assert_str_eq(run_field(m, 3, "status"), "done");
     cr_assert_str_eq(run_field(m, 0, "status"), "pending");
     cJSON_Delete(m);
 
     /* alone: fewshot train on the point's config */
-    th_run(&r, "train --config %s/configs/only_l1h1_seed=6.json --out %s --threads 1 --no-progress", pool, alone);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("train --config %s/configs/only_l1h1_seed=6.json --out %s --threads 1 --no-progress", pool, alone);
     char *a = metrics(pool, "only_l1h1_seed=6"), *b = metrics(tasks, "only_l1h1_seed=6");
     char *c = th_read_file(th_path(alone, "metrics.jsonl"), NULL);
     cr_assert(c);
@@ -197,22 +189,13 @@ Test(sweep, interrupted_run_resumes)
     char sw[256], alone[256];
     snprintf(sw, sizeof sw, "%s/sw", dir);
     snprintf(alone, sizeof alone, "%s/alone", dir);
-    th_run_result r;
-    th_run(&r, "sweep slurm %s --out %s", f, sw); /* prepares the directory */
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    th_run(&r, "train --config %s/configs/seed=5.json --out %s/seed=5 --threads 1 --stop-after 800 --no-progress", sw, sw);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
-    th_run(&r, "sweep run %s --out %s -j 2 --threads-per-run 1", f, sw);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("sweep slurm %s --out %s", f, sw); /* prepares the directory */
+    th_run_ok("train --config %s/configs/seed=5.json --out %s/seed=5 --threads 1 --stop-after 800 --no-progress", sw, sw);
+    th_run_ok("sweep run %s --out %s -j 2 --threads-per-run 1", f, sw);
     char *log = th_read_file(th_path(sw, "logs/seed=5.log"), NULL);
     cr_assert(log && strstr(log, "resumed at step"), "%s", log);
     free(log);
-    th_run(&r, "train --config %s/configs/seed=5.json --out %s --threads 1 --no-progress", sw, alone);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("train --config %s/configs/seed=5.json --out %s --threads 1 --no-progress", sw, alone);
     char *a = metrics(sw, "seed=5"), *b = th_read_file(th_path(alone, "metrics.jsonl"), NULL);
     cr_assert(b);
     cr_assert_str_eq(a, b);
@@ -336,9 +319,7 @@ Test(sweep, train_plain_progress_lines)
 {
     const char *f = sweep_file("s.json", "");
     th_run_result r;
-    th_run(&r, "sweep slurm %s --out %s/sw", f, dir);
-    cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
-    th_run_free(&r);
+    th_run_ok("sweep slurm %s --out %s/sw", f, dir);
     th_run(&r, "train --config %s/sw/configs/run.json --out %s/alone --log-every 1", dir, dir);
     cr_assert(r.exited && r.code == 0, "%s", th_describe(&r));
     cr_assert(strstr(r.err, "] step 100/100 (100%)") && strstr(r.err, "seq/s") && !strchr(r.err, '\r'), "%s", r.err);
