@@ -211,17 +211,33 @@ typedef struct {
 
 typedef struct {
     phase_rate train, train_quiet, eval, classify;
-    double final_loss, peak_rss_mb, peak; /* peak: the best of the probes before and after each phase */
+    double final_loss, peak_rss_mb;
+    double peak, peak_min; /* the best and the worst of the probes before and after each phase */
 } bench_result;
 
 static const double PEAK_SECONDS = 0.25;
 
-/* Keep the best FMA-peak probe of the run (probes run before and after every phase). */
-static void probe_peak(bench_result *r, int threads)
+/* Keep the best and the worst FMA-peak probe of the run (probes run before and after
+ * every phase): the best is the machine's peak, the worst shows how much other work
+ * took of it meanwhile. */
+static void probe_peak(double *best, double *worst, int threads)
 {
     double peak = fs_fma_peak(threads, PEAK_SECONDS);
-    if (peak > r->peak)
-        r->peak = peak;
+    if (peak > *best)
+        *best = peak;
+    if (*worst <= 0 || peak < *worst)
+        *worst = peak;
+}
+
+/* Probes this far apart mean other work shared the cores while measuring. */
+static bool peak_varied(double best, double worst) { return worst < 0.85 * best; }
+
+static void print_peak_note(double best, double worst)
+{
+    if (peak_varied(best, worst))
+        printf("note: the FMA peak probes ranged from %.0f to %.0f G multiply-adds/s: other work shared the cores, "
+               "so these figures are low and vary from run to run; compare builds by alternating runs\n",
+               worst * 1e-9, best * 1e-9);
 }
 
 /* One training step as `fewshot train` takes it (the run loop's call): the batch
@@ -316,10 +332,10 @@ static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
     long step = 0;
     int threads = s->trainer.threads;
     busy_load busy = {.n = 0};
-    probe_peak(r, threads);
+    probe_peak(&r->peak, &r->peak_min, threads);
     if (load > 0) {
         r->train_quiet = time_train(s, seconds, &step, &r->final_loss);
-        probe_peak(r, threads);
+        probe_peak(&r->peak, &r->peak_min, threads);
         load_start(&busy, load);
         if (busy.n < load) {
             load_stop(&busy);
@@ -332,7 +348,7 @@ static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
     r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
     r->classify = time_classify(s);
     load_stop(&busy);
-    probe_peak(r, threads);
+    probe_peak(&r->peak, &r->peak_min, threads);
     phase_rate *phases[] = {&r->train_quiet, &r->train, &r->eval, &r->classify};
     for (size_t i = 0; i < sizeof phases / sizeof *phases; i++)
         phases[i]->peak = r->peak;
@@ -368,8 +384,9 @@ static void print_result(const bench_state *s, const bench_result *r, const fs_b
                mc->d_model, mc->depth, mc->mlp_ratio, source);
         if (r->classify.per_s >= 0)
             printf(", \"classify_queries_per_s\": %.0f", r->classify.per_s);
-        printf(", \"simd\": \"%s\", \"simd_width\": %d, \"fma_peak_madds_per_s\": %.4g", fs_simd_name(),
-               fs_simd_width(), r->peak);
+        printf(", \"simd\": \"%s\", \"simd_width\": %d, \"fma_peak_madds_per_s\": %.4g, "
+               "\"fma_peak_min_madds_per_s\": %.4g",
+               fs_simd_name(), fs_simd_width(), r->peak, r->peak_min);
         print_phase_json("train", &r->train);
         if (s->has_eval)
             print_phase_json("eval", &r->eval);
@@ -411,6 +428,7 @@ static void print_result(const bench_state *s, const bench_result *r, const fs_b
     if (cache)
         fs_bench_cache_print(cache, false);
     printf("peak RSS: %.1f MiB\n", r->peak_rss_mb);
+    print_peak_note(r->peak, r->peak_min);
 }
 
 /* ---- the size ladder ---- */
@@ -424,7 +442,8 @@ static const struct {
 static int run_sizes(const fs_args *args, const char *origin, int threads, double seconds, bool json, fs_error *err)
 {
     int rows = (int)(sizeof ladder / sizeof *ladder);
-    double peak = fs_fma_peak(threads, PEAK_SECONDS);
+    double peak = 0, peak_min = 0;
+    probe_peak(&peak, &peak_min, threads);
     if (json)
         printf("{\"simd\": \"%s\", \"simd_width\": %d, \"threads\": %d, \"fma_peak_madds_per_s\": %.4g, \"sizes\": [",
                fs_simd_name(), fs_simd_width(), threads, peak);
@@ -450,9 +469,7 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
             return -1;
         }
         phase_rate r = time_train(&s, seconds, &step, &loss);
-        double after = fs_fma_peak(threads, PEAK_SECONDS);
-        if (after > peak)
-            peak = after;
+        probe_peak(&peak, &peak_min, threads);
         r.peak = peak;
         if (json)
             printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.2f, "
@@ -466,7 +483,9 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
         bench_free(&s);
     }
     if (json)
-        printf("]}\n");
+        printf("], \"fma_peak_best_madds_per_s\": %.4g, \"fma_peak_min_madds_per_s\": %.4g}\n", peak, peak_min);
+    else
+        print_peak_note(peak, peak_min);
     return 0;
 }
 
@@ -481,7 +500,9 @@ int fs_cmd_bench(int argc, char **argv)
                           "classify throughput (queries against a frozen key-value cache of a\n"
                           "train_context_len-pair context) and the peak resident memory. Each phase is\n"
                           "also given as multiply-adds/s and as a fraction of this machine's measured\n"
-                          "fp32 FMA peak for the build's vector width (AVX-512, AVX2+FMA or portable).\n"
+                          "fp32 FMA peak for the build's vector width (AVX-512, AVX2+FMA or portable):\n"
+                          "the best of probes before and after the phases; a note says when they\n"
+                          "differ by more than 15% (other work on the cores: figures low and unsteady).\n"
                           "Data: the config's data.file, else " SYNTH_S0 "\n"
                           "if present, else the same synthetic clusters generated in memory.",
                           bench_opts);
