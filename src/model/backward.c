@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "fewshot/forward.h"
+#include "model/forward_gemm.h"
 #include "model/grad_links.h"
 #include "model/leaves.h"
 #include "kernels/kernels.h"
@@ -31,8 +32,7 @@ typedef struct {
     const fs_param_ptrs *gp;
     int b0, b1, nb, rows; /* sequences [b0, b1), rows = tokens */
     const float *rope;    /* fs_rope_table for N tokens, or NULL */
-    const float *gelu_grad; /* layer 0's GELU derivatives kept by the forward, or NULL */
-    size_t gelu_layer;      /* floats from one layer's to the next's */
+    const float *gelu_grad; /* the GELU derivatives the forward kept (fs_gelu_grad_offset), or NULL */
     /* scratch buffers, [rows][d] unless noted */
     float *gx;            /* the residual stream */
     float *gy;            /* a layer input's gradient: nrpa, values_pre_proj, attn_x, pre_unembed */
@@ -309,7 +309,7 @@ static void block_backward(const bwd *w, int layer, const fs_block_acts *L)
         float *gmlp = branch(w, &L->mlp, w->gx, w->gcopy, n);
         fs_matmul_backward_set(w->gf, gbp->fc2_w, gbp->fc2_b, gmlp, L->mlp_gelu.p, bp->fc2_w, rows, F, d);
         if (w->gelu_grad)
-            fs_mul_inplace(w->gf, w->gelu_grad + (size_t)layer * w->gelu_layer, (size_t)rows * F);
+            fs_mul_inplace(w->gf, w->gelu_grad + fs_gelu_grad_offset(w->a, layer, w->b0), (size_t)rows * F);
         else
             fs_gelu_backward_inplace(w->gf, L->mlp_fc1.p, (size_t)rows * F);
         fs_matmul_backward_set(w->gy, gbp->fc1_w, gbp->fc1_b, w->gf, L->norm_residual_post_attn.p, bp->fc1_w, rows, d,
@@ -411,10 +411,7 @@ void fs_backward_range_links(const fs_model *m, const fs_acts *a, const fs_clamp
     size_t used = 0, rows = (size_t)nb * N;
 #define TAKE(count) (used = (used + 15) / 16 * 16, used += (count), pool + used - (count))
     bwd w = {.m = m, .a = a, .clamps = clamps, .links = links, .gp = grads, .b0 = b0, .b1 = b1, .nb = nb, .rows = (int)rows,
-             .rope = table ? rope : NULL};
-    size_t gelu_per_seq = (size_t)N * fs_mlp_hidden(c);
-    w.gelu_grad = gelu_grad ? gelu_grad + (size_t)b0 * gelu_per_seq : NULL;
-    w.gelu_layer = gelu_per_seq * (size_t)a->B;
+             .rope = table ? rope : NULL, .gelu_grad = gelu_grad};
     w.gx = TAKE(rows * d);
     w.gy = TAKE(rows * d);
     w.gcopy = TAKE(rows * d);

@@ -24,8 +24,7 @@ typedef struct {
     const fs_clamp_set *clamps;
     int b0, b1, nb;
     const float *rope; /* fs_rope_table for N tokens, or NULL */
-    float *gelu_grad;  /* layer 0's GELU derivatives of this range, or NULL */
-    size_t gelu_layer; /* floats from one layer's to the next's */
+    float *gelu_grad;  /* fs_forward_range_gemm's buffer of GELU derivatives, or NULL */
 } fwd;
 
 static void clamp(const fwd *f, const fs_leaf_at *l) { fs_clamp_apply(f->clamps, f->a, l->id, f->b0, f->b1); }
@@ -214,8 +213,8 @@ static void block_forward(const fwd *f, int layer, const fs_block_acts *L, const
         clamp(f, &L->norm_residual_post_attn);
         linear(f, L->mlp_fc1.p, L->norm_residual_post_attn.p, bp->fc1_w, bp->fc1_b, rows, d, F);
         if (f->gelu_grad)
-            fs_gelu_forward_keep_grad(L->mlp_gelu.p, f->gelu_grad + (size_t)layer * f->gelu_layer, L->mlp_fc1.p,
-                                      (size_t)rows * F);
+            fs_gelu_forward_keep_grad(L->mlp_gelu.p, f->gelu_grad + fs_gelu_grad_offset(f->a, layer, f->b0),
+                                      L->mlp_fc1.p, (size_t)rows * F);
         else
             fs_gelu_forward(L->mlp_gelu.p, L->mlp_fc1.p, (size_t)rows * F);
         linear(f, L->mlp.p, L->mlp_gelu.p, bp->fc2_w, bp->fc2_b, rows, F, d);
@@ -267,9 +266,7 @@ void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *cl
     bool table = c->pos_embedding == FS_POS_ROPE && hd % 2 == 0 && (size_t)N * hd <= ROPE_TABLE_MAX;
     if (table)
         fs_rope_table(rope, N, hd, c->rope_base);
-    size_t per_seq = (size_t)N * fs_mlp_hidden(c);
-    fwd f = {m, gemm, a, clamps, b0, b1, nb, table ? rope : NULL, gelu_grad ? gelu_grad + (size_t)b0 * per_seq : NULL,
-             per_seq * (size_t)a->B};
+    fwd f = {m, gemm, a, clamps, b0, b1, nb, table ? rope : NULL, gelu_grad};
 
     fs_embed_acts e;
     fs_embed_acts_at(&e, a, b0);
@@ -290,10 +287,12 @@ void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *cl
     head_forward(&f, &h, &in);
 }
 
-size_t fs_gelu_grad_floats(const fs_acts *a)
+size_t fs_gelu_grad_offset(const fs_acts *a, int layer, int b)
 {
-    return (size_t)a->cfg.depth * (size_t)a->B * (size_t)a->N * (size_t)fs_mlp_hidden(&a->cfg);
+    return ((size_t)layer * (size_t)a->B + (size_t)b) * (size_t)a->N * (size_t)fs_mlp_hidden(&a->cfg);
 }
+
+size_t fs_gelu_grad_floats(const fs_acts *a) { return fs_gelu_grad_offset(a, a->cfg.depth, 0); }
 
 void fs_forward_range(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1)
 {

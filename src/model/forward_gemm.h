@@ -16,7 +16,9 @@
 void fs_forward_range_gemm(const fs_model *m, fs_acts *a, const fs_clamp_set *clamps, int b0, int b1, bool gemm,
                            float *gelu_grad);
 
-/* Floats of a gelu_grad buffer for a: [depth][B][N][mlp hidden]. */
+/* A gelu_grad buffer for a is [depth][B][N][mlp hidden]: its floats, and where layer
+ * `layer`'s rows of sequence b start. */
 size_t fs_gelu_grad_floats(const fs_acts *a);
+size_t fs_gelu_grad_offset(const fs_acts *a, int layer, int b);
 
 #endif
