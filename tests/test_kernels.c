@@ -96,7 +96,7 @@ Test(kernels, gemm_all_modes_and_tails)
     }
 }
 
-/* fs_gemm's documented arithmetic, element by element: the r sum in chunks of 16 (the
+/* fs_gemm's documented arithmetic, element by element: the r sum in chunks of 32 (the
  * last chunk takes the remainder), each chunk a fused multiply-add chain from 0 added to
  * the running value. Blocking r into panels must not change a single bit of it. */
 Test(kernels, gemm_blocks_keep_the_chunked_sums_exactly)
@@ -117,7 +117,7 @@ Test(kernels, gemm_blocks_keep_the_chunked_sums_exactly)
             for (int j = 0; j < N; j++) {
                 float v = accumulate ? C0[i * ldc + j] : use_bias ? bias[j] : 0.f;
                 for (int r0 = 0, r1; r0 < R; r0 = r1) {
-                    r1 = R - r0 < 16 ? R : r0 + 16;
+                    r1 = R - r0 < 32 ? R : r0 + 32;
                     float acc = 0.f;
                     for (int r = r0; r < r1; r++)
                         acc = sfma(A[i * ars + r * acs], B[r * ldb + j], acc);

@@ -20,8 +20,10 @@
 
 /* The r loop runs in chunks of FS_CHUNK: each chunk's sum starts in fresh registers and
  * is then added to C, so rounding errors grow with sqrt(chunk) + sqrt(R / chunk) rather
- * than sqrt(R) -- about as accurate as dot products with lane-parallel partial sums. */
-#define FS_CHUNK 16
+ * than sqrt(R) -- about as accurate as dot products with lane-parallel partial sums.
+ * 32 rather than 16 halves the loads, adds and stores of C per multiply-add: 2-4% faster
+ * products on every training shape (AVX-512, both chunk sizes interleaved in one process). */
+#define FS_CHUNK 32
 
 ALWAYS_INLINE void tile(const int mr, const int nv, float *C, size_t ldc, const float *A, size_t ars, size_t acs,
                         const float *B, size_t ldb, int R, int accumulate, const float *bias)
