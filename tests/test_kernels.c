@@ -355,6 +355,54 @@ Test(kernels, softmax_rows_masked)
     }
 }
 
+/* fs_softmax_forward's documented arithmetic, bit for bit: the row maximum (a chain of
+ * comparisons), x - max, fs_exp_inplace, the sum left to right, times its reciprocal.
+ * Row counts not a multiple of the 4 rows summed together, widths past several vectors,
+ * rows masked and not, ties at the maximum, and a +0 / -0 maximum. */
+Test(kernels, softmax_rows_equal_the_documented_arithmetic)
+{
+    static const int ns[] = {1, 3, 8, 16, 17, 24, 33, 47, 65};
+    for (int trial = 0; trial < 54; trial++) {
+        int n = ns[trial % 9], rows = 1 + trial % 13;
+        size_t len = (size_t)rows * n;
+        float *x = rand_buf(len, 8), *y = malloc(sizeof(float) * len), *want = malloc(sizeof(float) * len);
+        for (int r = 0; r < rows && trial % 2; r++) /* causal mask on odd trials */
+            for (int j = r % n + 1; j < n; j++)
+                x[(size_t)r * n + j] = -1e20f;
+        if (n > 3) {
+            x[0] = x[1] = 9.f;           /* a tie at the maximum */
+            if (rows > 1) {              /* row 1: maxima +0 and -0, everything else below */
+                for (int j = 0; j < n; j++)
+                    x[(size_t)n + j] = -1.f - (float)j;
+                x[(size_t)n] = -0.f;
+                x[(size_t)n + 1] = 0.f;
+            }
+        }
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * n;
+            float *w = want + (size_t)r * n, mx = xr[0];
+            for (int j = 1; j < n; j++)
+                mx = xr[j] > mx ? xr[j] : mx;
+            for (int j = 0; j < n; j++)
+                w[j] = xr[j] - mx;
+        }
+        fs_exp_inplace(want, len);
+        for (int r = 0; r < rows; r++) {
+            float *w = want + (size_t)r * n, s = 0.f;
+            for (int j = 0; j < n; j++)
+                s += w[j];
+            float inv = 1.f / s;
+            for (int j = 0; j < n; j++)
+                w[j] *= inv;
+        }
+        fs_softmax_forward(y, x, rows, n);
+        for (size_t i = 0; i < len; i++)
+            cr_assert_eq(y[i], want[i], "softmax rows %d n %d: element %zu is %.9g, the documented arithmetic %.9g",
+                         rows, n, i, y[i], want[i]);
+        free(x), free(y), free(want);
+    }
+}
+
 /* ---------------------------------------------------------------- attention */
 
 Test(kernels, attention_forward_backward)

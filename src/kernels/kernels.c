@@ -178,27 +178,62 @@ void fs_gelu_backward_inplace(float *g, const float *in, size_t n)
     }
 }
 
+/* The largest of x[0, n), whole vectors first. Any order gives the same softmax: max is
+ * exact, x - (+0) equals x - (-0) under exp, and a NaN anywhere makes the row NaN either way. */
+static float row_max(const float *x, int n)
+{
+    int nv = n / FS_VL * FS_VL, i = 1;
+    float mx = x[0];
+    if (nv > 0) {
+        fs_vf m = vload(x);
+        for (i = FS_VL; i < nv; i += FS_VL)
+            m = vmax(m, vload(x + i));
+        mx = vhmax(m);
+    }
+    for (; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+/* Rows of exp values are normalised by their sums taken left to right; 4 rows at a time,
+ * so the 4 chains of dependent additions overlap (each row's order is unchanged). */
+static void normalise_rows(float *y, int rows, int n)
+{
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        float *y0 = y + (size_t)r * n, *y1 = y0 + n, *y2 = y1 + n, *y3 = y2 + n;
+        float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+        for (int i = 0; i < n; i++) {
+            s0 += y0[i];
+            s1 += y1[i];
+            s2 += y2[i];
+            s3 += y3[i];
+        }
+        float inv[4] = {1.f / s0, 1.f / s1, 1.f / s2, 1.f / s3};
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < n; i++)
+                y0[(size_t)k * n + i] *= inv[k];
+    }
+    for (; r < rows; r++) {
+        float *yr = y + (size_t)r * n, s = 0.f;
+        for (int i = 0; i < n; i++)
+            s += yr[i];
+        float inv = 1.f / s;
+        for (int i = 0; i < n; i++)
+            yr[i] *= inv;
+    }
+}
+
 void fs_softmax_forward(float *out, const float *in, int rows, int n)
 {
     for (int r = 0; r < rows; r++) {
         const float *x = in + (size_t)r * n;
-        float *y = out + (size_t)r * n;
-        float mx = x[0];
-        for (int i = 1; i < n; i++)
-            mx = x[i] > mx ? x[i] : mx;
+        float *y = out + (size_t)r * n, mx = row_max(x, n);
         for (int i = 0; i < n; i++)
             y[i] = x[i] - mx;
     }
     fs_exp_inplace(out, (size_t)rows * n);
-    for (int r = 0; r < rows; r++) {
-        float *y = out + (size_t)r * n;
-        float s = 0.f;
-        for (int i = 0; i < n; i++)
-            s += y[i];
-        float inv = 1.f / s;
-        for (int i = 0; i < n; i++)
-            y[i] *= inv;
-    }
+    normalise_rows(out, rows, n);
 }
 
 void fs_softmax_backward(float *din, const float *out, const float *dout, int rows, int n)
