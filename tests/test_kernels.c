@@ -403,6 +403,32 @@ Test(kernels, softmax_rows_equal_the_documented_arithmetic)
     }
 }
 
+/* fs_softmax_backward's documented arithmetic, bit for bit: per row s = sum p_i g_i left
+ * to right, then din = p (g - s), written over what din held; row counts around the 4
+ * rows done together. */
+Test(kernels, softmax_backward_rows_equal_the_documented_arithmetic)
+{
+    static const int ns[] = {1, 5, 16, 17, 33, 65};
+    for (int trial = 0; trial < 36; trial++) {
+        int n = ns[trial % 6], rows = 1 + trial % 11;
+        size_t len = (size_t)rows * n;
+        float *p = rand_buf(len, 1), *g = rand_buf(len, 3), *din = rand_buf(len, 5), *want = malloc(sizeof(float) * len);
+        for (int r = 0; r < rows; r++) {
+            const float *pr = p + (size_t)r * n, *gr = g + (size_t)r * n;
+            float s = 0.f;
+            for (int i = 0; i < n; i++)
+                s += pr[i] * gr[i];
+            for (int i = 0; i < n; i++)
+                want[(size_t)r * n + i] = pr[i] * (gr[i] - s);
+        }
+        fs_softmax_backward(din, p, g, rows, n);
+        for (size_t i = 0; i < len; i++)
+            cr_assert_eq(din[i], want[i], "softmax backward rows %d n %d: element %zu is %.9g, the documented %.9g", rows,
+                         n, i, din[i], want[i]);
+        free(p), free(g), free(din), free(want);
+    }
+}
+
 /* ---------------------------------------------------------------- attention */
 
 Test(kernels, attention_forward_backward)

@@ -56,7 +56,8 @@ void fs_mul_inplace(float *g, const float *s, size_t n);
 
 /* Softmax over rows of length n (full rows: masked entries hold -1e20 and give 0). */
 void fs_softmax_forward(float *out, const float *in, int rows, int n);
-void fs_softmax_backward(float *din, const float *out, const float *dout, int rows, int n);
+/* din = p * (dout - sum_i p_i dout_i) per row of the softmax p (written, not added). */
+void fs_softmax_backward(float *din, const float *p, const float *dout, int rows, int n);
 
 /* RoPE, interleaved pairs, on [H, N, hd] with positions 0..N-1 (docs/model.md). */
 void fs_rope_forward(float *out, const float *in, int H, int N, int hd, double base);

@@ -185,33 +185,31 @@ static void head_backward(const bwd *w, const fs_leaf_at *in, double denom)
  * scores were clamped (their Jacobian is the computed softmax's) */
 static void softmax_backward(float *din, const float *p_or_logits, const float *g, int rows, int n, bool from_logits)
 {
+    if (!from_logits) {
+        fs_softmax_backward(din, p_or_logits, g, rows, n);
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         const float *x = p_or_logits + (size_t)r * n, *gr = g + (size_t)r * n;
         float *dx = din + (size_t)r * n;
         float p[64], mx = x[0], z = 0.f, s = 0.f;
-        if (from_logits && n <= 64) {
-            for (int i = 1; i < n; i++)
-                mx = x[i] > mx ? x[i] : mx;
+        for (int i = 1; i < n; i++)
+            mx = x[i] > mx ? x[i] : mx;
+        if (n <= 64) {
             for (int i = 0; i < n; i++)
                 z += (p[i] = expf(x[i] - mx));
             for (int i = 0; i < n; i++)
                 p[i] /= z;
-        } else if (from_logits) { /* long rows: recompute per element */
-            for (int i = 1; i < n; i++)
-                mx = x[i] > mx ? x[i] : mx;
-            for (int i = 0; i < n; i++)
-                z += expf(x[i] - mx);
-            for (int i = 0; i < n; i++)
-                s += expf(x[i] - mx) / z * gr[i];
-            for (int i = 0; i < n; i++)
-                dx[i] = expf(x[i] - mx) / z * (gr[i] - s);
+            fs_softmax_backward(dx, p, gr, 1, n);
             continue;
         }
-        const float *pp = from_logits ? p : x;
+        /* long rows: recompute per element */
         for (int i = 0; i < n; i++)
-            s += pp[i] * gr[i];
+            z += expf(x[i] - mx);
         for (int i = 0; i < n; i++)
-            dx[i] = pp[i] * (gr[i] - s);
+            s += expf(x[i] - mx) / z * gr[i];
+        for (int i = 0; i < n; i++)
+            dx[i] = expf(x[i] - mx) / z * (gr[i] - s);
     }
 }
 
