@@ -431,6 +431,41 @@ Test(kernels, softmax_backward_rows_equal_the_documented_arithmetic)
 
 /* ---------------------------------------------------------------- attention */
 
+/* Sequences longer than a vector: each head's scores are fs_gemm's elements of q k^T
+ * (keys transposed), scaled, with key > query masked, and the probabilities
+ * fs_softmax_forward's -- bit for bit, although the columns past the last whole vector
+ * are computed only for the rows that reach them. */
+Test(kernels, long_attention_scores_equal_the_masked_full_product)
+{
+    static const int Ns[] = {17, 23, 31, 33, 40, 65};
+    static const int hds[] = {8, 12, 16, 32};
+    for (int trial = 0; trial < 24; trial++) {
+        int N = Ns[trial % 6], hd = hds[trial % 4], H = 1 + trial % 3;
+        size_t nq = (size_t)H * N * hd, ns = (size_t)H * N * N;
+        float *q = rand_buf(nq, 1), *k = rand_buf(nq, 1), scale = 0.3f;
+        float *pre = malloc(sizeof(float) * ns), *probs = malloc(sizeof(float) * ns);
+        float *want = malloc(sizeof(float) * ns), *want_p = malloc(sizeof(float) * ns);
+        float *kt = malloc(sizeof(float) * (size_t)N * hd);
+        for (int h = 0; h < H; h++) {
+            float *w = want + (size_t)h * N * N;
+            fs_transpose(kt, k + (size_t)h * N * hd, N, hd);
+            fs_gemm(w, (size_t)N, q + (size_t)h * N * hd, (size_t)hd, 1, kt, (size_t)N, N, N, hd, 0, NULL);
+            for (int i = 0; i < N; i++)
+                for (int j = 0; j < N; j++)
+                    w[i * N + j] = j <= i ? w[i * N + j] * scale : -1e20f;
+        }
+        fs_softmax_forward(want_p, want, H * N, N);
+        fs_attn_scores(pre, probs, q, k, H, N, hd, scale);
+        for (size_t i = 0; i < ns; i++) {
+            cr_assert_eq(pre[i], want[i], "N %d hd %d H %d: score %zu is %.9g, the masked product %.9g", N, hd, H, i,
+                         pre[i], want[i]);
+            cr_assert_eq(probs[i], want_p[i], "N %d hd %d H %d: probability %zu is %.9g, want %.9g", N, hd, H, i,
+                         probs[i], want_p[i]);
+        }
+        free(q), free(k), free(pre), free(probs), free(want), free(want_p), free(kt);
+    }
+}
+
 Test(kernels, attention_forward_backward)
 {
     static const int Ns[] = {1, 2, 3, 5, 8, 9, 16, 17, 21};

@@ -26,11 +26,22 @@ static _Thread_local float long_t[LONG_FLOATS];
 static inline bool long_fits(int N, int hd) { return (size_t)N * hd <= LONG_FLOATS; }
 
 /* out[i][j] (row stride N) = x_i . y_j for rows x_i (stride ldx) and y_j (stride hd):
- * y transposed into long_t, then fs_gemm. */
-static void rows_dot_rows(float *out, const float *x, size_t ldx, const float *y, int N, int hd)
+ * y transposed into long_t, then fs_gemm. With `causal`, only the elements j <= i are
+ * needed (the caller masks the rest): the columns past the last whole vector, which
+ * fs_gemm runs through a zero-padded copy at the cost of a whole vector, are then
+ * computed for the rows that reach them only (at 17 tokens, 1 row instead of 17). Each
+ * element is fs_gemm's either way: its sum does not depend on how the product is split. */
+static void rows_dot_rows(float *out, const float *x, size_t ldx, const float *y, int N, int hd, bool causal)
 {
     fs_transpose(long_t, y, N, hd);
-    fs_gemm(out, (size_t)N, x, ldx, 1, long_t, (size_t)N, N, N, hd, 0, NULL);
+    int jt = N / FS_VL * FS_VL;
+    if (!causal || jt == 0 || jt == N) {
+        fs_gemm(out, (size_t)N, x, ldx, 1, long_t, (size_t)N, N, N, hd, 0, NULL);
+        return;
+    }
+    fs_gemm(out, (size_t)N, x, ldx, 1, long_t, (size_t)N, N, jt, hd, 0, NULL);
+    fs_gemm(out + (size_t)jt * N + jt, (size_t)N, x + (size_t)jt * ldx, ldx, 1, long_t + jt, (size_t)N, N - jt, N - jt,
+            hd, 0, NULL);
 }
 
 /* kt[t][j] = x[j][t] for j < N (lanes N.. are left as they are: zeroed once by the caller) */
@@ -82,7 +93,7 @@ void fs_attn_scores(float *pre, float *probs, const float *q, const float *k, in
         const float *qh = q + (size_t)h * N * hd, *kh = k + (size_t)h * N * hd;
         float *ph = pre + (size_t)h * N * N, *sh = probs ? probs + (size_t)h * N * N : NULL;
         if (!fast(N, hd) && long_fits(N, hd)) {
-            rows_dot_rows(ph, qh, (size_t)hd, kh, N, hd);
+            rows_dot_rows(ph, qh, (size_t)hd, kh, N, hd, true);
             for (int i = 0; i < N; i++)
                 for (int j = 0; j < N; j++)
                     ph[i * N + j] = j <= i ? ph[i * N + j] * scale : MASKED;
@@ -168,7 +179,7 @@ void fs_attn_values_backward(float *gprobs, float *gv, const float *gout, const 
                 store_row(gph, i, N, s, (size_t)(H - 1 - h) * N * N);
             }
         } else if (long_fits(N, hd)) {
-            rows_dot_rows(gph, gout + h * hd, (size_t)d, vh, N, hd);
+            rows_dot_rows(gph, gout + h * hd, (size_t)d, vh, N, hd, false);
         } else {
             for (int i = 0; i < N; i++)
                 for (int j = 0; j < N; j++) {
