@@ -523,7 +523,7 @@ Test(inputs, usage_lines_show_optional_options)
     usage_lists_options("eval", (const char *const[]){"--config", "--input", "--per-sequence", "--cache", "-o", NULL});
     usage_lists_options("classify", (const char *const[]){"--config", "--threads", "--kv-stats", "-o", NULL});
     usage_lists_options("dataset synth", (const char *const[]){"--classes", "--dim", "--seed", "--path", NULL});
-    usage_lists_options("bench", (const char *const[]){"--config", "--threads", "--seconds", "--json", NULL});
+    usage_lists_options("bench", (const char *const[]){"--config", "--threads", "--seconds", "--repeat", "--json", NULL});
     usage_lists_options("sweep run", (const char *const[]){"-j", "--threads-per-run", "--no-progress", NULL});
     usage_lists_options("sweep task", (const char *const[]){"--threads-per-run", "--log-every", NULL});
     usage_lists_options("sweep slurm", (const char *const[]){"--submit", NULL});

@@ -15,6 +15,7 @@
 
 #include "cli/bench_cache.h"
 #include "cli/cli.h"
+#include "cli/progress.h"
 #include "fewshot/data.h"
 #include "fewshot/forward.h"
 #include "fewshot/kvcache.h"
@@ -32,6 +33,7 @@ static const fs_opt bench_opts[] = {
     {"--json", NULL, "print one JSON object instead of text"},
     {"--sizes", NULL, "training only, on a ladder of model sizes (d_model/depth/pairs 64/2/3, 128/2/9, 256/4/17, 64/12/3; 8 heads)"},
     {"--load", "N", "run N busy competitor processes while measuring (and report training's quiet figure too)"},
+    {"--repeat", "R", "measure every phase in R windows of --seconds and report the fastest, with the median (default 1)"},
     {NULL, NULL, NULL},
 };
 
@@ -201,12 +203,19 @@ static double classify_madds(const fs_model_config *c, int pairs)
 
 /* ---- the phases ---- */
 
+enum { MAX_REPEAT = 100 };
+
+/* A phase's figures are those of its fastest window (--repeat): other work on the cores
+ * only ever slows a window down, so the fastest is the closest to the machine's speed;
+ * every window's rate is kept for the median. */
 typedef struct {
     double per_s;  /* steps, sequences or queries per second */
     double madds;  /* multiply-adds per second */
     double peak;   /* the FMA peak: the best probe of the run (shared cores vary) */
     long count;
     double seconds;
+    int windows;
+    double window_per_s[MAX_REPEAT];
 } phase_rate;
 
 typedef struct {
@@ -216,6 +225,36 @@ typedef struct {
 } bench_result;
 
 static const double PEAK_SECONDS = 0.25;
+
+static void add_window(phase_rate *p, const phase_rate *w)
+{
+    int n = p->windows;
+    if (n == 0 || w->per_s > p->per_s) {
+        p->per_s = w->per_s;
+        p->madds = w->madds;
+        p->count = w->count;
+        p->seconds = w->seconds;
+    }
+    p->window_per_s[n] = w->per_s;
+    p->windows = n + 1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median_per_s(const phase_rate *p)
+{
+    if (p->windows <= 1)
+        return p->per_s;
+    double v[MAX_REPEAT];
+    memcpy(v, p->window_per_s, sizeof(double) * (size_t)p->windows);
+    qsort(v, (size_t)p->windows, sizeof *v, cmp_double);
+    int n = p->windows;
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 /* Keep the best and the worst FMA-peak probe of the run (probes run before and after
  * every phase): the best is the machine's peak, the worst shows how much other work
@@ -326,7 +365,9 @@ static void load_stop(busy_load *l)
     l->n = 0;
 }
 
-static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
+/* `repeat` rounds of the phases, each phase one window per round; the peak is probed
+ * between rounds unless competitors are running (it would measure them). */
+static int run_bench(bench_state *s, double seconds, int load, int repeat, bench_result *r)
 {
     memset(r, 0, sizeof *r);
     long step = 0;
@@ -334,19 +375,30 @@ static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
     busy_load busy = {.n = 0};
     probe_peak(&r->peak, &r->peak_min, threads);
     if (load > 0) {
-        r->train_quiet = time_train(s, seconds, &step, &r->final_loss);
-        probe_peak(&r->peak, &r->peak_min, threads);
+        for (int k = 0; k < repeat; k++) {
+            phase_rate w = time_train(s, seconds, &step, &r->final_loss);
+            add_window(&r->train_quiet, &w);
+            probe_peak(&r->peak, &r->peak_min, threads);
+        }
         load_start(&busy, load);
         if (busy.n < load) {
             load_stop(&busy);
             return -1;
         }
     }
-    r->train = time_train(s, seconds, &step, &r->final_loss);
-    if (s->has_eval)
-        r->eval = time_eval(s, seconds);
-    r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
-    r->classify = time_classify(s);
+    for (int k = 0; k < repeat; k++) {
+        if (k > 0 && load == 0)
+            probe_peak(&r->peak, &r->peak_min, threads);
+        phase_rate w = time_train(s, seconds, &step, &r->final_loss);
+        add_window(&r->train, &w);
+        if (s->has_eval) {
+            w = time_eval(s, seconds);
+            add_window(&r->eval, &w);
+        }
+        r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
+        w = time_classify(s);
+        add_window(&r->classify, &w);
+    }
     load_stop(&busy);
     probe_peak(&r->peak, &r->peak_min, threads);
     phase_rate *phases[] = {&r->train_quiet, &r->train, &r->eval, &r->classify};
@@ -359,14 +411,24 @@ static int run_bench(bench_state *s, double seconds, int load, bench_result *r)
 
 static double fraction(const phase_rate *p) { return p->peak > 0 ? p->madds / p->peak : 0; }
 
+/* the median window's fraction of the peak (multiply-adds per unit of work are fixed) */
+static double median_fraction(const phase_rate *p)
+{
+    return p->per_s > 0 ? fraction(p) * median_per_s(p) / p->per_s : 0;
+}
+
 static void print_phase_json(const char *name, const phase_rate *p)
 {
-    printf(", \"%s_madds_per_s\": %.4g, \"%s_peak_fraction\": %.4f", name, p->madds, name, fraction(p));
+    printf(", \"%s_madds_per_s\": %.4g, \"%s_peak_fraction\": %.4f, \"%s_peak_fraction_median\": %.4f", name,
+           p->madds, name, fraction(p), name, median_fraction(p));
 }
 
 static void print_phase_text(const phase_rate *p)
 {
-    printf("  [%.2f G multiply-adds/s, %.1f%% of peak]\n", p->madds * 1e-9, 100 * fraction(p));
+    printf("  [%.2f G multiply-adds/s, %.1f%% of peak", p->madds * 1e-9, 100 * fraction(p));
+    if (p->windows > 1)
+        printf("; fastest of %d windows, median %.1f%%", p->windows, 100 * median_fraction(p));
+    printf("]\n");
 }
 
 static void print_result(const bench_state *s, const bench_result *r, const fs_bench_cache_result *cache, int threads,
@@ -382,8 +444,11 @@ static void print_result(const bench_state *s, const bench_result *r, const fs_b
                "\"pairs\": %d, \"d_model\": %d, \"depth\": %d, \"mlp_ratio\": %g, \"data\": \"%s\"",
                r->train.per_s, r->train.per_s * B, r->eval.per_s, r->peak_rss_mb, threads, cores, cpu, B, P,
                mc->d_model, mc->depth, mc->mlp_ratio, source);
+        printf(", \"windows\": %d, \"train_steps_per_s_median\": %.1f, \"eval_seqs_per_s_median\": %.0f",
+               r->train.windows, median_per_s(&r->train), median_per_s(&r->eval));
         if (r->classify.per_s >= 0)
-            printf(", \"classify_queries_per_s\": %.0f", r->classify.per_s);
+            printf(", \"classify_queries_per_s\": %.0f, \"classify_queries_per_s_median\": %.0f", r->classify.per_s,
+                   median_per_s(&r->classify));
         printf(", \"simd\": \"%s\", \"simd_width\": %d, \"fma_peak_madds_per_s\": %.4g, "
                "\"fma_peak_min_madds_per_s\": %.4g",
                fs_simd_name(), fs_simd_width(), r->peak, r->peak_min);
@@ -439,20 +504,18 @@ static const struct {
 
 /* Training throughput of each ladder row: the run config with d_model, depth and
  * train_context_len = pairs - 1 replaced (8 heads). */
-static int run_sizes(const fs_args *args, const char *origin, int threads, double seconds, bool json, fs_error *err)
+static int run_sizes(const fs_args *args, const char *origin, int threads, double seconds, int repeat, bool json,
+                     fs_error *err)
 {
-    int rows = (int)(sizeof ladder / sizeof *ladder);
+    enum { ROWS = (int)(sizeof ladder / sizeof *ladder) };
+    phase_rate rate[ROWS];
+    int batch[ROWS];
+    memset(rate, 0, sizeof rate);
     double peak = 0, peak_min = 0;
     probe_peak(&peak, &peak_min, threads);
-    if (json)
-        printf("{\"simd\": \"%s\", \"simd_width\": %d, \"threads\": %d, \"fma_peak_madds_per_s\": %.4g, \"sizes\": [",
-               fs_simd_name(), fs_simd_width(), threads, peak);
-    else
-        printf("simd: %s, %d floats per vector; fp32 FMA peak %.1f G multiply-adds/s on %d threads\n"
-               "%-8s %-6s %-6s %12s %14s %8s\n",
-               fs_simd_name(), fs_simd_width(), peak * 1e-9, threads, "d_model", "depth", "pairs", "steps/s",
-               "G madds/s", "% peak");
-    for (int i = 0; i < rows; i++) {
+    fs_progress prog;
+    fs_progress_start(&prog, true, 30);
+    for (int i = 0; i < ROWS; i++) {
         bench_state s;
         memset(&s, 0, sizeof s);
         if (fs_cli_run_config(args, &s.cfg, false))
@@ -461,6 +524,7 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
         s.cfg.model.num_heads = 8;
         s.cfg.model.depth = ladder[i].depth;
         s.cfg.train.train_context_len = ladder[i].pairs - 1;
+        batch[i] = s.cfg.train.train_bs;
         char source[1100];
         long step = 0;
         double loss;
@@ -468,24 +532,50 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
             bench_free(&s);
             return -1;
         }
-        phase_rate r = time_train(&s, seconds, &step, &loss);
-        probe_peak(&peak, &peak_min, threads);
-        r.peak = peak;
+        for (int k = 0; k < repeat; k++) {
+            fs_progress_line(&prog, false, "bench --sizes: row %d of %d (d_model %d, depth %d, pairs %d), window %d of %d",
+                             i + 1, ROWS, ladder[i].d_model, ladder[i].depth, ladder[i].pairs, k + 1, repeat);
+            phase_rate w = time_train(&s, seconds, &step, &loss);
+            add_window(&rate[i], &w);
+            probe_peak(&peak, &peak_min, threads);
+        }
+        bench_free(&s);
+    }
+    fs_progress_finish(&prog);
+    /* every row against the best probe of the whole run */
+    if (json)
+        printf("{\"simd\": \"%s\", \"simd_width\": %d, \"threads\": %d, \"windows\": %d, "
+               "\"fma_peak_madds_per_s\": %.4g, \"sizes\": [",
+               fs_simd_name(), fs_simd_width(), threads, repeat, peak);
+    else
+        printf("simd: %s, %d floats per vector; fp32 FMA peak %.1f G multiply-adds/s on %d threads\n"
+               "%-8s %-6s %-6s %12s %14s %8s%s\n",
+               fs_simd_name(), fs_simd_width(), peak * 1e-9, threads, "d_model", "depth", "pairs", "steps/s",
+               "G madds/s", "% peak", repeat > 1 ? "   median steps/s  median % peak" : "");
+    for (int i = 0; i < ROWS; i++) {
+        phase_rate *r = &rate[i];
+        r->peak = peak;
         if (json)
             printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.2f, "
-                   "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f}",
-                   i ? ", " : "", ladder[i].d_model, ladder[i].depth, ladder[i].pairs, s.cfg.train.train_bs, r.per_s,
-                   r.madds, fraction(&r));
+                   "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f, \"train_steps_per_s_median\": %.2f, "
+                   "\"train_peak_fraction_median\": %.4f}",
+                   i ? ", " : "", ladder[i].d_model, ladder[i].depth, ladder[i].pairs, batch[i], r->per_s, r->madds,
+                   fraction(r), median_per_s(r), median_fraction(r));
+        else if (repeat > 1)
+            printf("%-8d %-6d %-6d %12.2f %14.2f %7.1f%% %18.2f %13.1f%%\n", ladder[i].d_model, ladder[i].depth,
+                   ladder[i].pairs, r->per_s, r->madds * 1e-9, 100 * fraction(r), median_per_s(r),
+                   100 * median_fraction(r));
         else
             printf("%-8d %-6d %-6d %12.2f %14.2f %7.1f%%\n", ladder[i].d_model, ladder[i].depth, ladder[i].pairs,
-                   r.per_s, r.madds * 1e-9, 100 * fraction(&r));
-        fflush(stdout);
-        bench_free(&s);
+                   r->per_s, r->madds * 1e-9, 100 * fraction(r));
     }
     if (json)
         printf("], \"fma_peak_best_madds_per_s\": %.4g, \"fma_peak_min_madds_per_s\": %.4g}\n", peak, peak_min);
-    else
+    else {
+        if (repeat > 1)
+            printf("each row: the fastest of %d windows of %g s, and the median window\n", repeat, seconds);
         print_peak_note(peak, peak_min);
+    }
     return 0;
 }
 
@@ -493,7 +583,7 @@ int fs_cmd_bench(int argc, char **argv)
 {
     fs_args args;
     int rc = fs_cli_parse(&args, argc, argv, "bench",
-                          "[--config C.json] [--set S.K=V ...] [--threads T] [--seconds S] [--sizes] [--load N] [--json]",
+                          "[--config C.json] [--set S.K=V ...] [--threads T] [--seconds S] [--repeat R] [--sizes] [--load N] [--json]",
                           "Measure end-to-end training throughput (sampling, forward, backward and the\n"
                           "optimizer, batch train.train_bs of train_context_len+1 pairs), forward-only\n"
                           "evaluation throughput (query logits of the first evaluator's sequences),\n"
@@ -503,6 +593,9 @@ int fs_cmd_bench(int argc, char **argv)
                           "fp32 FMA peak for the build's vector width (AVX-512, AVX2+FMA or portable):\n"
                           "the best of probes before and after the phases; a note says when they\n"
                           "differ by more than 15% (other work on the cores: figures low and unsteady).\n"
+                          "With --repeat R every phase is measured in R windows (interleaved, the peak\n"
+                          "probed between them) and reported by its fastest window, the median beside\n"
+                          "it: other work only ever slows a window down.\n"
                           "Data: the config's data.file, else " SYNTH_S0 "\n"
                           "if present, else the same synthetic clusters generated in memory.",
                           bench_opts);
@@ -512,9 +605,9 @@ int fs_cmd_bench(int argc, char **argv)
     memset(&s, 0, sizeof s);
     if (fs_cli_run_config(&args, &s.cfg, false))
         return 1;
-    long long threads, load;
+    long long threads, load, repeat;
     if (fs_arg_int(&args, "--threads", s.cfg.train.threads, 0, 1024, &threads) ||
-        fs_arg_int(&args, "--load", 0, 0, 64, &load)) {
+        fs_arg_int(&args, "--load", 0, 0, 64, &load) || fs_arg_int(&args, "--repeat", 1, 1, MAX_REPEAT, &repeat)) {
         fs_run_config_free(&s.cfg);
         return 2;
     }
@@ -537,7 +630,7 @@ int fs_cmd_bench(int argc, char **argv)
     const char *origin = fs_arg(&args, "--config") ? fs_arg(&args, "--config") : "bench defaults";
     fs_error err = {{0}};
     if (fs_flag(&args, "--sizes")) {
-        rc = run_sizes(&args, origin, (int)threads, seconds, json, &err) ? fs_cli_error(err.msg) : 0;
+        rc = run_sizes(&args, origin, (int)threads, seconds, (int)repeat, json, &err) ? fs_cli_error(err.msg) : 0;
         fs_run_config_free(&s.cfg);
         return rc;
     }
@@ -548,7 +641,7 @@ int fs_cmd_bench(int argc, char **argv)
         bench_free(&s);
         return rc;
     }
-    if (run_bench(&s, seconds, (int)load, &r)) {
+    if (run_bench(&s, seconds, (int)load, (int)repeat, &r)) {
         bench_free(&s);
         return fs_cli_error("--load: cannot start the competitor processes");
     }
