@@ -439,15 +439,15 @@ static void print_result(const bench_state *s, const bench_result *r, const fs_b
     const fs_model_config *mc = &s->cfg.model;
     int B = s->cfg.train.train_bs, P = s->cfg.train.train_context_len + 1;
     if (json) {
-        printf("{\"train_steps_per_s\": %.1f, \"train_seqs_per_s\": %.0f, \"eval_seqs_per_s\": %.0f, "
+        printf("{\"train_steps_per_s\": %.6g, \"train_seqs_per_s\": %.6g, \"eval_seqs_per_s\": %.6g, "
                "\"peak_rss_mb\": %.1f, \"threads\": %d, \"cores\": %d, \"cpu\": \"%s\", \"batch\": %d, "
                "\"pairs\": %d, \"d_model\": %d, \"depth\": %d, \"mlp_ratio\": %g, \"data\": \"%s\"",
                r->train.per_s, r->train.per_s * B, r->eval.per_s, r->peak_rss_mb, threads, cores, cpu, B, P,
                mc->d_model, mc->depth, mc->mlp_ratio, source);
-        printf(", \"windows\": %d, \"train_steps_per_s_median\": %.1f, \"eval_seqs_per_s_median\": %.0f",
+        printf(", \"windows\": %d, \"train_steps_per_s_median\": %.6g, \"eval_seqs_per_s_median\": %.6g",
                r->train.windows, median_per_s(&r->train), median_per_s(&r->eval));
         if (r->classify.per_s >= 0)
-            printf(", \"classify_queries_per_s\": %.0f, \"classify_queries_per_s_median\": %.0f", r->classify.per_s,
+            printf(", \"classify_queries_per_s\": %.6g, \"classify_queries_per_s_median\": %.6g", r->classify.per_s,
                    median_per_s(&r->classify));
         printf(", \"simd\": \"%s\", \"simd_width\": %d, \"fma_peak_madds_per_s\": %.4g, "
                "\"fma_peak_min_madds_per_s\": %.4g",
@@ -458,7 +458,7 @@ static void print_result(const bench_state *s, const bench_result *r, const fs_b
         if (r->classify.per_s > 0)
             print_phase_json("classify", &r->classify);
         if (load > 0)
-            printf(", \"load\": %d, \"train_quiet_steps_per_s\": %.1f, \"train_loaded_fraction\": %.3f", load,
+            printf(", \"load\": %d, \"train_quiet_steps_per_s\": %.6g, \"train_loaded_fraction\": %.3f", load,
                    r->train_quiet.per_s, r->train_quiet.per_s > 0 ? r->train.per_s / r->train_quiet.per_s : 0);
         if (cache)
             fs_bench_cache_print(cache, true);
@@ -556,8 +556,8 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
         phase_rate *r = &rate[i];
         r->peak = peak;
         if (json)
-            printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.2f, "
-                   "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f, \"train_steps_per_s_median\": %.2f, "
+            printf("%s{\"d_model\": %d, \"depth\": %d, \"pairs\": %d, \"batch\": %d, \"train_steps_per_s\": %.6g, "
+                   "\"train_madds_per_s\": %.4g, \"train_peak_fraction\": %.4f, \"train_steps_per_s_median\": %.6g, "
                    "\"train_peak_fraction_median\": %.4f}",
                    i ? ", " : "", ladder[i].d_model, ladder[i].depth, ladder[i].pairs, batch[i], r->per_s, r->madds,
                    fraction(r), median_per_s(r), median_fraction(r));
