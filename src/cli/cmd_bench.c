@@ -283,10 +283,12 @@ static void print_peak_note(double best, double worst)
  * sampled inside the step, forward, backward and the optimizer. */
 static double train_step(bench_state *s, long step) { return fs_batch_train_step(&s->batch, &s->trainer, step, NULL); }
 
-static phase_rate time_train(bench_state *s, double seconds, long *next_step, double *loss)
+/* One window of `seconds`; `warm_up` first takes 20 untimed steps (caches, page faults,
+ * the thread pool): a phase's first window needs them, the windows after it do not. */
+static phase_rate time_train(bench_state *s, double seconds, bool warm_up, long *next_step, double *loss)
 {
     phase_rate r = {0};
-    for (int i = 0; i < 20; i++) /* warm-up: caches, page faults, thread pool */
+    for (int i = 0; warm_up && i < 20; i++)
         *loss = train_step(s, (*next_step)++);
     double t0 = now_s(), el;
     do {
@@ -376,7 +378,7 @@ static int run_bench(bench_state *s, double seconds, int load, int repeat, bench
     probe_peak(&r->peak, &r->peak_min, threads);
     if (load > 0) {
         for (int k = 0; k < repeat; k++) {
-            phase_rate w = time_train(s, seconds, &step, &r->final_loss);
+            phase_rate w = time_train(s, seconds, k == 0, &step, &r->final_loss);
             add_window(&r->train_quiet, &w);
             probe_peak(&r->peak, &r->peak_min, threads);
         }
@@ -389,7 +391,7 @@ static int run_bench(bench_state *s, double seconds, int load, int repeat, bench
     for (int k = 0; k < repeat; k++) {
         if (k > 0 && load == 0)
             probe_peak(&r->peak, &r->peak_min, threads);
-        phase_rate w = time_train(s, seconds, &step, &r->final_loss);
+        phase_rate w = time_train(s, seconds, k == 0, &step, &r->final_loss);
         add_window(&r->train, &w);
         if (s->has_eval) {
             w = time_eval(s, seconds);
@@ -535,7 +537,7 @@ static int run_sizes(const fs_args *args, const char *origin, int threads, doubl
         for (int k = 0; k < repeat; k++) {
             fs_progress_line(&prog, false, "bench --sizes: row %d of %d (d_model %d, depth %d, pairs %d), window %d of %d",
                              i + 1, ROWS, ladder[i].d_model, ladder[i].depth, ladder[i].pairs, k + 1, repeat);
-            phase_rate w = time_train(&s, seconds, &step, &loss);
+            phase_rate w = time_train(&s, seconds, k == 0, &step, &loss);
             add_window(&rate[i], &w);
             probe_peak(&peak, &peak_min, threads);
         }
