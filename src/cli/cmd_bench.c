@@ -397,7 +397,8 @@ static int run_bench(bench_state *s, double seconds, int load, int repeat, bench
             w = time_eval(s, seconds);
             add_window(&r->eval, &w);
         }
-        r->peak_rss_mb = peak_rss_mb(); /* of training and evaluation */
+        if (k == 0) /* of training and evaluation, before classify's first window */
+            r->peak_rss_mb = peak_rss_mb();
         w = time_classify(s);
         add_window(&r->classify, &w);
     }
